@@ -1,0 +1,276 @@
+"""Leaky integrate-and-fire neurons over T explicit time steps, with surrogate gradients.
+
+The neuron is a pure scan over a time-major input current ``I`` of shape ``[T, B, ...]``
+(snntorch ``Leaky`` semantics with ``reset_delay=True``, so spikes agree exactly)::
+
+    r_t = H(v_{t-1} - θ)                      reset signal, detached from the graph
+    v_t = β v_{t-1} + I_t - θ r_t             reset = "subtract"
+    v_t = β (1 - r_t) v_{t-1} + I_t           reset = "zero"
+    s_t = H(v_t - θ)                          ∂s_t/∂v_t := σ'(v_t - θ)   (surrogate)
+    β   = exp(-dt / τ)
+
+Why a hand-written autograd function: a feed-forward layer's current for all T steps is
+known before its recurrence runs, so the synapse is one ``[(T*B), in]`` matmul and only this
+cheap element-wise scan is sequential. Its backward pass is the adjoint scan
+
+    g_t = ∂L/∂s_t σ'(v_t - θ) + ∂L/∂v_t + β c_t g_{t+1},   ∂L/∂I_t = g_t,
+
+with ``c_t = 1`` (subtract) or ``c_t = 1 - s_t`` (zero), done in place over T steps instead
+of replaying a per-step autograd graph.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bioplaus.errors import ConfigError
+
+# ----------------------------------------------------------------------------- surrogates
+# Each surrogate derivative σ'(u) is computed in place on a buffer holding u = v - θ: the
+# backward scan works one time step at a time on a cache-sized slice instead of streaming
+# several temporaries of the whole [T, B, N] membrane through memory.
+
+
+def _atan_(u: Tensor, alpha: float) -> Tensor:
+    """σ'(u) = (α/2) / (1 + (π α u / 2)²)   (snntorch ``surrogate.atan``, default α = 2)."""
+    return u.mul_(math.pi / 2 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2)
+
+
+def _fast_sigmoid_(u: Tensor, slope: float) -> Tensor:
+    """σ'(u) = 1 / (1 + k|u|)²   (SuperSpike; snntorch ``surrogate.fast_sigmoid``, k = 25)."""
+    return u.abs_().mul_(slope).add_(1.0).square_().reciprocal_()
+
+
+def _sigmoid_(u: Tensor, slope: float) -> Tensor:
+    """σ'(u) = k sig(ku)(1 - sig(ku))."""
+    s = u.mul_(slope).sigmoid_()
+    return s.sub_(s.square()).mul_(slope)
+
+
+def _triangle_(u: Tensor, slope: float) -> Tensor:
+    """σ'(u) = k max(0, 1 - k|u|)   (piecewise linear, support |u| < 1/k)."""
+    return u.abs_().mul_(-slope).add_(1.0).clamp_min_(0.0).mul_(slope)
+
+
+SURROGATES: dict[str, tuple[Callable[[Tensor, float], Tensor], float]] = {
+    "atan": (_atan_, 2.0),
+    "fast_sigmoid": (_fast_sigmoid_, 25.0),
+    "sigmoid": (_sigmoid_, 5.0),
+    "triangle": (_triangle_, 1.0),
+}
+
+
+def surrogate_fn(name: str, slope: float | None = None) -> Callable[[Tensor], Tensor]:
+    """σ' of the named surrogate (default slope unless given), applied IN PLACE to u = v - θ."""
+    if name not in SURROGATES:
+        raise ConfigError(
+            f"network.spiking.surrogate: unknown surrogate {name!r}; "
+            f"valid: {', '.join(sorted(SURROGATES))}"
+        )
+    fn, default = SURROGATES[name]
+    k = default if slope is None else float(slope)
+    return lambda u: fn(u, k)
+
+
+# ----------------------------------------------------------------------------- the scan
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Parameters of a LIF population. β = exp(-dt/τ)."""
+
+    dt: float = 1e-3
+    tau: float = 5e-3
+    threshold: float = 1.0
+    reset: str = "subtract"  # "subtract" | "zero"
+    surrogate: str = "atan"
+    slope: float | None = None
+
+    @property
+    def beta(self) -> float:
+        return math.exp(-self.dt / self.tau)
+
+    def check(self, where: str = "network.spiking") -> None:
+        if self.dt <= 0 or self.tau <= 0:
+            raise ConfigError(f"{where}: dt and tau must be > 0 (got dt={self.dt}, tau={self.tau})")
+        if self.reset not in ("subtract", "zero"):
+            raise ConfigError(f"{where}.reset: must be 'subtract' or 'zero', got {self.reset!r}")
+        if self.threshold <= 0:
+            raise ConfigError(f"{where}.threshold: must be > 0, got {self.threshold}")
+        surrogate_fn(self.surrogate, self.slope)
+
+
+_SURROGATE_CODE = {"atan": 0, "fast_sigmoid": 1, "sigmoid": 2, "triangle": 3}
+_KERNEL: Any = None
+_KERNEL_TRIED = False
+
+
+def kernel() -> Any:
+    """The compiled fused scan (built once per machine, cached), or None to use pure torch.
+
+    ``BIOPLAUS_LIF_KERNEL=torch`` forces the pure-torch scan; ``=cpp`` makes a failed build an
+    error instead of a warning.
+    """
+    global _KERNEL, _KERNEL_TRIED
+    if _KERNEL_TRIED:
+        return _KERNEL
+    _KERNEL_TRIED = True
+    mode = os.environ.get("BIOPLAUS_LIF_KERNEL", "auto")
+    if mode == "torch":
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        src = Path(__file__).with_name("lif_kernel.cpp")
+        _KERNEL = load(
+            name="bioplaus_lif_kernel",
+            sources=[str(src)],
+            extra_cflags=["-O3", "-ffp-contract=off"],
+            verbose=False,
+        )
+    except Exception as e:  # no compiler, no ninja, read-only cache ...
+        if mode == "cpp":
+            raise
+        warnings.warn(
+            f"bioplaus: fused LIF kernel unavailable ({type(e).__name__}: {e}); "
+            "using the pure-torch scan (same results, slower)",
+            stacklevel=2,
+        )
+        _KERNEL = None
+    return _KERNEL
+
+
+def _use_kernel(x: Tensor) -> Any:
+    return kernel() if (x.dtype == torch.float32 and x.device.type == "cpu") else None
+
+
+class _LIFScan(torch.autograd.Function):
+    """Forward: LIF scan over T; backward: the adjoint scan (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, current: Tensor, beta: float, thr: float, zero: bool, sgname: str, slope: float):  # noqa: ANN001, ANN205
+        k = _use_kernel(current) if math.isfinite(thr) else None
+        if k is not None:
+            spk, mem = k.forward(current, beta, thr, zero)
+        else:
+            spk, mem = _torch_scan(current, beta, thr, zero)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(mem, spk)
+        ctx.beta, ctx.thr, ctx.zero, ctx.sgname, ctx.slope = beta, thr, zero, sgname, slope
+        return spk, mem
+
+    @staticmethod
+    def backward(ctx, grad_spk: Tensor | None, grad_mem: Tensor | None):  # noqa: ANN205
+        mem, spk = ctx.saved_tensors
+        k = _use_kernel(mem) if math.isfinite(ctx.thr) else None
+        if k is not None:
+            empty = torch.empty(0)
+            g = k.backward(
+                grad_spk if grad_spk is not None else empty,
+                grad_mem if grad_mem is not None else empty,
+                mem, spk, ctx.beta, ctx.thr, ctx.zero, _SURROGATE_CODE[ctx.sgname], ctx.slope,
+            )
+        else:
+            sg = surrogate_fn(ctx.sgname, ctx.slope)
+            g = _torch_scan_backward(grad_spk, grad_mem, mem, spk, ctx.beta, ctx.thr, ctx.zero, sg)
+        return g, None, None, None, None, None
+
+
+def _torch_scan(current: Tensor, beta: float, thr: float, zero: bool) -> tuple[Tensor, Tensor]:
+    """Reference scan in torch ops (used when the compiled kernel is unavailable)."""
+    current = current.contiguous()
+    mem = torch.empty_like(current)
+    spk = torch.empty_like(current)
+    if not math.isfinite(thr):  # a leaky integrator: never fires, never resets
+        spk.zero_()
+        mem[0].copy_(current[0])
+        for t in range(1, current.shape[0]):
+            torch.mul(mem[t - 1], beta, out=mem[t])
+            mem[t].add_(current[t])
+        return spk, mem
+    for t in range(current.shape[0]):
+        if t == 0:
+            mem[0].copy_(current[0])
+        elif zero:
+            torch.mul(mem[t - 1], 1.0 - spk[t - 1], out=mem[t])
+            mem[t].mul_(beta).add_(current[t])
+        else:
+            torch.mul(mem[t - 1], beta, out=mem[t])
+            mem[t].add_(current[t]).sub_(spk[t - 1] * thr)
+        torch.gt(mem[t], thr, out=spk[t])
+    return spk, mem
+
+
+def _torch_scan_backward(
+    grad_spk: Tensor | None, grad_mem: Tensor | None, mem: Tensor, spk: Tensor,
+    beta: float, thr: float, zero: bool, sg: Callable[[Tensor], Tensor],
+) -> Tensor:
+    g = torch.empty_like(mem)
+    buf = torch.empty_like(mem[0])
+    n_t = mem.shape[0]
+    for t in range(n_t - 1, -1, -1):
+        if grad_spk is not None:
+            sg(torch.sub(mem[t], thr, out=buf))
+            torch.mul(buf, grad_spk[t], out=g[t])
+            if grad_mem is not None:
+                g[t].add_(grad_mem[t])
+        elif grad_mem is not None:
+            g[t].copy_(grad_mem[t])
+        else:  # pragma: no cover - autograd never calls with both None
+            g[t].zero_()
+        if t + 1 < n_t:
+            if zero:  # dv_{t+1}/dv_t = β (1 - s_t): no carry through a reset
+                torch.mul(g[t + 1], spk[t], out=buf)
+                g[t].add_(g[t + 1], alpha=beta).sub_(buf, alpha=beta)
+            else:
+                g[t].add_(g[t + 1], alpha=beta)
+    return g
+
+
+def lif_scan(current: Tensor, params: LIFParams) -> tuple[Tensor, Tensor]:
+    """Run LIF neurons on a time-major current ``[T, B, ...]``; return (spikes, membrane)."""
+    surrogate_fn(params.surrogate, params.slope)  # validates the name
+    slope = SURROGATES[params.surrogate][1] if params.slope is None else float(params.slope)
+    return _LIFScan.apply(
+        current, params.beta, float(params.threshold), params.reset == "zero", params.surrogate, slope
+    )
+
+
+def lif_step(
+    current: Tensor, mem: Tensor, spk_prev: Tensor, params: LIFParams
+) -> tuple[Tensor, Tensor]:
+    """One LIF step (no surrogate; reference for tests and online use): (spikes, membrane)."""
+    beta, thr = params.beta, params.threshold
+    if params.reset == "zero":
+        v = beta * (1 - spk_prev) * mem + current
+    else:
+        v = beta * mem + current - thr * spk_prev
+    return (v > thr).to(current.dtype), v
+
+
+class LIF(torch.nn.Module):
+    """A LIF population as a module: ``[T, B, ...]`` current -> (spikes, membrane)."""
+
+    def __init__(self, params: LIFParams) -> None:
+        super().__init__()
+        params.check()
+        self.params = params
+
+    def forward(self, current: Tensor) -> tuple[Tensor, Tensor]:
+        return lif_scan(current, self.params)
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return (
+            f"beta={p.beta:.4f}, dt={p.dt}, tau={p.tau}, threshold={p.threshold}, "
+            f"reset={p.reset}, surrogate={p.surrogate}"
+        )

@@ -1,0 +1,124 @@
+"""Command line: ``bioplaus run | inspect | report | list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bioplaus.errors import BioplausError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bioplaus.config import load_config
+    from bioplaus.train import run_experiment
+
+    cfg = load_config(args.config, args.set)
+    if args.no_report:
+        cfg.train.report = False
+    progress = False if args.quiet else None
+    try:
+        res = run_experiment(cfg, out=args.out, progress=progress)
+    except KeyboardInterrupt:
+        print("bioplaus: interrupted; the run file holds everything up to the last flush "
+              "(status 'interrupted')", file=sys.stderr)
+        return 130
+    print(res.summary())
+    if res.figures:
+        print(f"figures: {res.figures[0].parent}/ ({len(res.figures)} PNG)")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bioplaus.report import summary_text
+
+    _need_file(args.file)
+    print(summary_text(args.file))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bioplaus.report import make_report
+
+    _need_file(args.file)
+    p = Path(args.file)
+    out = Path(args.out) if args.out else p.with_name(p.stem + "_figures")
+    files = make_report(p, out)
+    for f in files:
+        print(f)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from bioplaus import registry
+
+    print("rules:    " + ", ".join(registry.rule_names()))
+    print("plugins:  " + ", ".join(registry.plugin_names()))
+    print("backends: " + ", ".join(registry.backend_names()))
+    print("datasets: " + ", ".join(registry.dataset_names()))
+    return 0
+
+
+def _need_file(path: str) -> None:
+    if not Path(path).is_file():
+        raise BioplausError(f"{path}: no such run file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="bioplaus",
+        description="Biologically plausible and spiking learning rules; every run recorded to HDF5.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the experiment described by a TOML file")
+    r.add_argument("config", help="experiment TOML file (see sims/)")
+    r.add_argument("--out", help="run file to write (default runs/<name>.h5)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set rule.lr=0.05 (repeatable)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--no-report", action="store_true", help="do not write figures at the end")
+    r.set_defaults(func=_cmd_run)
+    i = sub.add_parser("inspect", help="what is in a run file, its status and final metrics")
+    i.add_argument("file")
+    i.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("report", help="PNG figures from a run file")
+    p.add_argument("file")
+    p.add_argument("--out", help="directory for the figures (default <run>_figures/)")
+    p.set_defaults(func=_cmd_report)
+    sub.add_parser("list", help="registered rules, plugins, backends, data sets").set_defaults(func=_cmd_list)
+    _add_optional_commands(sub)
+    return ap
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands that live in their own modules (export, bench) register here if present."""
+    import importlib
+
+    for mod in ("bioplaus.export.cli", "bioplaus.bench"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+            continue
+        m.add_parser(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except BioplausError as e:
+        print(f"bioplaus: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"bioplaus: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bioplaus: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

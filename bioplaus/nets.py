@@ -1,0 +1,257 @@
+"""Layer stacks (MLP, small CNN) built from the config on the rate or the spiking backend.
+
+A ``Layer`` is a synapse (Linear or Conv2d) -> a neuron population (rate activation or LIF)
+-> optional max-pool. On the spiking backend every tensor is time-major ``[T, B, ...]`` and
+the synapse runs once on the ``[(T*B), ...]`` view. After each forward a layer keeps its
+``state`` (presynaptic input, synaptic current, membrane, output) for rules and probes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from bioplaus.backends.rate import RateNeuron
+from bioplaus.backends.spiking import LIF, LIFParams
+from bioplaus.config import NetworkConfig
+from bioplaus.errors import ConfigError
+
+
+@dataclass
+class LayerState:
+    """What a layer saw and did on its last forward pass (tensors keep their graph)."""
+
+    input: Tensor | None = None  # presynaptic activity (flattened for Linear)
+    current: Tensor | None = None  # synaptic current W·input (+ b)
+    mem: Tensor | None = None  # membrane potential (spiking only)
+    out: Tensor | None = None  # neuron output: activation (rate) or spikes (spiking)
+    y: Tensor | None = None  # what the layer returns (after pooling)
+
+
+class Layer(nn.Module):
+    """Synapse -> neuron -> pool; time-major when ``temporal``."""
+
+    def __init__(
+        self,
+        synapse: nn.Linear | nn.Conv2d,
+        neuron: nn.Module,
+        *,
+        pool: int = 1,
+        temporal: bool = False,
+        index: int = 0,
+        is_output: bool = False,
+    ) -> None:
+        super().__init__()
+        self.synapse = synapse
+        self.neuron = neuron
+        self.pool = pool
+        self.temporal = temporal
+        self.index = index
+        self.is_output = is_output
+        self.state = LayerState()
+        # A rule may replace how the synapse is applied (feedback alignment swaps the
+        # backward weights); the forward value must stay W·x.
+        self.synapse_fn: Callable[[Tensor], Tensor] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"layer{self.index}"
+
+    @property
+    def weight(self) -> Tensor:
+        return self.synapse.weight
+
+    @property
+    def is_conv(self) -> bool:
+        return isinstance(self.synapse, nn.Conv2d)
+
+    @property
+    def n_out(self) -> int:
+        return self.synapse.out_channels if self.is_conv else self.synapse.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        syn = self.synapse_fn or self.synapse
+        if self.temporal:
+            n_t, n_b = x.shape[:2]
+            if x.stride(0) == 0:
+                # Constant input over time (direct encoding): the synapse runs once on B rows
+                # and its current is broadcast over T; autograd then sums the error over T
+                # before the weight-gradient matmul, so both matmuls are T times smaller.
+                x0 = self._flat(x[0])
+                c0 = syn(x0)
+                inp = x0.unsqueeze(0).expand(n_t, *x0.shape)
+                cur = c0.unsqueeze(0).expand(n_t, *c0.shape)
+            else:
+                flat = self._flat(x.reshape(n_t * n_b, *x.shape[2:]))
+                inp = flat.reshape(n_t, n_b, *flat.shape[1:])
+                c = syn(flat)
+                cur = c.reshape(n_t, n_b, *c.shape[1:])
+        else:
+            inp = self._flat(x)
+            cur = syn(inp)
+        out, mem = self.neuron(cur)
+        y = out
+        if self.pool > 1:
+            k = 2 if self.temporal else 1
+            pooled = nn.functional.max_pool2d(out.reshape(-1, *out.shape[k:]), self.pool)
+            y = pooled.reshape(*out.shape[:k], *pooled.shape[1:])
+        self.state = LayerState(input=inp, current=cur, mem=mem, out=out, y=y)
+        return y
+
+    def _flat(self, x: Tensor) -> Tensor:
+        return x.flatten(1) if (not self.is_conv and x.dim() > 2) else x
+
+    def presynaptic_trace(self, lam: float) -> Tensor:
+        """Eligibility trace â(t) = λ â(t-1) + s_in(t) of the last input (spiking only)."""
+        x = self.state.input
+        if x is None or not self.temporal:
+            raise RuntimeError(f"{self.name}: no temporal input recorded yet")
+        tr = torch.empty_like(x)
+        tr[0] = x[0]
+        for t in range(1, x.shape[0]):
+            tr[t] = lam * tr[t - 1] + x[t]
+        return tr
+
+
+class Net(nn.Module):
+    """A stack of layers plus (spiking) the input encoder and the readout."""
+
+    def __init__(
+        self,
+        layers: list[Layer],
+        *,
+        backend: str,
+        input_shape: tuple[int, ...],
+        n_classes: int,
+        cfg: NetworkConfig,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.backend = backend
+        self.input_shape = tuple(input_shape)
+        self.n_classes = n_classes
+        self.cfg = cfg
+        self.temporal = backend == "spiking"
+        s = cfg.spiking
+        self.T, self.dt = s.T, s.dt
+        self.encoder = s.encoder
+        self.readout_kind = s.readout
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+
+    # -- time ------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Rate: x as is. Spiking: ``[T, B, ...]`` from the configured encoder."""
+        if not self.temporal:
+            return x
+        from neuro_data import encode
+
+        opts = {}
+        if self.encoder == "poisson" and self.cfg.spiking.max_rate is not None:
+            opts["max_rate"] = self.cfg.spiking.max_rate
+        gen = self.generator if self.encoder == "poisson" else None
+        return encode(x, self.encoder, self.T, self.dt, generator=gen, **opts)
+
+    def rate(self, y: Tensor) -> Tensor:
+        """Time-averaged activity (spiking) or the activity itself (rate)."""
+        return y.mean(0) if self.temporal else y
+
+    def readout(self) -> Tensor:
+        """Logits ``[B, classes]`` from the output layer's last state."""
+        st = self.layers[-1].state
+        if not self.temporal:
+            return st.out
+        if self.readout_kind == "mem_mean":
+            return st.mem.mean(0)
+        return st.out.mean(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.encode(x)
+        for layer in self.layers:
+            h = layer(h)
+        return self.readout()
+
+    def forward_detached(self, x: Tensor) -> list[Tensor]:
+        """Run every layer on the detached output of the one below (no gradient crosses)."""
+        h = self.encode(x)
+        outs = []
+        for layer in self.layers:
+            h = layer(h.detach())
+            outs.append(h)
+        return outs
+
+    @property
+    def hidden_layers(self) -> list[Layer]:
+        return list(self.layers)[:-1]
+
+    @property
+    def output_layer(self) -> Layer:
+        return self.layers[-1]
+
+    def describe(self) -> str:
+        """One line: backend and layer widths."""
+        widths = [str(int(math.prod(self.input_shape)))] + [
+            (f"c{la.n_out}" if la.is_conv else str(la.n_out)) for la in self.layers
+        ]
+        return f"{self.backend} {'-'.join(widths)}" + (f" T={self.T} dt={self.dt}" if self.temporal else "")
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _neuron(cfg: NetworkConfig, is_output: bool) -> nn.Module:
+    if cfg.backend == "rate":
+        return RateNeuron("identity" if is_output else cfg.activation)
+    s = cfg.spiking
+    thr = s.threshold if (not is_output or s.output_spikes) else math.inf
+    return LIF(LIFParams(s.dt, s.tau, thr, s.reset, s.surrogate, s.slope))
+
+
+def _init(mod: nn.Module, how: str, gain: float) -> None:
+    w = mod.weight
+    if how == "kaiming":
+        nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+    elif how == "xavier":
+        nn.init.xavier_uniform_(w)
+    elif how == "orthogonal":
+        nn.init.orthogonal_(w)
+    if gain != 1.0:
+        with torch.no_grad():
+            w.mul_(gain)
+
+
+def build_net(
+    cfg: NetworkConfig, input_shape: tuple[int, ...], n_classes: int, seed: int = 0
+) -> Net:
+    """The network described by ``cfg`` for samples of ``input_shape`` (C, H, W)."""
+    if cfg.backend not in ("rate", "spiking"):
+        raise ConfigError(f"network.backend: unknown backend {cfg.backend!r}; valid: rate, spiking")
+    torch.manual_seed(seed)
+    temporal = cfg.backend == "spiking"
+    layers: list[Layer] = []
+    shape = tuple(input_shape)
+    if cfg.arch == "cnn":
+        if len(shape) != 3:
+            raise ConfigError(f"network.arch: a cnn needs image input (C, H, W), got shape {shape}")
+        c, h, w = shape
+        for ch in cfg.channels:
+            conv = nn.Conv2d(c, ch, cfg.kernel, padding=cfg.kernel // 2, bias=cfg.bias)
+            pool = cfg.pool if min(h, w) >= cfg.pool else 1
+            layers.append(Layer(conv, _neuron(cfg, False), pool=pool, temporal=temporal, index=len(layers)))
+            c, h, w = ch, h // pool, w // pool
+        n_in = c * h * w
+    else:
+        n_in = int(math.prod(shape))
+    for width in cfg.hidden:
+        lin = nn.Linear(n_in, width, bias=cfg.bias)
+        layers.append(Layer(lin, _neuron(cfg, False), temporal=temporal, index=len(layers)))
+        n_in = width
+    out = nn.Linear(n_in, n_classes, bias=cfg.bias)
+    layers.append(Layer(out, _neuron(cfg, True), temporal=temporal, index=len(layers), is_output=True))
+    for la in layers:
+        _init(la.synapse, cfg.init, cfg.init_gain)
+    return Net(layers, backend=cfg.backend, input_shape=shape, n_classes=n_classes, cfg=cfg, seed=seed)

@@ -1,0 +1,148 @@
+"""The learning-rule interface: a rule owns the optimisation of a ``Net``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from bioplaus.config import ExperimentConfig, RuleConfig, parse_options
+from bioplaus.errors import ConfigError, RunError
+from bioplaus.plugins.base import NoOptions, PluginList
+
+
+@dataclass
+class RuleContext:
+    """What the trainer tells a rule at setup."""
+
+    config: ExperimentConfig
+    steps_per_epoch: int
+    total_steps: int
+    n_classes: int
+    recorder: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LearningRule:
+    """Base class: ``setup(net, ctx)``, ``train_step(x, y) -> metrics``, ``predict(x)``.
+
+    A subclass declares ``backends`` it supports and an ``Options`` dataclass for its own
+    keys in ``[rule]``. ``apply_update`` runs the plugin hooks around the optimiser step so
+    that plugins (HLOP, EWC) see and may rewrite every gradient.
+    """
+
+    name: ClassVar[str] = ""
+    backends: ClassVar[frozenset[str]] = frozenset({"rate", "spiking"})
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, cfg: RuleConfig | None = None) -> None:
+        self.cfg = cfg or RuleConfig(name=self.name)
+        self.opts = self.parse_options(self.cfg.options)
+        self.plugins = PluginList()
+        self.step = 0
+        self.net: Any = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any]) -> Any:
+        return parse_options(cls.Options, options, "rule")
+
+    # -- life cycle ------------------------------------------------------------------
+    def setup(self, net: nn.Module, ctx: RuleContext) -> None:
+        """Bind the network and build the optimiser (and its schedule) over its parameters."""
+        self.net = net
+        self.ctx = ctx
+        self.optimizer = self.make_optimizer(self.trainable_parameters())
+        self.scheduler = self.make_scheduler(self.optimizer, ctx.total_steps)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def make_optimizer(
+        self, params: Any, lr: float | None = None, momentum: float | None = None
+    ) -> torch.optim.Optimizer:
+        c = self.cfg
+        lr = c.lr if lr is None else lr
+        mom = c.momentum if momentum is None else momentum
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=c.weight_decay)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=c.weight_decay)
+        raise ConfigError(f"rule.optimizer: unknown optimizer {c.optimizer!r}; valid: sgd, adam, adamw")
+
+    def make_scheduler(self, opt: torch.optim.Optimizer, total_steps: int) -> Any:
+        if self.cfg.schedule != "cosine" or total_steps <= 0:
+            return None
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+
+    def reset_optimizer(self) -> None:
+        """New optimiser state (used between tasks of a stream)."""
+        self.optimizer = self.make_optimizer(self.trainable_parameters())
+        self.scheduler = self.make_scheduler(self.optimizer, self.ctx.total_steps)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimiser the rule steps (plugins check their kind)."""
+        return [self.optimizer] if self.optimizer is not None else []
+
+    # -- training --------------------------------------------------------------------
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits for a batch (inference never updates anything)."""
+        return self.net(x)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Extra per-epoch metrics (e.g. per-layer alignment); names like ``layer1/align``."""
+        return {}
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Modules besides the net whose parameters belong in the saved model."""
+        return {}
+
+    def apply_update(
+        self,
+        loss: Tensor,
+        optimizer: torch.optim.Optimizer | None = None,
+        clip: float | None = None,
+        params: list[Tensor] | None = None,
+    ) -> None:
+        """zero_grad, backward, ``after_backward`` hooks, clip, step, ``after_update`` hooks."""
+        self.check_finite(loss)
+        opt = optimizer or self.optimizer
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.plugins.after_backward(self)
+        clip = self.cfg.clip if clip is None else clip
+        if clip and clip > 0:
+            ps = params or [p for g in opt.param_groups for p in g["params"]]
+            nn.utils.clip_grad_norm_(ps, clip)
+        opt.step()
+        self.plugins.after_update(self)
+
+    def after_step(self) -> None:
+        """Per-step bookkeeping called by the trainer (schedules)."""
+        self.step += 1
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def check_finite(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise RunError(f"loss is {loss.item()} at step {self.step + 1}: the run diverged")
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer else float("nan")
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())

@@ -1,0 +1,34 @@
+"""neuro_data: data sets, continual-learning task streams and spike encoders for bioplaus.
+
+Self-contained (numpy, torch, scikit-learn for ``digits``); it does not import bioplaus.
+"""
+
+from __future__ import annotations
+
+from neuro_data import streams
+from neuro_data.datasets import DATASETS, DataNotFoundError, Dataset, load_dataset
+from neuro_data.encoders import ENCODERS, encode
+from neuro_data.idx import read_idx, write_idx
+from neuro_data.loader import ArrayLoader, Normalizer, split
+from neuro_data.streams import Task, TaskStream, make_stream, permuted
+from neuro_data.streams import split as split_classes
+
+__all__ = [
+    "DATASETS",
+    "ENCODERS",
+    "ArrayLoader",
+    "DataNotFoundError",
+    "Dataset",
+    "Normalizer",
+    "Task",
+    "TaskStream",
+    "encode",
+    "load_dataset",
+    "make_stream",
+    "permuted",
+    "read_idx",
+    "split",
+    "split_classes",
+    "streams",
+    "write_idx",
+]
