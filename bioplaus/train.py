@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bioplaus import registry
 from bioplaus.config import ExperimentConfig
@@ -89,20 +88,10 @@ def prepare_data(cfg: ExperimentConfig) -> DataBundle:
     return DataBundle(train, val, test, tuple(ds.shape), n_classes, list(ds.classes), torch.as_tensor(probe))
 
 
-@torch.no_grad()
 def evaluate(rule: LearningRule, loader: Any) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``rule.predict`` over a loader."""
-    net = rule.net
-    was = net.training
-    net.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    for x, y in loader:
-        logits = rule.predict(x)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        n += len(y)
-    net.train(was)
-    return loss_sum / max(n, 1), correct / max(n, 1)
+    """Mean cross-entropy and accuracy of a rule over a loader (see ``LearningRule.evaluate``)."""
+    m = rule.evaluate(loader)
+    return m.get("loss", math.nan), m.get("acc", math.nan)
 
 
 @contextmanager
@@ -334,8 +323,8 @@ class Trainer:
         for split, loader in (("val", d.val), ("test", d.test)):
             if loader is None:
                 continue
-            loss, acc = evaluate(self.rule, loader)
-            out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
+            for k, v in self.rule.evaluate(loader).items():
+                out[f"{split}_{k}"] = v
         out.update(self.rule.epoch_metrics())
         self.rec.log_metrics(step, **out)
         return out

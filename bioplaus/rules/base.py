@@ -101,6 +101,24 @@ class LearningRule:
         """Logits for a batch (inference never updates anything)."""
         return self.net(x)
 
+    @torch.no_grad()
+    def evaluate(self, loader: Any) -> dict[str, float]:
+        """Metrics of the rule's predictions over a loader: mean cross-entropy and accuracy.
+
+        Rules whose task is not classification (autoencoders) override this.
+        """
+        net = self.net
+        was = net.training
+        net.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in loader:
+            logits = self.predict(x)
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        net.train(was)
+        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+
     def epoch_metrics(self) -> dict[str, float]:
         """Extra per-epoch metrics (e.g. per-layer alignment); names like ``layer1/align``."""
         return {}
