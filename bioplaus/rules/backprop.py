@@ -19,7 +19,7 @@ class Backprop(LearningRule):
 
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
         self.net.train()
-        logits = self.net(x)
+        logits = self.mask_logits(self.net(x))
         loss = F.cross_entropy(logits, y)
         self.apply_update(loss)
         return {"loss": float(loss.detach()), "acc": accuracy(logits.detach(), y)}

@@ -46,6 +46,17 @@ class LearningRule:
         self.net: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
+        # Task-incremental learning ("multi-head" over disjoint class sets): the continual
+        # trainer sets the classes of the current task; logits of other classes are masked.
+        self.active_classes: Tensor | None = None
+
+    def mask_logits(self, logits: Tensor) -> Tensor:
+        """Logits with every class outside ``active_classes`` pushed to -1e9 (no-op if None)."""
+        if self.active_classes is None:
+            return logits
+        mask = torch.full((logits.shape[-1],), -1e9, dtype=logits.dtype, device=logits.device)
+        mask[self.active_classes] = 0.0
+        return logits + mask
 
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> Any:
@@ -99,7 +110,7 @@ class LearningRule:
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Logits for a batch (inference never updates anything)."""
-        return self.net(x)
+        return self.mask_logits(self.net(x))
 
     @torch.no_grad()
     def evaluate(self, loader: Any) -> dict[str, float]:
