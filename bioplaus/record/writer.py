@@ -1,0 +1,711 @@
+"""Streaming HDF5 writer for run files: the only code that touches HDF5 while training.
+
+Life cycle of a `Recorder`:
+
+1. *Lazy phase* (after construction). Every ``log_*`` call is buffered in memory; a flush
+   opens the file, creates the datasets it needs (first use creates them), appends, and
+   closes the file again. Keeping the file closed between flushes means a process killed
+   in this phase still leaves a consistent file that any reader opens.
+2. *SWMR phase* (after `Recorder.start_swmr`). The file stays open in HDF5 single-writer /
+   multiple-reader mode: datasets that exist are appended to in place, readers in other
+   processes see the new rows, and a SIGKILL leaves a readable file holding everything up
+   to the last flush. HDF5 forbids creating objects and writing attributes in this mode, so
+   names first logged now, and every attribute, are kept in memory until `Recorder.close`.
+3. *Close*. The final status goes into the ``/status`` dataset in place, the SWMR handle is
+   closed, the file is reopened normally, buffered objects and attributes are written, and
+   the root attributes ``status`` and ``finished`` are set.
+
+The layout is described in ``bioplaus/record/schema.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = "bioplaus.run"
+FORMAT_VERSION = 1
+STATUSES = ("running", "done", "failed", "interrupted")
+
+# SWMR needs at least the 1.10 file format; a low bound of v110 (instead of "latest" for
+# both bounds) keeps files readable by HDF5 1.10+ builds such as older h5py wheels.
+LIBVER: tuple[str, str] = ("v110", "latest")
+
+# Rows kept in memory per appendable dataset before they are written.
+_MAX_ROWS = 256
+_MAX_BYTES = 4 << 20
+# Target size of one chunk of an appendable dataset.
+_CHUNK_BYTES = 256 << 10
+# How long an open waits for another process's HDF5 file lock before opening without it.
+_LOCK_WAIT_S = 2.0
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _is_lock_error(exc: OSError) -> bool:
+    return "unable to lock file" in str(exc)
+
+
+def _open_h5(
+    path: Path, mode: str, *, wait_s: float = _LOCK_WAIT_S, **kwargs: Any
+) -> tuple[h5py.File, bool]:
+    """Open an HDF5 file, waiting up to ``wait_s`` for other processes' locks, then without.
+
+    Returns the file and whether it was opened with locking. A reader left open (a
+    notebook, a live ``bioplaus inspect``) holds a shared lock that would otherwise make
+    the writer fail to flush or close and lose the run; readers never modify the file, so
+    ignoring their lock after a short wait is safe for the data.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return h5py.File(path, mode, **kwargs), True
+        except OSError as exc:
+            if not _is_lock_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                return h5py.File(path, mode, locking=False, **kwargs), False
+            time.sleep(0.05)
+
+
+def _version_of(module: str) -> str | None:
+    # Prefer an already imported module, and never import one only to read its version:
+    # importing torch costs about a second.
+    mod = sys.modules.get(module)
+    version = getattr(mod, "__version__", None) if mod is not None else None
+    if isinstance(version, str):
+        return version
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _versions() -> dict[str, str | None]:
+    return {
+        "python": platform.python_version(),
+        "bioplaus": _version_of("bioplaus"),
+        "torch": _version_of("torch"),
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+    }
+
+
+def encode_attr(value: Any) -> Any:
+    """Turn a Python value into something HDF5 stores as an attribute.
+
+    Scalars (str, int, float, bool, numpy scalars) and numeric numpy arrays are stored as
+    they are; dicts, lists, tuples and None become JSON text (the reader decodes them).
+    """
+    if isinstance(value, np.generic):
+        return value
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    if hasattr(value, "detach"):
+        return _to_numpy(value)
+    return json.dumps(value, default=str)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    # Accept torch tensors without importing torch.
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _chunk_rows(row_bytes: int, cap: int = 4096) -> int:
+    return int(max(1, min(cap, _CHUNK_BYTES // max(1, row_bytes))))
+
+
+@dataclass
+class _Column:
+    """One appendable dataset: [n, *row_shape], resizable along axis 0."""
+
+    path: str
+    dtype: np.dtype
+    row_shape: tuple[int, ...]
+    compress: bool = False
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def create(self, f: h5py.File) -> None:
+        row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        chunks = (_chunk_rows(row_bytes), *self.row_shape)
+        opts: dict[str, Any] = {}
+        if self.compress:
+            opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+        ds = f.create_dataset(
+            self.path,
+            shape=(0, *self.row_shape),
+            maxshape=(None, *self.row_shape),
+            chunks=chunks,
+            dtype=self.dtype,
+            **opts,
+        )
+        for key, value in self.attrs.items():
+            ds.attrs[key] = encode_attr(value)
+
+
+class _Table:
+    """Columns appended together (values with their steps), buffered in memory.
+
+    Columns of one table always get the same number of new rows, so a reader that cuts
+    every column to the shortest length sees whole rows even mid-write.
+    """
+
+    def __init__(
+        self,
+        columns: dict[str, _Column],
+        group: str | None = None,
+        group_attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.columns = columns
+        self.group = group
+        self.group_attrs = dict(group_attrs or {})
+        self.pending: dict[str, list[np.ndarray]] = {k: [] for k in columns}
+        self.rows = 0
+        self.nbytes = 0
+        self.created = False  # the datasets exist in the file
+
+    def append(self, **arrays: np.ndarray) -> None:
+        n = None
+        for key, arr in arrays.items():
+            if n is None:
+                n = len(arr)
+            elif len(arr) != n:  # pragma: no cover - internal invariant
+                raise AssertionError(f"column {key}: {len(arr)} rows, expected {n}")
+            self.pending[key].append(arr)
+            self.nbytes += arr.nbytes
+        self.rows += n or 0
+
+    @property
+    def full(self) -> bool:
+        return self.rows >= _MAX_ROWS or self.nbytes >= _MAX_BYTES
+
+    def write(self, f: h5py.File) -> None:
+        """Create the datasets if needed (even with no rows yet) and append pending rows."""
+        if not self.created:
+            if self.group is not None:
+                grp = f.require_group(self.group)
+                for key, value in self.group_attrs.items():
+                    grp.attrs[key] = encode_attr(value)
+            for col in self.columns.values():
+                if col.path not in f:
+                    col.create(f)
+            self.created = True
+        if self.rows == 0:
+            return
+        for key, col in self.columns.items():
+            parts = self.pending[key]
+            data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            ds = f[col.path]
+            n = ds.shape[0]
+            ds.resize(n + len(data), axis=0)
+            ds[n:] = data
+            self.pending[key] = []
+        self.rows = 0
+        self.nbytes = 0
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not name or name.startswith("/") or name.endswith("/"):
+        raise ValueError(f"{kind} name must be a non-empty relative name, got {name!r}")
+    if "//" in name:
+        raise ValueError(f"{kind} name {name!r} contains an empty path component")
+    return name
+
+
+def _norm_path(path: str) -> str:
+    p = "/" + str(path).strip("/")
+    return p
+
+
+class Recorder:
+    """Streams one run into an HDF5 run file (see the module docstring for the life cycle).
+
+    ``config`` is stored as JSON in the root attribute ``config``; ``meta`` items become
+    further root attributes (non-scalars as JSON). The file is created (parents too) at
+    once with status "running". Use as a context manager to get status "failed" (with
+    attribute ``error``) on an exception and "interrupted" on Ctrl-C.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: Mapping[str, Any],
+        seed: int,
+        meta: Mapping[str, Any] | None = None,
+        flush_every_s: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.flush_every_s = float(flush_every_s)
+        self._f: h5py.File | None = None
+        self._mode = "lazy"  # lazy | swmr | closed
+        self._tables: dict[str, _Table] = {}
+        self._arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
+        self._attrs: dict[str, dict[str, Any]] = {}
+        self._metric_names: set[str] = set()
+        self._busy = 0
+        self._deferred_close: tuple[str, dict[str, Any]] | None = None
+        self._last_flush = time.monotonic()
+        self._lock_wait_s = _LOCK_WAIT_S
+        self._closing = False
+
+        root: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "seed": int(seed),
+            "config": json.dumps(dict(config), default=str),
+            "created": _now(),
+            "status": "running",
+        }
+        for key, value in (meta or {}).items():
+            if key in root:
+                raise ValueError(f"meta key {key!r} clashes with a reserved root attribute")
+            root[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._open("w") as f:
+            for key, value in root.items():
+                f.attrs[key] = encode_attr(value)
+            # Fixed-size so that it can be rewritten in place while SWMR forbids attributes.
+            f.create_dataset("status", data=np.bytes_(b"running"), dtype="S16")
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def swmr(self) -> bool:
+        """True while the file is open in SWMR mode."""
+        return self._mode == "swmr"
+
+    @property
+    def closed(self) -> bool:
+        """True after `close`."""
+        return self._mode == "closed"
+
+    def _check_open(self) -> None:
+        if self._mode == "closed":
+            raise RuntimeError(f"Recorder for {self.path} is closed")
+
+    @contextlib.contextmanager
+    def _op(self) -> Iterator[None]:
+        # A signal handler calling close() in the middle of an HDF5 write would re-enter
+        # the library; close() then only records the request and it runs here, afterwards.
+        self._check_open()
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                if self._deferred_close is not None:
+                    status, attrs = self._deferred_close
+                    self._deferred_close = None
+                    self.close(status, **attrs)
+                elif time.monotonic() - self._last_flush >= self.flush_every_s:
+                    self._flush_now()
+
+    def _writable(self, table: _Table) -> bool:
+        return self._mode == "swmr" and table.created
+
+    def _after_append(self, table: _Table) -> None:
+        if not table.full:
+            return
+        if self._writable(table):
+            assert self._f is not None
+            table.write(self._f)
+        elif self._mode == "lazy":
+            self._flush_lazy()
+        # New names during SWMR stay in memory until close: HDF5 cannot create them now.
+
+    # ------------------------------------------------------------------ logging
+
+    def log_metrics(self, step: int, **values: float) -> None:
+        """Append scalars to ``/metrics/<name>`` (float64) and ``/metrics/<name>_step`` (int64).
+
+        Names may contain "/" (``layer0/loss`` -> group ``/metrics/layer0``). A name must not
+        collide with another metric's ``_step`` companion.
+        """
+        with self._op():
+            step = int(step)
+            for name, value in values.items():
+                table = self._tables.get(f"metrics/{name}")
+                if table is None:
+                    _check_name("metric", name)
+                    if (name.endswith("_step") and name[:-5] in self._metric_names) or (
+                        f"{name}_step" in self._metric_names
+                    ):
+                        raise ValueError(
+                            f"metric {name!r} collides with the step dataset of another metric"
+                        )
+                    self._metric_names.add(name)
+                    table = _Table(
+                        {
+                            "value": _Column(f"metrics/{name}", np.dtype("f8"), ()),
+                            "step": _Column(f"metrics/{name}_step", np.dtype("i8"), ()),
+                        }
+                    )
+                    self._tables[f"metrics/{name}"] = table
+                try:
+                    v = float(value.item() if hasattr(value, "item") else value)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"metric {name!r}: expected a number, got {value!r}") from exc
+                table.append(value=np.array([v], dtype="f8"), step=np.array([step], dtype="i8"))
+                self._after_append(table)
+
+    def log_trace(
+        self,
+        name: str,
+        step: int,
+        array: Any,
+        *,
+        unit: str,
+        dt: float | None,
+        every: int,
+        dims: str | list[str] | tuple[str, ...],
+    ) -> None:
+        """Append one record [*shape] to ``/traces/<name>`` (float32, [n_records, *shape]).
+
+        ``dims`` names the axes, e.g. "record,time,sample,neuron"; a list is joined with ",",
+        and a leading "record" is added when only the axes of ``array`` are named. ``dt`` is
+        the time bin in seconds (None for traces without a time axis), ``every`` the number
+        of training steps between records.
+        """
+        with self._op():
+            _check_name("trace", name)
+            arr = _to_numpy(array).astype(np.float32, copy=False)
+            dim_list = [d.strip() for d in (dims.split(",") if isinstance(dims, str) else dims)]
+            if len(dim_list) == arr.ndim:
+                dim_list = ["record", *dim_list]
+            if len(dim_list) != arr.ndim + 1:
+                raise ValueError(
+                    f"trace {name!r}: dims {','.join(dim_list)!r} do not match an array of "
+                    f"shape {arr.shape} (expected {arr.ndim + 1} names starting with 'record')"
+                )
+            key = f"traces/{name}"
+            table = self._tables.get(key)
+            if table is None:
+                attrs: dict[str, Any] = {
+                    "unit": str(unit),
+                    "every": int(every),
+                    "dims": ",".join(dim_list),
+                }
+                if dt is not None:
+                    attrs["dt"] = float(dt)
+                table = _Table(
+                    {
+                        "value": _Column(key, np.dtype("f4"), arr.shape, True, attrs),
+                        "step": _Column(f"{key}_step", np.dtype("i8"), ()),
+                    }
+                )
+                self._tables[key] = table
+            elif table.columns["value"].row_shape != arr.shape:
+                raise ValueError(
+                    f"trace {name!r}: record shape {arr.shape} differs from the first record's "
+                    f"{table.columns['value'].row_shape}"
+                )
+            table.append(value=arr[None].copy(), step=np.array([int(step)], dtype="i8"))
+            self._after_append(table)
+
+    def log_spikes(
+        self,
+        population: str,
+        step: int,
+        spikes: Any,
+        *,
+        dt: float,
+        sample_offset: int = 0,
+    ) -> int:
+        """Append the spikes of a [T, S, N] 0/1 array as events to ``/spikes/<population>``.
+
+        Each nonzero entry (t, s, n) becomes one event: ``step`` (training step), ``t``
+        (time bin; time = t * dt), ``neuron`` = n, ``sample`` = sample_offset + s. Trailing
+        neuron axes (e.g. [T, S, C, H, W]) are flattened in C order. One row per call goes to
+        ``record_step``, ``record_sample_offset``, ``record_n_samples`` so that records
+        without any spike are still known. Returns the number of events.
+        """
+        with self._op():
+            _check_name("population", population)
+            if "/" in population:
+                raise ValueError(f"population name {population!r} must not contain '/'")
+            arr = _to_numpy(spikes)
+            if arr.ndim < 3:
+                raise ValueError(
+                    f"spikes of {population!r}: expected [T, S, N], got shape {arr.shape}"
+                )
+            n_time, n_samples = arr.shape[:2]
+            neuron_shape = arr.shape[2:]
+            arr = arr.reshape(n_time, n_samples, -1)
+            n_neurons = arr.shape[2]
+            t, s, n = np.nonzero(arr)
+            key = f"spikes/{population}"
+            table = self._tables.get(key)
+            if table is None:
+                table = _Table(
+                    {
+                        "step": _Column(f"{key}/step", np.dtype("i8"), (), True),
+                        "t": _Column(f"{key}/t", np.dtype("i4"), (), True),
+                        "neuron": _Column(f"{key}/neuron", np.dtype("u4"), (), True),
+                        "sample": _Column(f"{key}/sample", np.dtype("u4"), (), True),
+                    },
+                    group=key,
+                    group_attrs={
+                        "n_neurons": int(n_neurons),
+                        "neuron_shape": np.array(neuron_shape, dtype="i8"),
+                        "dt": float(dt),
+                        "n_time": int(n_time),
+                    },
+                )
+                self._tables[key] = table
+                self._tables[f"{key}#records"] = _Table(
+                    {
+                        "step": _Column(f"{key}/record_step", np.dtype("i8"), ()),
+                        "offset": _Column(f"{key}/record_sample_offset", np.dtype("u4"), ()),
+                        "n": _Column(f"{key}/record_n_samples", np.dtype("u4"), ()),
+                    }
+                )
+            else:
+                ga = table.group_attrs
+                if (ga["n_neurons"], ga["n_time"]) != (n_neurons, n_time) or not math.isclose(
+                    ga["dt"], float(dt)
+                ):
+                    raise ValueError(
+                        f"spikes of {population!r}: T={n_time}, N={n_neurons}, dt={dt} differ "
+                        f"from the first record (T={ga['n_time']}, N={ga['n_neurons']}, "
+                        f"dt={ga['dt']})"
+                    )
+            count = len(t)
+            table.append(
+                step=np.full(count, int(step), dtype="i8"),
+                t=t.astype("i4"),
+                neuron=n.astype("u4"),
+                sample=(s + int(sample_offset)).astype("u4"),
+            )
+            records = self._tables[f"{key}#records"]
+            records.append(
+                step=np.array([int(step)], dtype="i8"),
+                offset=np.array([int(sample_offset)], dtype="u4"),
+                n=np.array([n_samples], dtype="u4"),
+            )
+            self._after_append(records)
+            self._after_append(table)
+            return count
+
+    def log_weights(self, layer: str, step: int, W: Any) -> None:
+        """Append a float32 snapshot to ``/weights/<layer>`` [S, *W.shape] with its step."""
+        with self._op():
+            _check_name("layer", layer)
+            arr = _to_numpy(W).astype(np.float32, copy=False)
+            key = f"weights/{layer}"
+            table = self._tables.get(key)
+            if table is None:
+                table = _Table(
+                    {
+                        "value": _Column(key, np.dtype("f4"), arr.shape, True),
+                        "step": _Column(f"{key}_step", np.dtype("i8"), ()),
+                    }
+                )
+                self._tables[key] = table
+            elif table.columns["value"].row_shape != arr.shape:
+                raise ValueError(
+                    f"weights of {layer!r}: shape {arr.shape} differs from the first "
+                    f"snapshot's {table.columns['value'].row_shape}"
+                )
+            table.append(value=arr[None].copy(), step=np.array([int(step)], dtype="i8"))
+            self._after_append(table)
+
+    def log_array(self, path: str, array: Any, **attrs: Any) -> None:
+        """Write or overwrite a fixed dataset at ``path`` (e.g. ``/continual/acc_matrix``).
+
+        ``bytes`` are stored as uint8, ``str`` as a scalar string. During SWMR an existing
+        dataset of the same shape and dtype is overwritten in place at once; anything else
+        (and every attribute) is written at close.
+        """
+        with self._op():
+            p = _norm_path(path)
+            if p == "/":
+                raise ValueError("log_array needs a dataset path, got '/'")
+            if isinstance(array, bytes | bytearray):
+                arr = np.frombuffer(bytes(array), dtype=np.uint8)
+            elif isinstance(array, str):
+                arr = np.array(array, dtype=h5py.string_dtype())
+            else:
+                arr = _to_numpy(array)
+                if arr.dtype.kind == "U":
+                    arr = arr.astype(h5py.string_dtype())
+            enc = dict(attrs)
+            if self._mode == "swmr":
+                assert self._f is not None
+                ds = self._f.get(p)
+                if (
+                    isinstance(ds, h5py.Dataset)
+                    and ds.shape == arr.shape
+                    and ds.dtype == arr.dtype
+                    and p not in self._arrays
+                ):
+                    ds[...] = arr
+                    if enc:
+                        self._attrs.setdefault(p, {}).update(enc)
+                    return
+            # Attributes of an earlier in-place write must not override these at close.
+            for key in enc:
+                self._attrs.get(p, {}).pop(key, None)
+            self._arrays[p] = (arr.copy(), enc)
+
+    def set_attrs(self, path: str, **attrs: Any) -> None:
+        """Set attributes on the object at ``path`` ("/" = root).
+
+        Written at the next flush in the lazy phase and at close in SWMR mode (HDF5 forbids
+        attribute writes under SWMR). A path that does not exist then becomes a group.
+        """
+        with self._op():
+            self._attrs.setdefault(_norm_path(path), {}).update(attrs)
+
+    # ------------------------------------------------------------------ writing
+
+    def _write_all(self, f: h5py.File) -> None:
+        for table in self._tables.values():
+            table.write(f)
+        for p, (arr, attrs) in self._arrays.items():
+            ds = f.get(p)
+            if isinstance(ds, h5py.Dataset) and ds.shape == arr.shape and ds.dtype == arr.dtype:
+                ds[...] = arr
+            else:
+                if p in f:
+                    del f[p]
+                ds = f.create_dataset(p, data=arr)
+            for key, value in attrs.items():
+                ds.attrs[key] = encode_attr(value)
+        self._arrays.clear()
+        for p, attrs in self._attrs.items():
+            obj = f.get(p)
+            if obj is None:
+                obj = f.create_group(p)
+            for key, value in attrs.items():
+                obj.attrs[key] = encode_attr(value)
+        self._attrs.clear()
+
+    def _open(self, mode: str) -> h5py.File:
+        try:
+            f, locked = _open_h5(self.path, mode, wait_s=self._lock_wait_s, libver=LIBVER)
+        except OSError as exc:
+            hint = ""
+            if "already open for read-only" in str(exc):
+                hint = " (a RunFile in this process has it open: close readers first)"
+            raise OSError(f"cannot write run file {self.path}{hint}: {exc}") from exc
+        if not locked:
+            # A reader keeps the file open; do not wait for it again at every flush.
+            self._lock_wait_s = 0.0
+        return f
+
+    def _flush_lazy(self) -> None:
+        with self._open("a") as f:
+            self._write_all(f)
+        self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        """Write buffered rows and make them durable (and visible to SWMR readers)."""
+        with self._op():
+            self._flush_now()
+
+    def _flush_now(self) -> None:
+        if self._mode == "lazy":
+            self._flush_lazy()
+            return
+        assert self._f is not None
+        for table in self._tables.values():
+            if table.created:
+                table.write(self._f)
+        self._f.flush()
+        self._last_flush = time.monotonic()
+
+    def start_swmr(self) -> None:
+        """Write everything logged so far and switch the file to SWMR mode.
+
+        Call after the first training step, when every metric, trace and population has
+        been logged once: later new names are kept in memory until `close`.
+        """
+        with self._op():
+            if self._mode == "swmr":
+                return
+            f = self._open("a")
+            try:
+                self._write_all(f)
+                f.swmr_mode = True
+            except BaseException:
+                f.close()
+                raise
+            self._f = f
+            self._mode = "swmr"
+            self._last_flush = time.monotonic()
+
+    def close(self, status: str = "done", **final_attrs: Any) -> None:
+        """Flush everything, set root attributes ``status``/``finished`` (and ``final_attrs``).
+
+        Idempotent: a second call does nothing. ``status`` is one of running, done, failed,
+        interrupted.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        if self._mode == "closed" or self._closing:
+            return
+        if self._busy:
+            self._deferred_close = (status, final_attrs)
+            return
+        self._closing = True
+        if self._mode == "swmr":
+            assert self._f is not None
+            try:
+                for table in self._tables.values():
+                    if table.created:
+                        table.write(self._f)
+                # If reopening below fails, the file still tells how the run ended.
+                self._f["status"][()] = np.bytes_(status.encode())
+                self._f.flush()
+            finally:
+                self._f.close()
+                self._f = None
+        self._mode = "closed"
+        with self._open("a") as f:
+            self._write_all(f)
+            for key, value in final_attrs.items():
+                f.attrs[key] = encode_attr(value)
+            f.attrs["status"] = status
+            f.attrs["finished"] = _now()
+            f["status"][()] = np.bytes_(status.encode())
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close("done")
+        elif isinstance(exc, KeyboardInterrupt | SystemExit):
+            self.close("interrupted")
+        else:
+            self.close("failed", error=str(exc), error_type=type(exc).__name__)

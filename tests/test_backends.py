@@ -1,0 +1,174 @@
+"""Backends: LIF dynamics against hand-computed values and snntorch, kernel vs torch scan."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bioplaus.backends import spiking
+from bioplaus.backends.spiking import LIFParams, lif_scan, lif_step
+from bioplaus.config import NetworkConfig, SpikingConfig
+from bioplaus.errors import ConfigError
+from bioplaus.nets import build_net
+
+
+def test_lif_golden_values_subtract() -> None:
+    """β = 0.5, θ = 1, constant input 0.6: v = 0.6, 0.9, 1.05 (spike), 0.125, 0.6625, ..."""
+    p = LIFParams(dt=1.0, tau=1 / math.log(2), threshold=1.0, reset="subtract")
+    assert p.beta == pytest.approx(0.5)
+    spk, mem = lif_scan(torch.full((5, 1, 1), 0.6), p)
+    expect_v = [0.6, 0.9, 1.05, 0.5 * 1.05 + 0.6 - 1.0, 0.5 * 0.125 + 0.6]
+    assert mem.flatten().tolist() == pytest.approx(expect_v, abs=1e-6)
+    assert spk.flatten().tolist() == [0, 0, 1, 0, 0]
+
+
+def test_lif_golden_values_zero_reset() -> None:
+    p = LIFParams(dt=1.0, tau=1 / math.log(2), threshold=1.0, reset="zero")
+    spk, mem = lif_scan(torch.full((5, 1, 1), 0.6), p)
+    # after the spike at t=2 the old membrane is dropped: v_3 = 0 + 0.6
+    assert mem.flatten().tolist() == pytest.approx([0.6, 0.9, 1.05, 0.6, 0.9], abs=1e-6)
+    assert spk.flatten().tolist() == [0, 0, 1, 0, 0]
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("impl", ["kernel", "torch"])
+def test_scan_matches_snntorch_exactly(reset: str, impl: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Identical spikes and membranes, and the same gradients, as snntorch.Leaky (atan)."""
+    snn = pytest.importorskip("snntorch")
+    if impl == "torch":
+        monkeypatch.setattr(spiking, "_use_kernel", lambda x: None)
+    elif spiking.kernel() is None:
+        pytest.skip("compiled LIF kernel unavailable on this machine")
+    g = torch.Generator().manual_seed(1)
+    T, B, N = 25, 8, 40
+    p = LIFParams(dt=1e-3, tau=4e-3, threshold=1.0, reset=reset)
+    cur = (torch.randn(T, B, N, generator=g) * 0.7 + 0.35).requires_grad_()
+    w = torch.randn(T, B, N, generator=g)
+    spk, mem = lif_scan(cur, p)
+    ((spk * w).sum() + 0.1 * (mem * w).sum()).backward()
+    g_ours = cur.grad.clone()
+    cur.grad = None
+    lif = snn.Leaky(beta=p.beta, threshold=1.0, reset_mechanism=reset)
+    m = lif.init_leaky()
+    ss, mm = [], []
+    for t in range(T):
+        s, m = lif(cur[t], m)
+        ss.append(s)
+        mm.append(m)
+    S, M = torch.stack(ss), torch.stack(mm)
+    ((S * w).sum() + 0.1 * (M * w).sum()).backward()
+    assert torch.equal(S.detach(), spk.detach())
+    assert torch.allclose(M.detach(), mem.detach(), atol=1e-6)
+    assert torch.allclose(cur.grad, g_ours, atol=1e-5, rtol=1e-4)
+    assert 0.05 < float(spk.detach().mean()) < 0.6  # the test exercises spikes and resets
+
+
+def test_scan_matches_step_reference() -> None:
+    p = LIFParams(reset="subtract")
+    cur = torch.rand(12, 3, 7) * 0.8
+    spk, mem = lif_scan(cur, p)
+    v = torch.zeros(3, 7)
+    s = torch.zeros(3, 7)
+    for t in range(12):
+        s, v = lif_step(cur[t], v, s, p)
+        assert torch.equal(s, spk[t])
+        assert torch.allclose(v, mem[t], atol=1e-6)
+
+
+@pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "sigmoid", "triangle"])
+def test_surrogate_gradient_kernel_equals_torch(surrogate: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if spiking.kernel() is None:
+        pytest.skip("compiled LIF kernel unavailable")
+    p = LIFParams(surrogate=surrogate, reset="zero")
+    cur = (torch.randn(10, 4, 9) + 0.4).requires_grad_()
+    spk, mem = lif_scan(cur, p)
+    (spk.sum() + mem.pow(2).sum() * 0.01).backward()
+    g1 = cur.grad.clone()
+    cur.grad = None
+    monkeypatch.setattr(spiking, "_use_kernel", lambda x: None)
+    spk2, mem2 = lif_scan(cur, p)
+    (spk2.sum() + mem2.pow(2).sum() * 0.01).backward()
+    assert torch.equal(spk, spk2)
+    assert torch.allclose(g1, cur.grad, atol=1e-5)
+
+
+def test_surrogate_values() -> None:
+    u = torch.tensor([0.0, 0.5, -2.0])
+    atan = spiking.surrogate_fn("atan")(u.clone())
+    assert atan[0] == pytest.approx(1.0)  # α/2 with α = 2
+    fs = spiking.surrogate_fn("fast_sigmoid", 25.0)(u.clone())
+    assert fs[1] == pytest.approx(1 / (1 + 12.5) ** 2)
+    assert spiking.surrogate_fn("triangle", 1.0)(u.clone())[2] == 0.0
+
+
+def test_bad_lif_params_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="network.spiking.reset"):
+        LIFParams(reset="none").check()
+    with pytest.raises(ConfigError, match="surrogate"):
+        LIFParams(surrogate="bogus").check()
+    with pytest.raises(ConfigError, match="dt and tau"):
+        LIFParams(dt=0.0).check()
+
+
+def _nets(arch: str = "mlp") -> dict[str, torch.nn.Module]:
+    out = {}
+    for backend in ("rate", "spiking"):
+        cfg = NetworkConfig(backend=backend, arch=arch, hidden=[16], channels=[4, 8] if arch == "cnn" else [],
+                            spiking=SpikingConfig(T=6))
+        out[backend] = build_net(cfg, (1, 8, 8), 5, seed=3)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_same_description_runs_on_both_backends(arch: str) -> None:
+    nets = _nets(arch)
+    x = torch.rand(3, 1, 8, 8)
+    for backend, net in nets.items():
+        logits = net(x)
+        assert logits.shape == (3, 5)
+        logits.sum().backward()
+        assert all(la.weight.grad is not None for la in net.layers)
+        st = net.layers[0].state
+        if backend == "spiking":
+            assert st.mem.shape[0] == 6 and st.out.shape == st.mem.shape
+            assert set(st.out.unique().tolist()) <= {0.0, 1.0}
+        else:
+            assert st.mem is None
+    # same seed -> same initial weights on both backends
+    assert torch.equal(nets["rate"].layers[0].weight, nets["spiking"].layers[0].weight)
+
+
+def test_constant_input_hoisting_is_exact() -> None:
+    """The synapse run once for direct-encoded input equals running it on every step."""
+    net = _nets()["spiking"]
+    x = torch.rand(4, 1, 8, 8)
+    seq = net.encode(x)
+    assert seq.stride(0) == 0
+    h1 = seq
+    for la in net.layers:
+        h1 = la(h1)
+    mem_hoisted = net.layers[-1].state.mem.clone()
+    h2 = seq.contiguous()
+    for la in net.layers:
+        h2 = la(h2)
+    assert torch.equal(h1, h2)
+    assert torch.allclose(mem_hoisted, net.layers[-1].state.mem, atol=1e-6)
+
+
+def test_output_integrator_never_fires() -> None:
+    cfg = NetworkConfig(backend="spiking", hidden=[8], spiking=SpikingConfig(T=5, output_spikes=False))
+    net = build_net(cfg, (1, 4, 4), 3)
+    out = net(torch.rand(2, 1, 4, 4) * 5)
+    assert torch.isfinite(out).all()
+    assert float(net.layers[-1].state.out.sum()) == 0.0
+
+
+def test_presynaptic_trace() -> None:
+    net = _nets()["spiking"]
+    net(torch.rand(2, 1, 8, 8))
+    la = net.layers[1]
+    tr = la.presynaptic_trace(0.5)
+    x = la.state.input
+    assert torch.allclose(tr[2], 0.25 * x[0] + 0.5 * x[1] + x[2])
