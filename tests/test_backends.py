@@ -162,7 +162,7 @@ def test_output_integrator_never_fires() -> None:
     net = build_net(cfg, (1, 4, 4), 3)
     out = net(torch.rand(2, 1, 4, 4) * 5)
     assert torch.isfinite(out).all()
-    assert float(net.layers[-1].state.out.sum()) == 0.0
+    assert float(net.layers[-1].state.out.detach().sum()) == 0.0
 
 
 def test_presynaptic_trace() -> None:
