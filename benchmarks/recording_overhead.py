@@ -50,7 +50,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     names = {"no probes": None, "probes every 100 steps": 100, "probes every 10 steps": 10}
     cfgs = {k: load_config(variant(v, args.steps, args.dataset)) for k, v in names.items()}
     data = prepare_data(next(iter(cfgs.values())))  # same data object for every variant
