@@ -96,7 +96,7 @@ def evaluate(rule: LearningRule, loader: Any) -> tuple[float, float]:
 
 @contextmanager
 def sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so a killed run closes its file as 'interrupted'."""
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so the run file is closed as 'interrupted'."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -105,10 +105,14 @@ def sigterm_as_interrupt():
         raise KeyboardInterrupt(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, handler)
+    # A process started in the background inherits SIGINT ignored; a run should still stop
+    # cleanly on `kill -INT`, as it does on Ctrl-C in a terminal.
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 @dataclass
@@ -296,9 +300,6 @@ class Trainer:
                 if step == 1 or step % cfg.train.log_every == 0:
                     rec.log_metrics(step, lr=rule.lr, **{f"train_{k}": v for k, v in m.items()})
                 plugins.after_step(step, m)
-                if not swmr:
-                    rec.start_swmr()
-                    swmr = True
                 bar.update(epoch, b, n_batches, m)
                 if cfg.train.max_steps and step >= cfg.train.max_steps:
                     break
@@ -312,6 +313,11 @@ class Trainer:
                 self._log_weights(step)
             plugins.after_epoch(epoch, summary)
             rec.flush()
+            if not swmr:
+                # Every dataset name exists after the first epoch; from here on the file is
+                # written in SWMR mode (readable while written, consistent if killed).
+                rec.start_swmr()
+                swmr = True
             bar.epoch(epoch, summary, time.perf_counter() - te)
             if last:
                 break

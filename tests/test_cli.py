@@ -225,4 +225,4 @@ def test_killed_run_leaves_readable_file(tmp_path: Path) -> None:
         assert run.status == "running"  # nobody could write the final status
         assert len(run.metrics["epoch"]) >= 3
         assert len(run.metrics["test_acc"]) >= 3
-        assert run.config["name"] == "exp" or run.config["name"] == "long"
+        assert run.config["name"] == "small"

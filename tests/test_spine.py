@@ -13,8 +13,8 @@ import bioplaus
 from bioplaus import registry
 from bioplaus.config import ExperimentConfig, load_config, parse_override
 from bioplaus.errors import ConfigError
-from bioplaus.plugins.base import Plugin
 from bioplaus.nets import build_net
+from bioplaus.plugins.base import Plugin
 from bioplaus.rules.backprop import Backprop
 from bioplaus.train import Trainer
 
