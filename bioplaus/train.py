@@ -228,6 +228,8 @@ class Trainer:
             "dataset": cfg.data.dataset,
             "classes": d.classes,
             "n_train": d.train.n,
+            "input_shape": list(d.input_shape),
+            "n_classes": d.n_classes,
         }
         rec = Recorder(self.out, cfg.to_dict(), cfg.seed, meta=meta, flush_every_s=cfg.record.flush_every_s)
         self.ctx.recorder = rec

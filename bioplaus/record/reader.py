@@ -347,6 +347,10 @@ class RunFile:
         """True if an object exists at ``path``."""
         return path.strip("/") in self._f if path.strip("/") else True
 
+    def model_keys(self, part: str = "net") -> list[str]:
+        """Parameter names saved under ``/model/<part>`` (e.g. ``layers.0.synapse.weight``)."""
+        return self._names(f"model/{part}", skip_steps=False)
+
     def array(self, path: str) -> np.ndarray:
         """Any dataset by path, e.g. ``/continual/acc_matrix`` or ``/model/fc1.weight``."""
         value = self._ds(path.strip("/"))[()]
