@@ -138,6 +138,7 @@ class ContinualConfig:
     setting: str = ""  # task | domain ; "" = the stream's own
     epochs_per_task: int = 1
     mode: str = "sequential"  # sequential | joint (multitask upper bound)
+    reset_optimizer: bool = True  # fresh optimiser state (momentum) at every task
 
 
 @dataclass
@@ -369,6 +370,15 @@ def validate(cfg: ExperimentConfig) -> None:
             _choice(c.setting, ["task", "domain"], "continual.setting")
         if c.n_tasks <= 0:
             raise ConfigError(f"continual.n_tasks: must be positive, got {c.n_tasks}")
+        if c.epochs_per_task <= 0:
+            raise ConfigError(f"continual.epochs_per_task: must be positive, got {c.epochs_per_task}")
+        if c.classes_per_task < 0:
+            raise ConfigError(f"continual.classes_per_task: must be >= 0, got {c.classes_per_task}")
+        if c.stream == "permuted" and c.setting == "task":
+            raise ConfigError(
+                "continual.setting: permuted tasks share one label set, so a head per task "
+                "cannot be told apart by masking; use setting = 'domain' (or leave it empty)"
+            )
 
 
 def parse_options(cls: type, options: dict[str, Any], where: str) -> Any:

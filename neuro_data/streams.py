@@ -6,6 +6,10 @@
 - ``split``: task k holds the samples of a group of classes (consecutive by default:
   {0, 1}, {2, 3}, ... for 10 classes and 5 tasks). Task-incremental: one head per task;
   ``y`` keeps the global labels, ``Task.local_labels`` maps them to 0..k-1.
+
+``permuted(..., lazy=True)`` keeps one copy of the data: each task's ``x_train`` and
+``x_test`` are `PermutedArray` views that permute the rows they are indexed with (10
+Fashion-MNIST tasks then cost one data set, not about 2 GB).
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ import torch
 
 from neuro_data.datasets import Dataset
 
-__all__ = ["STREAMS", "SETTINGS", "Task", "TaskStream", "make_stream", "permuted", "split"]
+__all__ = [
+    "STREAMS",
+    "SETTINGS",
+    "PermutedArray",
+    "Task",
+    "TaskStream",
+    "make_stream",
+    "permuted",
+    "split",
+]
 
 A = TypeVar("A", np.ndarray, torch.Tensor)
 SETTINGS = ("task", "domain")
@@ -104,6 +117,53 @@ class TaskStream(Sequence[Task]):
         )
 
 
+class PermutedArray:
+    """A read-only view of ``base`` whose flattened samples are permuted by ``perm``.
+
+    Row ``n`` is ``base[n].reshape(-1)[perm].reshape(base.shape[1:])``. Indexing with an
+    int, slice or index array returns a numpy array of just those rows; ``np.asarray``
+    materialises the whole view (a copy).
+    """
+
+    def __init__(self, base: np.ndarray, perm: np.ndarray) -> None:
+        d = int(np.prod(base.shape[1:]))
+        if perm.shape != (d,):
+            raise ValueError(f"permutation of length {perm.shape} does not fit samples of size {d}")
+        self.base = base
+        self.perm = perm
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.base.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.base.ndim
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, idx: int | slice | np.ndarray) -> np.ndarray:
+        rows = self.base[idx]
+        single = isinstance(idx, int | np.integer)
+        rows2 = rows.reshape(1 if single else len(rows), -1)[:, self.perm]
+        return rows2.reshape(rows.shape)
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        out = _permute(self.base, self.perm)
+        return out if dtype is None else out.astype(dtype)
+
+    def reshape(self, *shape: int) -> np.ndarray:
+        return np.asarray(self).reshape(*shape)
+
+    def __repr__(self) -> str:
+        return f"PermutedArray(shape={self.shape}, dtype={self.dtype})"
+
+
 def _permute(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
     n = len(x)
     out = x.reshape(n, -1)[:, perm].reshape(x.shape)
@@ -111,11 +171,12 @@ def _permute(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return out
 
 
-def permuted(dataset: Dataset, n_tasks: int, seed: int) -> TaskStream:
+def permuted(dataset: Dataset, n_tasks: int, seed: int, lazy: bool = False) -> TaskStream:
     """Permuted-input stream: task 0 unpermuted, task k>0 under π_k ~ seeded permutation.
 
     π_1..π_{n-1} come in order from ``numpy.random.default_rng(seed)``, so the same seed
-    gives the same permutations; images keep their ``[N, C, H, W]`` shape.
+    gives the same permutations; images keep their ``[N, C, H, W]`` shape. ``lazy``: tasks
+    hold `PermutedArray` views of the data set instead of permuted copies.
     """
     if n_tasks < 1:
         raise ValueError(f"permuted stream needs n_tasks >= 1, got {n_tasks}")
@@ -130,7 +191,10 @@ def permuted(dataset: Dataset, n_tasks: int, seed: int) -> TaskStream:
             xtr, xte = dataset.x_train, dataset.x_test
         else:
             perm = rng.permutation(d)
-            xtr, xte = _permute(dataset.x_train, perm), _permute(dataset.x_test, perm)
+            if lazy:
+                xtr, xte = PermutedArray(dataset.x_train, perm), PermutedArray(dataset.x_test, perm)
+            else:
+                xtr, xte = _permute(dataset.x_train, perm), _permute(dataset.x_test, perm)
         perm.flags.writeable = False
         tasks.append(
             Task(

@@ -1,0 +1,107 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017), online form (Schwarz et al. 2018).
+
+After task t the diagonal empirical Fisher of the parameters θ is estimated from per-sample
+gradients of the rule's classification loss (the logits the rule predicts, masked to the
+task's classes in the task-incremental setting),
+
+    F_t = (1/N) Σ_n (∂ CE(f(x_n), y_n) / ∂θ)²,      F <- γ F + F_t,      θ* <- θ_t,
+
+and while later tasks are learned the gradient of every parameter gets the penalty's,
+
+    g <- g + c ⊙ (θ - θ*),     c = min(λ F, 1/η)
+
+(the gradient of λ/2 Σ F (θ - θ*)²). The cap 1/η (η the learning rate) keeps a stiff
+element from overshooting its anchor and oscillating: at the cap one SGD step returns it
+exactly to θ*. The penalty goes through ``after_backward``, so it works with any rule
+that steps its optimiser through ``LearningRule.apply_update``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from bioplaus.errors import ConfigError
+from bioplaus.plugins.base import Plugin
+from bioplaus.registry import register_plugin
+
+if TYPE_CHECKING:
+    from bioplaus.rules.base import LearningRule, RuleContext
+
+
+@register_plugin("ewc")
+class EWC(Plugin):
+    """Quadratic penalty anchoring parameters important to old tasks (diagonal Fisher)."""
+
+    @dataclass
+    class Options:
+        lam: float = 100.0  # λ, strength of the penalty
+        gamma: float = 1.0  # decay of the accumulated Fisher (1 = sum over tasks)
+        samples: int = 200  # samples of each task for the Fisher estimate
+        cap: bool = True  # c = min(λF, 1/η)
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        o = self.opts
+        if o.lam < 0 or not 0 <= o.gamma <= 1 or o.samples < 1:
+            raise ConfigError(f"plugins.{self.name}: need lam >= 0, 0 <= gamma <= 1, samples >= 1")
+        self.fisher: list[torch.Tensor] | None = None
+        self.anchor: list[torch.Tensor] | None = None
+        self.rec = None
+
+    def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+        self.rule = rule
+        self.rec = ctx.recorder
+        self.params = [p for p in rule.net.parameters() if p.requires_grad]
+
+    def estimate_fisher(self, loader: Any) -> list[torch.Tensor]:
+        """Diagonal empirical Fisher from per-sample gradients on ``samples`` samples."""
+        net = self.rule.net
+        was = net.training
+        net.eval()
+        fisher = [torch.zeros_like(p) for p in self.params]
+        n = 0
+        src = loader.subset(self.opts.samples) if hasattr(loader, "subset") else loader
+        for x, y in src:
+            for j in range(len(x)):
+                if n >= self.opts.samples:
+                    break
+                logits = self.rule.mask_logits(net(x[j : j + 1]))
+                loss = F.cross_entropy(logits, y[j : j + 1])
+                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+                for f, g in zip(fisher, grads):
+                    if g is not None:
+                        f.add_(g.detach() ** 2)
+                n += 1
+            if n >= self.opts.samples:
+                break
+        net.train(was)
+        return [f / max(n, 1) for f in fisher]
+
+    def after_task(self, task_id: int, loader: Any) -> None:
+        ft = self.estimate_fisher(loader)
+        if self.fisher is None:
+            self.fisher = ft
+        else:
+            self.fisher = [self.opts.gamma * f + g for f, g in zip(self.fisher, ft)]
+        self.anchor = [p.detach().clone() for p in self.params]
+        if self.rec is not None:
+            mean = float(torch.cat([f.flatten() for f in self.fisher]).mean())
+            mx = float(max(f.max() for f in self.fisher))
+            self.rec.log_metrics(getattr(self.rule, "step", 0), **{"ewc/fisher_mean": mean, "ewc/fisher_max": mx})
+
+    def after_backward(self, rule: LearningRule) -> None:
+        if self.fisher is None or self.anchor is None or self.opts.lam == 0:
+            return
+        cap = 1.0 / rule.lr if (self.opts.cap and rule.lr > 0) else float("inf")
+        with torch.no_grad():
+            for p, f, a in zip(self.params, self.fisher, self.anchor):
+                c = (self.opts.lam * f).clamp_(max=cap)
+                pen = c * (p - a)
+                if p.grad is None:
+                    p.grad = pen
+                else:
+                    p.grad.add_(pen)

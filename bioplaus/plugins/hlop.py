@@ -1,0 +1,396 @@
+"""Hebbian learning based orthogonal projection (HLOP; Xiao et al., ICLR 2024).
+
+Each protected layer (presynaptic input x of dim n; conv: unfolded patches of C·k·k) gets
+lateral neurons with weights H (M x n) and activity y = H x. They learn the principal
+subspace of the layer's past input with Oja's subspace rule, per minibatch of R rows,
+
+    ΔH = (y xᵀ - y yᵀ H) / R = y (x - Hᵀ y)ᵀ / R          (Hebbian y xᵀ, anti-Hebbian -y yᵀ H)
+    m <- μ m + (1 - μ) clip(ΔH, ±c);   H <- H + η m          (a few iterations per batch)
+
+Neurons are added per task: k new ones learn while the old ones stay frozen (their rows of
+ΔH are zero, but their activity still enters the reconstruction Hᵀ y, so the new neurons
+learn the residual subspace); after the task they are merged into the frozen set H_old.
+While task t > 0 is learned the layer's weight update uses the input projected off the old
+subspace, implemented on the gradient (the same thing, since H_oldᵀ H_old is symmetric):
+
+    ΔW ∝ δ (x - H_oldᵀ H_old x)ᵀ = G (I - H_oldᵀ H_old),    G = Σ_r δ_r x_rᵀ
+
+The forward pass and the error sent downwards are unchanged. SGD (with momentum, optimiser
+reset per task) keeps the step in the projected subspace; Adam-like optimisers and weight
+decay do not, so the plugin refuses them unless ``adaptive = "project_step"`` (then the
+final step ΔW of the optimiser is projected instead).
+
+Lateral spiking neurons (``spiking = true``): y is replaced by the rate of a neuron firing
+for ``spiking_steps`` steps with a signed count clipped at ``spiking_scale``,
+q(y) = s · round(clip(y, -s, s) / s · N) / N, in the Hebbian rule (as the public code).
+
+Defaults follow the public code's PMNIST setting (pkuxmq/HLOP-SNN): lateral neurons
+[80, 200, 100] for task 0 and 70 per later task, 20 fewer every 3 tasks; η = 0.001 for
+the input layer and 0.01 above; μ = 0.9; c = 10; 5 iterations per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from bioplaus.errors import ConfigError
+from bioplaus.plugins.base import Plugin
+from bioplaus.plugins.projection import (
+    StepProjector,
+    check_optimizers,
+    collect_activity,
+    in_dim,
+    new_dims,
+    presynaptic_rows,
+    principal_angles,
+    project_rows_,
+    protected_layers,
+    top_eigvecs,
+)
+from bioplaus.registry import register_plugin
+
+if TYPE_CHECKING:
+    from bioplaus.rules.base import LearningRule, RuleContext
+
+
+def orthonormal_rows(k: int, n: int, generator: torch.Generator) -> Tensor:
+    """k orthonormal rows in R^n from a seeded Gaussian (k <= n)."""
+    a = torch.randn(n, k, generator=generator)
+    q, r = torch.linalg.qr(a)
+    # Sign fix so the result is a deterministic function of the draw.
+    return (q * torch.sign(torch.diagonal(r)).clamp_min(0).mul(2).sub(1)).T.contiguous()
+
+
+def quantise(y: Tensor, scale: float, steps: int) -> Tensor:
+    """Signed spike-count rate: s · round(clip(y, -s, s) / s · N) / N."""
+    return torch.round(y.clamp(-scale, scale) / scale * steps) / steps * scale
+
+
+class Lateral:
+    """The lateral neurons of one layer: frozen H_old [k_old, n], learning H_new [k_new, n]."""
+
+    def __init__(self, n: int, lr: float, orthonormal: bool = False) -> None:
+        self.n = n
+        self.lr = lr
+        self.orthonormal = orthonormal
+        self.old = torch.zeros(0, n)
+        self.proj = torch.zeros(0, n)  # rows B of the projector BᵀB used on the weight update
+        self.new = torch.zeros(0, n)
+        self.mom = torch.zeros(0, n)
+
+    @property
+    def dim(self) -> int:
+        return self.old.shape[0] + self.new.shape[0]
+
+    def add(self, k: int, generator: torch.Generator, residual: bool = False) -> None:
+        """k new neurons, orthonormal rows; ``residual``: also orthogonal to the old rows."""
+        k = max(0, min(k, self.n - self.dim))
+        self.new = orthonormal_rows(k, self.n, generator) if k else torch.zeros(0, self.n)
+        if residual and k and self.old.shape[0]:
+            q = torch.linalg.qr(self.old.T).Q  # orthonormal basis of span(H_old)
+            r = self.new - (self.new @ q) @ q.T
+            self.new = torch.linalg.qr(r.T).Q.T.contiguous()
+        self.mom = torch.zeros_like(self.new)
+
+    def merge(self) -> None:
+        """Freeze the new neurons; the projector becomes H_oldᵀ H_old (or the orthogonal
+        projector onto span(H_old) when ``orthonormal``)."""
+        self.old = torch.cat([self.old, self.new])
+        if self.orthonormal and self.old.shape[0]:
+            self.proj = torch.linalg.qr(self.old.T).Q.T.contiguous()
+        else:
+            self.proj = self.old
+        self.new = torch.zeros(0, self.n)
+        self.mom = torch.zeros(0, self.n)
+
+    @property
+    def H(self) -> Tensor:
+        return torch.cat([self.old, self.new])
+
+    def hebbian(
+        self, X: Tensor, iterations: int, momentum: float, clip: float, q: Any = None
+    ) -> None:
+        """``iterations`` steps of Oja's subspace rule on rows X [R, n] (new neurons only).
+
+        The frozen neurons' reconstruction is the same in every iteration, so the residual
+        r = x - H_oldᵀ y_old is computed once: ΔH_new = y_new (r - H_newᵀ y_new)ᵀ / R.
+        """
+        if self.new.shape[0] == 0 or X.shape[0] == 0:
+            return
+        f = q or (lambda v: v)
+        r = X
+        if self.old.shape[0]:
+            r = X - f(X @ self.old.T) @ self.old
+        n_rows = X.shape[0]
+        for _ in range(iterations):
+            y = f(X @ self.new.T)
+            delta = (y.T @ (r - y @ self.new)).div_(n_rows).clamp_(-clip, clip)
+            if momentum > 0:
+                self.mom.mul_(momentum).add_(delta, alpha=1.0 - momentum)
+                self.new.add_(self.mom, alpha=self.lr)
+            else:
+                self.new.add_(delta, alpha=self.lr)
+
+
+@register_plugin("hlop")
+class HLOP(Plugin):
+    """Hebbian learning based orthogonal projection: protects old tasks' input subspaces."""
+
+    @dataclass
+    class Options:
+        layers: list[int] = field(default_factory=list)  # [] = every layer
+        protect_output: bool = True  # False for multi-head (masked) output layers
+        neurons_first: list[int] = field(default_factory=lambda: [80, 200, 100])
+        neurons_per_task: list[int] = field(default_factory=lambda: [70, 70, 70])
+        decay_every: int = 3  # every n tasks the per-task count drops by `decay`
+        decay: int = 20
+        min_neurons: int = 0
+        lr: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.01])  # per protected layer
+        momentum: float = 0.9
+        iterations: int = 5  # Hebbian iterations per update
+        clip: float = 10.0
+        every: int = 1  # training steps between Hebbian updates
+        max_rows: int = 0  # rows (time steps x samples, patches) per update; 0 = all
+        activity: str = "spikes"  # spikes (per time step) | rate (time average)
+        after_task_batches: int = 0  # extra Hebbian batches on the final net of each task
+        init: str = "orthogonal"  # orthogonal (as the code) | residual (also off the old rows)
+        projector: str = "hebbian"  # hebbian: H_oldᵀH_old (as the code) | orthonormal: onto span(H_old)
+        spiking: bool = False  # lateral neurons as spike counts (quantised rates)
+        spiking_scale: float = 20.0
+        spiking_steps: int = 1000
+        projection: str = "auto"  # grad | input | auto (the cheaper of the two per layer)
+        adaptive: str = "refuse"  # refuse | project_step (Adam-like optimisers, weight decay)
+        freeze_bias: bool = True  # biases learn on task 0 only (as HLOP's code)
+        angles: bool = True  # principal angles to the exact PCA subspace after each task
+        angle_samples: int = 300
+        record_lateral: bool = True  # lateral weights into the run file after each task
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        o = self.opts
+        where = f"plugins.{self.name}"
+        if o.activity not in ("spikes", "rate"):
+            raise ConfigError(f"{where}.activity: unknown value {o.activity!r}; valid: spikes, rate")
+        if o.adaptive not in ("refuse", "project_step"):
+            raise ConfigError(f"{where}.adaptive: unknown value {o.adaptive!r}; valid: refuse, project_step")
+        if o.projector not in ("hebbian", "orthonormal"):
+            raise ConfigError(f"{where}.projector: unknown value {o.projector!r}; valid: hebbian, orthonormal")
+        if o.init not in ("orthogonal", "residual"):
+            raise ConfigError(f"{where}.init: unknown value {o.init!r}; valid: orthogonal, residual")
+        if o.projection not in ("grad", "input", "auto"):
+            raise ConfigError(f"{where}.projection: unknown value {o.projection!r}; valid: grad, input, auto")
+        if o.every < 1 or o.iterations < 0 or not o.lr or any(v <= 0 for v in o.lr):
+            raise ConfigError(f"{where}: every >= 1, iterations >= 0 and positive lr values are required")
+        if not o.neurons_first or not o.neurons_per_task:
+            raise ConfigError(f"{where}.neurons_first / neurons_per_task: give at least one value")
+        if not 0 <= o.momentum < 1:
+            raise ConfigError(f"{where}.momentum: must be in [0, 1), got {o.momentum}")
+        self.task = 0
+        self.lateral: dict[int, Lateral] = {}
+        self.step_proj = StepProjector()
+        self.project_step = False
+        self.local_step = 0
+        self.hebb_seconds = 0.0
+        self.proj_seconds = 0.0
+        self.rec = None
+        self._delta: dict[int, Tensor] = {}
+        self._hooks: list[Any] = []
+        self._probe: dict[int, Tensor] = {}
+        self.fallbacks = 0  # input projection refused: W.grad was not Σ δ xᵀ
+
+    # -- life cycle ------------------------------------------------------------------
+    def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+        o = self.opts
+        self.rule = rule
+        self.rec = ctx.recorder
+        self.layers = protected_layers(rule.net, o.layers, o.protect_output, f"plugins.{self.name}")
+        self.generator = torch.Generator().manual_seed(ctx.config.seed + 7717)
+        self.lateral = {
+            i: Lateral(in_dim(rule.net.layers[i]), float(o.lr[min(pos, len(o.lr) - 1)]), o.projector == "orthonormal")
+            for pos, i in enumerate(self.layers)
+        }
+        self.q = (lambda v: quantise(v, o.spiking_scale, o.spiking_steps)) if o.spiking else None
+        self.project_step = check_optimizers(rule, o.adaptive, f"plugins.{self.name}")
+        if o.projection != "grad":
+            for i in self.layers:
+                if not rule.net.layers[i].is_conv:
+                    self._hooks.append(rule.net.layers[i].register_forward_hook(self._capture(i)))
+
+    def _capture(self, i: int) -> Any:
+        """Forward hook: keep the error δ = ∂L/∂(synaptic current) of layer ``i``."""
+
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            cur = module.state.current
+            if self.task > 0 and not self.project_step and cur is not None and cur.requires_grad:
+                self._delta.pop(i, None)
+                cur.register_hook(lambda g: self._delta.__setitem__(i, g.detach()))
+
+        return hook
+
+    def _input_projection(self, i: int) -> bool:
+        """Whether to rebuild layer ``i``'s gradient from δ and the projected input.
+
+        Σ_r δ_r (x_r - H_oldᵀ H_old x_r)ᵀ costs ~R·n·(4k + 2·out) multiply-adds for R rows,
+        projecting the gradient G (I - H_oldᵀ H_old) ~4·out·n·k: the input wins when the rows
+        are few (direct-encoded input: R = batch size; rate nets; small T).
+        """
+        layer = self.rule.net.layers[i]
+        if self.opts.projection == "grad" or i not in self._delta or layer.state.input is None:
+            return False
+        if self.opts.projection == "input":
+            return True
+        k = self.lateral[i].proj.shape[0]
+        out, n = layer.weight.shape[0], self.lateral[i].n
+        x = layer.state.input
+        rows = x.shape[1] if (layer.temporal and x.stride(0) == 0) else x[..., 0].numel()
+        return rows * n * (4 * k + 2 * out) < 4 * out * n * k
+
+    def _project_input_grad(self, i: int) -> bool:
+        """W.grad <- Σ_r δ_r (x_r - H_oldᵀ H_old x_r)ᵀ from the captured error; False if absent."""
+        layer = self.rule.net.layers[i]
+        d = self._delta.pop(i)
+        x = layer.state.input.detach()
+        if layer.temporal and x.stride(0) == 0:
+            x, d = x[0], d.sum(0)  # the synapse ran once on B rows; its error sums over T
+        X = x.reshape(-1, x.shape[-1])
+        D = d.reshape(-1, d.shape[-1])
+        if D.shape[0] != X.shape[0] or layer.weight.grad is None:
+            return False
+        # The rebuilt gradient replaces W.grad: check on a random direction v that W.grad is
+        # exactly Σ δ xᵀ (no second forward through the layer, no extra term from the rule
+        # or another plugin); otherwise fall back to projecting W.grad itself.
+        G = layer.weight.grad.view(layer.weight.shape[0], -1)
+        if i not in self._probe:
+            self._probe[i] = torch.randn(X.shape[1], generator=self.generator)
+        v = self._probe[i]
+        lhs, rhs = G @ v, D.T @ (X @ v)
+        if float((lhs - rhs).norm()) > 1e-3 * float(lhs.norm()) + 1e-12:
+            self.fallbacks += 1
+            return False
+        H = self.lateral[i].proj
+        Xp = X - (X @ H.T) @ H
+        layer.weight.grad.copy_((D.T @ Xp).view_as(layer.weight))
+        return True
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def before_task(self, task_id: int, loader: Any) -> None:
+        o = self.opts
+        self.task = task_id
+        self.project_step = check_optimizers(self.rule, o.adaptive, f"plugins.{self.name}")
+        for pos, i in enumerate(self.layers):
+            k = new_dims(task_id, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
+            self.lateral[i].add(k, self.generator, residual=o.init == "residual")
+
+    def after_backward(self, rule: LearningRule) -> None:
+        if self.task == 0:
+            return
+        t0 = time.perf_counter()
+        if self.project_step:
+            self.step_proj.save(rule.net, self.layers)
+        for i in self.layers:
+            layer = rule.net.layers[i]
+            if self.opts.freeze_bias and layer.synapse.bias is not None:
+                layer.synapse.bias.grad = None
+            if self.project_step:
+                continue
+            if self._input_projection(i) and self._project_input_grad(i):
+                continue
+            g = layer.weight.grad
+            if g is not None:
+                project_rows_(g.view(g.shape[0], -1), self.lateral[i].proj)
+        self._delta.clear()
+        self.proj_seconds += time.perf_counter() - t0
+
+    def after_update(self, rule: LearningRule) -> None:
+        if self.project_step and self.task > 0:
+            self.step_proj.apply(rule.net, {i: lat.proj for i, lat in self.lateral.items()})
+
+    def after_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.local_step += 1
+        if self.local_step % self.opts.every == 0:
+            self.hebbian_update()
+
+    def hebbian_update(self) -> None:
+        """One Hebbian update of every layer's new lateral neurons on the last forward's input."""
+        o = self.opts
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for i in self.layers:
+                X = presynaptic_rows(self.rule.net.layers[i], o.activity)
+                if o.max_rows and X.shape[0] > o.max_rows:
+                    X = X[torch.randperm(X.shape[0], generator=self.generator)[: o.max_rows]]
+                self.lateral[i].hebbian(X, o.iterations, o.momentum, o.clip, self.q)
+        self.hebb_seconds += time.perf_counter() - t0
+
+    def after_task(self, task_id: int, loader: Any) -> None:
+        o = self.opts
+        if o.after_task_batches:
+            net = self.rule.net
+            was = net.training
+            net.eval()
+            with torch.no_grad():
+                for b, (x, _) in enumerate(loader):
+                    if b >= o.after_task_batches:
+                        break
+                    net(x)
+                    self.hebbian_update()
+            net.train(was)
+        logs: dict[str, float] = {}
+        if o.angles:
+            acts = collect_activity(self.rule, loader, self.layers, o.angle_samples, o.activity, 20000, self.generator)
+            for i in self.layers:
+                logs.update(self._compare(i, acts[i], task_id))
+        for i in self.layers:
+            lat = self.lateral[i]
+            logs[f"layer{i}/hlop_dim"] = float(lat.dim)
+            logs[f"layer{i}/hlop_new"] = float(lat.new.shape[0])
+            # Orthonormality of the learned rows: ||H Hᵀ - I||_F / sqrt(k).
+            H = lat.H
+            if H.shape[0]:
+                eye = torch.eye(H.shape[0])
+                logs[f"layer{i}/hlop_orth_err"] = float(torch.linalg.norm(H @ H.T - eye) / H.shape[0] ** 0.5)
+            if self.rec is not None and o.record_lateral and lat.new.shape[0]:
+                self.rec.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.numpy(), task=task_id)
+            lat.merge()
+        logs["hlop/hebb_seconds"] = self.hebb_seconds
+        logs["hlop/proj_seconds"] = self.proj_seconds
+        logs["hlop/input_fallbacks"] = float(self.fallbacks)
+        if self.rec is not None:
+            self.rec.log_metrics(getattr(self.rule, "step", 0), **logs)
+
+    def _compare(self, i: int, X: Tensor, task_id: int) -> dict[str, float]:
+        """Hebbian new neurons vs the exact top-k PCA subspace of this task's residual input.
+
+        Residual r = x - H_oldᵀ H_old x (what the new neurons see); exact subspace: top-k
+        eigenvectors of Σ r rᵀ. Also the share of residual energy each subspace captures.
+        """
+        lat = self.lateral[i]
+        k = lat.new.shape[0]
+        if k == 0 or X.shape[0] == 0:
+            return {}
+        R = X - (X @ lat.old.T) @ lat.old if lat.old.shape[0] else X
+        V, evals = top_eigvecs(R, k)
+        ang = principal_angles(lat.new, V)
+        Q = torch.linalg.qr(lat.new.double().T).Q
+        heb = float(((R.double() @ Q) ** 2).sum())
+        exact = float(evals[:k].sum())
+        if self.rec is not None:
+            self.rec.log_array(f"/hlop/layer{i}/task{task_id}/angles", ang.numpy(), unit="degree")
+        return {
+            f"layer{i}/hlop_angle_max": float(ang.max()),
+            f"layer{i}/hlop_angle_mean": float(ang.mean()),
+            f"layer{i}/hlop_energy_ratio": heb / exact if exact > 0 else float("nan"),
+        }
+
+    def basis(self, i: int) -> Tensor:
+        """All lateral weights of layer ``i`` (old then new rows)."""
+        return self.lateral[i].H
