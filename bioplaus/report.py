@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -296,6 +297,36 @@ def _acc_matrix(run: RunFile, out_dir: Path, written: list[Path]) -> None:
     _save(fig, out_dir, "acc_matrix.png", written)
 
 
+_TASK_METRIC = re.compile(r"^task(\d+)/test_acc$")
+
+
+def _task_curves(run: RunFile, out_dir: Path, written: list[Path]) -> None:
+    """Per-task test accuracy against the training step (continual runs)."""
+    tasks = sorted(
+        (int(m.group(1)), n) for n in run.metrics if (m := _TASK_METRIC.match(n)) is not None
+    )
+    if not tasks:
+        return
+    fig = _new_figure(7.5, 4.2)
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"]
+    for j, name in tasks:
+        y = np.asarray(run.metric(name), dtype=float)
+        scale = 100.0 if np.nanmax(y) <= 1.0 else 1.0
+        ax.plot(run.metric_steps(name), scale * y, marker="o", ms=3,
+                color=cmap(j / max(len(tasks) - 1, 1)), label=f"task {j}")
+    if "task" in run.metrics:
+        # a dotted line where each new task starts
+        for st in run.metric_steps("task")[:-1]:
+            ax.axvline(st, color="0.8", lw=0.8, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{run.name}: accuracy on each task while the stream is learned")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(tasks) > 5 else 1, loc="lower left")
+    _save(fig, out_dir, "task_curves.png", written)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
@@ -317,6 +348,7 @@ def make_report(run_path: str | Path, out_dir: str | Path) -> list[Path]:
                 _membrane(run, name, out, written)
         _weights(run, out, written)
         _acc_matrix(run, out, written)
+        _task_curves(run, out, written)
     return written
 
 

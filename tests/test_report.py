@@ -131,3 +131,15 @@ def test_summary_text(run_file: Path) -> None:
 def test_make_report_on_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         make_report(tmp_path / "nope.h5", tmp_path / "figs")
+
+
+def test_task_curves_for_continual_runs(tmp_path: Path) -> None:
+    path = tmp_path / "cl.h5"
+    with Recorder(path, {"name": "cl"}, seed=0) as rec:
+        for i in range(3):
+            step = 100 * i
+            rec.log_metrics(step, task=float(i), **{f"task{j}/test_acc": (0.9 if j <= i else 0.1) for j in range(3)})
+    files = make_report(path, tmp_path / "figs")
+    names = [p.name for p in files]
+    assert "task_curves.png" in names
+    assert (tmp_path / "figs" / "task_curves.png").stat().st_size > 5_000
