@@ -9,7 +9,8 @@ damps the noise of a shared machine.
 
 Variants: ``faithful`` = the sim's settings (5 Hebbian iterations on every row of every
 batch); ``rows128`` = Hebbian updates on 128 rows sampled from the T x B presynaptic spike
-vectors; ``rows128_every2`` = that, every second step.
+vectors; ``rows128_every2`` = that, every second step; ``rate`` = Hebbian updates on the
+time-averaged presynaptic activity (B rows instead of T x B).
 
 Run: python benchmarks/hlop_cost.py [--T 6,20] [--limit-train 3200] [--repeat 2]
 """
@@ -33,6 +34,7 @@ VARIANTS: dict[str, list[str]] = {
     "faithful": [],
     "rows128": ["plugins.0.max_rows=128"],
     "rows128_every2": ["plugins.0.max_rows=128", "plugins.0.every=2"],
+    "rate": ["plugins.0.activity=rate"],
 }
 
 
