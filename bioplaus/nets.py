@@ -211,7 +211,8 @@ def _neuron(cfg: NetworkConfig, is_output: bool) -> nn.Module:
     return LIF(LIFParams(s.dt, s.tau, thr, s.reset, s.surrogate, s.slope))
 
 
-def _init(mod: nn.Module, how: str, gain: float) -> None:
+def init_weights(mod: nn.Module, how: str, gain: float = 1.0) -> None:
+    """Initialise a synapse's weight (``network.init``: default | kaiming | xavier | orthogonal), then scale it."""
     w = mod.weight
     if how == "kaiming":
         nn.init.kaiming_uniform_(w, a=math.sqrt(5))
@@ -253,5 +254,5 @@ def build_net(
     out = nn.Linear(n_in, n_classes, bias=cfg.bias)
     layers.append(Layer(out, _neuron(cfg, True), temporal=temporal, index=len(layers), is_output=True))
     for la in layers:
-        _init(la.synapse, cfg.init, cfg.init_gain)
+        init_weights(la.synapse, cfg.init, cfg.init_gain)
     return Net(layers, backend=cfg.backend, input_shape=shape, n_classes=n_classes, cfg=cfg, seed=seed)

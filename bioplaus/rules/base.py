@@ -80,7 +80,7 @@ class LearningRule:
         lr = c.lr if lr is None else lr
         mom = c.momentum if momentum is None else momentum
         if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=c.weight_decay)
+            return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=c.weight_decay, foreach=True)
         if c.optimizer == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=c.weight_decay)
         if c.optimizer == "adamw":

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from bioplaus.backends.rate import RateNeuron
 from bioplaus.backends.spiking import LIF, LIFParams
 from bioplaus.errors import ConfigError
-from bioplaus.nets import Layer, Net
+from bioplaus.nets import Layer, Net, init_weights
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import LearningRule, RuleContext, accuracy
 
@@ -236,7 +236,7 @@ class FeedbackNet(nn.Module):
                 neuron: nn.Module = LIF(LIFParams(s.dt, s.tau, thr, s.reset, s.surrogate, s.slope))
             else:
                 neuron = RateNeuron("identity" if bottom else activation)
-            _init_like_forward(syn, net.cfg.init, net.cfg.init_gain)
+            init_weights(syn, net.cfg.init, net.cfg.init_gain)
             layers.append(Layer(syn, neuron, temporal=self.temporal, index=k))
         torch.random.set_rng_state(gen_state)
         self.layers = nn.ModuleList(layers)
@@ -267,20 +267,6 @@ class FeedbackNet(nn.Module):
             else:
                 outs[k] = h
         return outs
-
-
-def _init_like_forward(mod: nn.Module, how: str, gain: float) -> None:
-    """The forward net's ``network.init`` / ``init_gain`` applied to a feedback synapse."""
-    w = mod.weight
-    with torch.no_grad():
-        if how == "kaiming":
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-        elif how == "xavier":
-            nn.init.xavier_uniform_(w)
-        elif how == "orthogonal":
-            nn.init.orthogonal_(w)
-        if gain != 1.0:
-            w.mul_(gain)
 
 
 class UpsampleConv2d(nn.Conv2d):
