@@ -43,6 +43,7 @@ from bioplaus.train import (
     RunResult,
     build_plugins,
     build_rule,
+    check_stop,
     default_out,
     load_data,
     set_threads,
@@ -249,6 +250,7 @@ class ContinualTrainer:
         return summary
 
     def _step(self, x: Tensor, y: Tensor, plugins: PluginList) -> dict[str, float]:
+        check_stop()
         m = self.rule.train_step(x, y)
         self.rule.after_step()
         self.step += 1

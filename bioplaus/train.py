@@ -94,25 +94,46 @@ def evaluate(rule: LearningRule, loader: Any) -> tuple[float, float]:
     return m.get("loss", math.nan), m.get("acc", math.nan)
 
 
+class _Stop:
+    """A stop requested by a signal; the training loop raises at the next step boundary."""
+
+    requested = False
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt if a SIGINT/SIGTERM arrived (called between training steps)."""
+    if _Stop.requested:
+        _Stop.requested = False
+        raise KeyboardInterrupt("stop requested by a signal")
+
+
 @contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM and SIGINT raise KeyboardInterrupt, so the run file is closed as 'interrupted'."""
+    """SIGINT and SIGTERM stop the run at the next step boundary (a second one at once).
+
+    Raising inside the handler could land in the middle of an HDF5 write; deferring to the
+    step boundary keeps the run file consistent, and the trainer closes it as 'interrupted'.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        if _Stop.requested:  # asked twice: stop now
+            raise KeyboardInterrupt(f"signal {signum}")
+        _Stop.requested = True
 
+    _Stop.requested = False
     old = signal.signal(signal.SIGTERM, handler)
     # A process started in the background inherits SIGINT ignored; a run should still stop
     # cleanly on `kill -INT`, as it does on Ctrl-C in a terminal.
-    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_int = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
+        _Stop.requested = False
 
 
 @dataclass
@@ -291,6 +312,7 @@ class Trainer:
             te = time.perf_counter()
             run_loss, run_acc, count = 0.0, 0.0, 0
             for b, (x, y) in enumerate(d.train, start=1):
+                check_stop()
                 m = rule.train_step(x, y)
                 rule.after_step()
                 step += 1
