@@ -57,7 +57,10 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=20)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     T, B = args.T, args.batch
     cfg = NetworkConfig(backend="spiking", hidden=[800, 800], bias=False,
                         spiking=SpikingConfig(T=T, dt=1e-3, tau=5e-3, surrogate="atan"))
