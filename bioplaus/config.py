@@ -248,8 +248,11 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
 def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     cur = d
-    for p in parts[:-1]:
-        if p.isdigit() and isinstance(cur, list):
+    for i, p in enumerate(parts[:-1]):
+        if p.isdigit():
+            if not isinstance(cur, list) or int(p) >= len(cur):
+                where = ".".join(parts[:i]) or "top level"
+                raise ConfigError(f"--set {dotted}: {where} has no entry {p}")
             cur = cur[int(p)]
             continue
         nxt = cur.get(p)

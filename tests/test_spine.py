@@ -156,3 +156,8 @@ def test_cosine_schedule_reaches_zero(tmp_path: Path) -> None:
     with bioplaus.open_run(res.path) as run:
         lr = run.metrics["lr"]
         assert len(lr) == 8 and lr[0] == pytest.approx(0.1, rel=0.05) and lr[-1] < 1e-6
+
+
+def test_override_of_a_missing_list_entry_names_it() -> None:
+    with pytest.raises(ConfigError, match="plugins has no entry 0"):
+        load_config(TINY, ["plugins.0.lam=3"])
