@@ -297,3 +297,20 @@ def test_ccl_reconstruction_targets_match_shapes() -> None:
     loss.backward()
     assert ae.enc[0]["conv"].weight.grad is None
     assert ae.dec[0]["conv"].weight.grad is not None
+
+
+def test_row_mask_in_loss_equals_masking_activities() -> None:
+    """Flooding applied to the N x C similarity gives the loss and gradients of masking A."""
+    from bioplaus.rules.ccl import loss_mlp
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 5, generator=g, requires_grad=True)
+    b = torch.randn(3, 5, generator=g, requires_grad=True)
+    y = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]
+    m = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    l1 = loss_mlp(a, b, y, 0.5, m)
+    ga, gb = torch.autograd.grad(l1, (a, b))
+    l2 = loss_mlp(a * m[:, None], b, y, 0.5)
+    ga2, gb2 = torch.autograd.grad(l2, (a, b))
+    assert torch.allclose(l1, l2) and torch.allclose(ga, ga2) and torch.allclose(gb, gb2)
+    assert float(ga[1].abs().sum()) == 0.0

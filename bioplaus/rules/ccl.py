@@ -75,11 +75,17 @@ class CCLOptions:
 # ----------------------------------------------------------------------------- loss forms
 
 
-def loss_mlp(a: Tensor, b: Tensor, y_onehot: Tensor, scale: float = 0.5) -> Tensor:
-    """MLP form: s · (256/d) · mean((A Bᵀ - Y)²), A [N, d] activity, B [C, d] prototypes."""
+def loss_mlp(
+    a: Tensor, b: Tensor, y_onehot: Tensor, scale: float = 0.5, rows: Tensor | None = None
+) -> Tensor:
+    """MLP form: s · (256/d) · mean((A Bᵀ - Y)²), A [N, d] activity, B [C, d] prototypes.
+
+    ``rows`` (0/1 per sample, flooding) zeroes rows of A: the same loss and gradients as
+    masking A itself, applied to the small N x C similarity instead of the N x d activity.
+    """
     a = a.flatten(1)
     b = b.flatten(1)
-    return _SimilarityMSE.apply(a, b, y_onehot, scale * 256.0 / a.shape[1])
+    return _SimilarityMSE.apply(a, b, y_onehot, scale * 256.0 / a.shape[1], rows)
 
 
 class _SimilarityMSE(torch.autograd.Function):
@@ -89,19 +95,24 @@ class _SimilarityMSE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, y: Tensor, k: float) -> Tensor:  # noqa: ANN001
-        r = torch.addmm(y, a, b.T, alpha=1.0, beta=-1.0)
-        ctx.save_for_backward(a, b, r)
+    def forward(ctx, a: Tensor, b: Tensor, y: Tensor, k: float, rows: Tensor | None = None) -> Tensor:  # noqa: ANN001
+        if rows is None:
+            r = torch.addmm(y, a, b.T, alpha=1.0, beta=-1.0)
+        else:
+            r = (a @ b.T).mul_(rows[:, None]).sub_(y)
+        ctx.save_for_backward(a, b, r, rows)
         ctx.k = k
         return (r * r).mean() * k
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
-        a, b, r = ctx.saved_tensors
+        a, b, r, rows = ctx.saved_tensors
         d_c = r * (g * (2.0 * ctx.k / r.numel()))
+        if rows is not None:
+            d_c.mul_(rows[:, None])
         da = d_c @ b if ctx.needs_input_grad[0] else None
         db = d_c.T @ a if ctx.needs_input_grad[1] else None
-        return da, db, None, None
+        return da, db, None, None, None
 
 
 def _unit_rows(x: Tensor) -> Tensor:
@@ -392,7 +403,9 @@ class CCL(LearningRule):
         fbs = self.feedback(target)
         return logits, acts, fbs, target
 
-    def local_loss(self, a: Tensor, b: Tensor, y: Tensor, y_onehot: Tensor) -> Tensor:
+    def local_loss(
+        self, a: Tensor, b: Tensor, y: Tensor, y_onehot: Tensor, rows: Tensor | None = None
+    ) -> Tensor:
         """ℓ(a, b) of the configured form (see the module docstring)."""
         o = self.opts
         if o.center:
@@ -403,7 +416,7 @@ class CCL(LearningRule):
             a = a - a.mean(0, keepdim=True)
             b = b - b.mean(0, keepdim=True)
         if self.form == "mlp":
-            return loss_mlp(a, b, y_onehot, o.loss_scale)
+            return loss_mlp(a, b, y_onehot, o.loss_scale, rows)
         if self.form == "cnn":
             return loss_cnn(a, b, y_onehot, o.loss_scale, o.ssl_scale)
         return loss_eq2(a, b, o.loss_scale)
@@ -414,14 +427,18 @@ class CCL(LearningRule):
         o = self.opts
         logits, acts, fbs, _ = self._pairs(x, y)
         y_onehot = self._eye[y]
+        rows = None
         if o.flooding > 0:
             m = flood_mask(logits, y, o.flooding)
-            acts = [a * m.view(-1, *([1] * (a.dim() - 1))) for a in acts]
+            if self.form == "mlp" and not o.center:
+                rows = m  # masked inside the loss, on N x C instead of N x d
+            else:
+                acts = [a * m.view(-1, *([1] * (a.dim() - 1))) for a in acts]
         ce = F.cross_entropy(logits, y)
         # One loss, one backward, as in the public code: a_l carries U_l's graph and b_l
         # V_{l+1}'s, and every layer input is detached, so each weight gets only the
         # gradient of its own pair's loss (the pair (x, b_0) reaches only V_1).
-        terms = [self.local_loss(a, b, y, y_onehot) for a, b in zip(acts, fbs)]
+        terms = [self.local_loss(a, b, y, y_onehot, rows) for a, b in zip(acts, fbs)]
         warm = min(1.0, (self.step + 1) / o.warmup) if o.warmup else 1.0
         local = torch.stack(terms)
         loss = ce + local.sum()
