@@ -37,6 +37,8 @@ class LearningRule:
     name: ClassVar[str] = ""
     backends: ClassVar[frozenset[str]] = frozenset({"rate", "spiking"})
     Options: ClassVar[type] = NoOptions
+    # Gradient centralisation before the plugin hooks (CCL's option; off for other rules).
+    centralize: bool = False
 
     def __init__(self, cfg: RuleConfig | None = None) -> None:
         self.cfg = cfg or RuleConfig(name=self.name)
@@ -144,18 +146,33 @@ class LearningRule:
         optimizer: torch.optim.Optimizer | None = None,
         clip: float | None = None,
         params: list[Tensor] | None = None,
+        extra: list[tuple[torch.optim.Optimizer, float, list[Tensor] | None]] | None = None,
     ) -> None:
-        """zero_grad, backward, ``after_backward`` hooks, clip, step, ``after_update`` hooks."""
+        """zero_grad, one backward, [centralise], ``after_backward`` hooks, clip, step, ``after_update``.
+
+        ``extra`` adds (optimiser, max grad norm, params) groups that share the one backward
+        and are clipped on their own (CCL's forward and feedback nets); params None means the
+        optimiser's own. An optimiser shared by several groups is stepped once.
+        """
         self.check_finite(loss)
-        opt = optimizer or self.optimizer
-        opt.zero_grad(set_to_none=True)
+        first = (optimizer or self.optimizer, self.cfg.clip if clip is None else clip, params)
+        groups = [
+            (opt, c, ps or [p for g in opt.param_groups for p in g["params"]])
+            for opt, c, ps in [first, *(extra or [])]
+        ]
+        opts = list({id(o): o for o, _, _ in groups}.values())
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.centralize:
+            for _, _, ps in groups:
+                centralize_gradients(ps)
         self.plugins.after_backward(self)
-        clip = self.cfg.clip if clip is None else clip
-        if clip and clip > 0:
-            ps = params or [p for g in opt.param_groups for p in g["params"]]
-            nn.utils.clip_grad_norm_(ps, clip)
-        opt.step()
+        for _, c, ps in groups:
+            if c and c > 0:
+                clip_grad_norm(ps, c)
+        for opt in opts:
+            opt.step()
         self.plugins.after_update(self)
 
     def after_step(self) -> None:
@@ -175,3 +192,27 @@ class LearningRule:
 
 def accuracy(logits: Tensor, y: Tensor) -> float:
     return float((logits.argmax(1) == y).float().mean())
+
+
+def centralize_gradients(params: list[Tensor]) -> None:
+    """Gradient centralisation: g ← g - mean of g over every dim but the output one (weights)."""
+    with torch.no_grad():
+        for p in params:
+            if p.grad is None or p.dim() < 2:
+                continue
+            p.grad -= p.grad.mean(dim=tuple(range(1, p.dim())), keepdim=True)
+
+
+def clip_grad_norm(params: list[Tensor], max_norm: float) -> float:
+    """Scale the gradients so that their joint L2 norm is at most ``max_norm``; return the norm.
+
+    As ``torch.nn.utils.clip_grad_norm_`` but the rescale is skipped when the norm is already
+    within bounds (one fused norm, no multiply on most steps of a converged run).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+    if total > max_norm:
+        torch._foreach_mul_(grads, max_norm / (total + 1e-6))
+    return total

@@ -49,7 +49,13 @@ from bioplaus.backends.spiking import LIF, LIFParams
 from bioplaus.errors import ConfigError
 from bioplaus.nets import Layer, Net, init_weights
 from bioplaus.registry import register_rule
-from bioplaus.rules.base import LearningRule, RuleContext, accuracy
+from bioplaus.rules.base import (  # noqa: F401 - re-exported for users of ccl
+    LearningRule,
+    RuleContext,
+    accuracy,
+    centralize_gradients,
+    clip_grad_norm,
+)
 
 LOSS_FORMS = ("auto", "mlp", "cnn", "eq2")
 ALIGN_EVERY = 20  # steps between samples of the alignment metric
@@ -151,61 +157,6 @@ def flood_mask(logits: Tensor, y: Tensor, margin: float) -> Tensor:
     """1 for samples still to learn, 0 where the true-class probability exceeds 1 - margin."""
     p = torch.softmax(logits.detach(), dim=1).gather(1, y[:, None]).squeeze(1)
     return (p <= 1.0 - margin).to(logits.dtype)
-
-
-def centralize_gradients(params: list[Tensor]) -> None:
-    """Gradient centralisation: g ← g - mean of g over every dim but the output one (weights)."""
-    with torch.no_grad():
-        for p in params:
-            if p.grad is None or p.dim() < 2:
-                continue
-            p.grad -= p.grad.mean(dim=tuple(range(1, p.dim())), keepdim=True)
-
-
-def update_groups(
-    rule: LearningRule,
-    loss: Tensor,
-    groups: list[tuple[torch.optim.Optimizer, float, list[Tensor] | None]],
-    centralize: bool,
-) -> None:
-    """zero_grad, one backward, [centralise], hooks, clip each group on its own, step, hooks.
-
-    ``groups`` are (optimiser, max grad norm, params); params None = the optimiser's own. An
-    optimiser shared by several groups (one param group per net) is stepped once.
-    """
-    rule.check_finite(loss)
-    resolved = [
-        (opt, clip, ps or [p for g in opt.param_groups for p in g["params"]]) for opt, clip, ps in groups
-    ]
-    opts = list({id(o): o for o, _, _ in resolved}.values())
-    for opt in opts:
-        opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if centralize:
-        for _, _, ps in resolved:
-            centralize_gradients(ps)
-    rule.plugins.after_backward(rule)
-    for _, clip, ps in resolved:
-        if clip and clip > 0:
-            clip_grad_norm(ps, clip)
-    for opt in opts:
-        opt.step()
-    rule.plugins.after_update(rule)
-
-
-def clip_grad_norm(params: list[Tensor], max_norm: float) -> float:
-    """Scale the gradients so that their joint L2 norm is at most ``max_norm``; return the norm.
-
-    As ``torch.nn.utils.clip_grad_norm_`` but the rescale is skipped when the norm is already
-    within bounds (one fused norm, no multiply on most steps of a converged run).
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    total = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-    if total > max_norm:
-        torch._foreach_mul_(grads, max_norm / (total + 1e-6))
-    return total
 
 
 # ----------------------------------------------------------------------------- feedback net
@@ -335,6 +286,7 @@ class CCL(LearningRule):
         self.net = net
         self.ctx = ctx
         o = self.opts
+        self.centralize = o.grad_centralization
         act = o.feedback_activation or net.cfg.activation
         self.form = o.loss_form
         if self.form == "auto":
@@ -373,23 +325,6 @@ class CCL(LearningRule):
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"feedback": self.feedback}
-
-    def apply_update(
-        self,
-        loss: Tensor,
-        optimizer: torch.optim.Optimizer | None = None,
-        clip: float | None = None,
-        params: list[Tensor] | None = None,
-        extra: list[tuple[torch.optim.Optimizer, float, list[Tensor] | None]] | None = None,
-    ) -> None:
-        """As the base, plus gradient centralisation and further (optimiser, clip, params) groups.
-
-        One backward serves every group (the public code's single summed loss); each group is
-        then centralised (option), the ``after_backward`` hooks run once, and each group is
-        clipped on its own and stepped.
-        """
-        groups = [(optimizer or self.optimizer, self.cfg.clip if clip is None else clip, params)]
-        update_groups(self, loss, groups + list(extra or []), self.opts.grad_centralization)
 
     # -- the step ------------------------------------------------------------------------
     def _pairs(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], Tensor]:

@@ -179,6 +179,7 @@ class CCLAutoencoder(LearningRule):
         self.net = net
         self.ctx = ctx
         o, c = self.opts, self.cfg
+        self.centralize = o.grad_centralization
         ncfg = ctx.config.network
         if not ncfg.channels:
             raise ConfigError("network.channels: the autoencoder needs conv widths, e.g. [32, 64, 128]")
@@ -234,20 +235,6 @@ class CCLAutoencoder(LearningRule):
         super().after_step()
         if self.fb_scheduler is not None:
             self.fb_scheduler.step()
-
-    def apply_update(
-        self,
-        loss: Tensor,
-        optimizer: torch.optim.Optimizer | None = None,
-        clip: float | None = None,
-        params: list[Tensor] | None = None,
-        extra: list[tuple[torch.optim.Optimizer, float, list[Tensor] | None]] | None = None,
-    ) -> None:
-        """One backward for every (optimiser, clip, params) group; see ``ccl.update_groups``."""
-        from bioplaus.rules.ccl import update_groups
-
-        groups = [(optimizer or self.optimizer, self.cfg.clip if clip is None else clip, params)]
-        update_groups(self, loss, groups + list(extra or []), self.opts.grad_centralization)
 
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
         o = self.opts
