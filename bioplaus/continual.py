@@ -44,10 +44,11 @@ from bioplaus.train import (
     build_plugins,
     build_rule,
     check_stop,
+    closing_run,
     default_out,
     load_data,
+    save_model,
     set_threads,
-    sigterm_as_interrupt,
 )
 
 __all__ = ["ContinualTrainer", "TaskData", "TaskLoader", "acc_metrics", "build_tasks"]
@@ -412,39 +413,22 @@ class ContinualTrainer:
         t_start = time.perf_counter()
         bar = Progress(total, self.progress_enabled and sys.stderr.isatty(), cfg.name)
         summary: dict[str, float] = {}
-        try:
-            with sigterm_as_interrupt():
-                self.rule.setup(self.net, ctx)
-                for p in plugins:
-                    p.setup(self.rule, ctx)
-                accs, losses = self._evaluate_all()
-                self.initial = accs.copy()
-                self._log_eval(0, accs, losses)
-                rec.flush()
-                # The file stays in the lazy phase (closed between flushes): metric names
-                # appear task by task (plugins log after each task), which SWMR cannot create.
-                if c.mode == "joint":
-                    summary = self._train_joint(plugins, bar)
-                else:
-                    summary = self._train_sequential(plugins, bar)
-                if cfg.record.save_model:
-                    for k, v in self.net.state_dict().items():
-                        rec.log_array(f"/model/net/{k}", v.detach().numpy())
-                    for name, mod in self.rule.extra_modules().items():
-                        for k, v in mod.state_dict().items():
-                            rec.log_array(f"/model/{name}/{k}", v.detach().numpy())
-        except KeyboardInterrupt:
-            rec.close("interrupted", stopped_at_step=self.step)
-            raise
-        except RunError as e:
-            rec.close("failed", error=str(e), failed_step=self.step + 1)
-            raise
-        except BaseException as e:
-            rec.close("failed", error=f"{type(e).__name__}: {e}")
-            raise
-        finally:
-            bar.close()
-            plugins.close()
+        with closing_run(rec, lambda: self.step, bar, plugins):
+            self.rule.setup(self.net, ctx)
+            for p in plugins:
+                p.setup(self.rule, ctx)
+            accs, losses = self._evaluate_all()
+            self.initial = accs.copy()
+            self._log_eval(0, accs, losses)
+            rec.flush()
+            # The file stays in the lazy phase (closed between flushes): metric names
+            # appear task by task (plugins log after each task), which SWMR cannot create.
+            if c.mode == "joint":
+                summary = self._train_joint(plugins, bar)
+            else:
+                summary = self._train_sequential(plugins, bar)
+            if cfg.record.save_model:
+                save_model(rec, self.net, self.rule)
         seconds = time.perf_counter() - t_start
         final = {
             "test_acc": summary.get("ACC", math.nan),

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,35 @@ def sigterm_as_interrupt():
         _Stop.requested = False
 
 
+@contextmanager
+def closing_run(rec: Any, step: Callable[[], int], bar: Progress, plugins: PluginList):
+    """Run the body with signals as interrupts; on an exception, close the run file with the
+    status it implies (interrupted / failed, with the step) and re-raise. Always closes the
+    progress bar and the plugins."""
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt:
+        rec.close("interrupted", stopped_at_step=step())
+        raise
+    except RunError as e:
+        rec.close("failed", error=str(e), failed_step=step() + 1)
+        raise
+    except BaseException as e:
+        rec.close("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        bar.close()
+        plugins.close()
+
+
+def save_model(rec: Any, net: Any, rule: LearningRule) -> None:
+    """The net's parameters under /model/net and the rule's extra modules under /model/<name>."""
+    for name, mod in {"net": net, **rule.extra_modules()}.items():
+        for k, v in mod.state_dict().items():
+            rec.log_array(f"/model/{name}/{k}", v.detach().numpy())
+
+
 @dataclass
 class RunResult:
     """What a finished run reports (the run file holds everything)."""
@@ -259,40 +289,24 @@ class Trainer:
         plugins = PluginList(self.user_plugins + ([probes] if probes else []))
         self.rule.plugins = plugins
         t0 = time.perf_counter()
-        status = "failed"
         final: dict[str, float] = {}
         step = 0
         bar = Progress(self.total_steps, self.progress_enabled, cfg.name)
-        try:
-            with sigterm_as_interrupt():
-                self.rule.setup(self.net, self.ctx)
-                for p in plugins:
-                    p.setup(self.rule, self.ctx)
-                plugins.before_task(0, d.train)
-                final = self._evaluate_and_log(0, epoch=0)
-                if probes:
-                    plugins.after_step(0, {})  # step-0 probe: datasets exist before SWMR
-                self._log_weights(0)
-                rec.flush()
-                step = self._train_loop(plugins, bar)
-                final = self._last_eval
-                plugins.after_task(0, d.train)
-                if cfg.record.save_model:
-                    self._save_model()
-                status = "done"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            rec.close("interrupted", stopped_at_step=self.rule.step)
-            raise
-        except RunError as e:
-            rec.close("failed", error=str(e), failed_step=self.rule.step + 1)
-            raise
-        except BaseException as e:
-            rec.close("failed", error=f"{type(e).__name__}: {e}")
-            raise
-        finally:
-            bar.close()
-            plugins.close()
+        with closing_run(rec, lambda: self.rule.step, bar, plugins):
+            self.rule.setup(self.net, self.ctx)
+            for p in plugins:
+                p.setup(self.rule, self.ctx)
+            plugins.before_task(0, d.train)
+            final = self._evaluate_and_log(0, epoch=0)
+            if probes:
+                plugins.after_step(0, {})  # step-0 probe: datasets exist before SWMR
+            self._log_weights(0)
+            rec.flush()
+            step = self._train_loop(plugins, bar)
+            final = self._last_eval
+            plugins.after_task(0, d.train)
+            if cfg.record.save_model:
+                save_model(rec, self.net, self.rule)
         seconds = time.perf_counter() - t0
         rec.close("done", seconds=seconds, steps=step, **{f"final_{k}": v for k, v in final.items() if "/" not in k})
         figures: list[Path] = []
@@ -300,7 +314,7 @@ class Trainer:
             from bioplaus.report import make_report
 
             figures = make_report(self.out, self.out.with_suffix("").with_name(self.out.stem + "_figures"))
-        return RunResult(self.out, status, final, seconds, step, figures)
+        return RunResult(self.out, "done", final, seconds, step, figures)
 
     def _train_loop(self, plugins: PluginList, bar: Progress) -> int:
         cfg, d, rule, rec = self.cfg, self.data, self.rule, self.rec
@@ -364,13 +378,6 @@ class Trainer:
             return
         for layer in self.net.layers:
             self.rec.log_weights(layer.name, step, layer.weight.detach().numpy())
-
-    def _save_model(self) -> None:
-        for k, v in self.net.state_dict().items():
-            self.rec.log_array(f"/model/net/{k}", v.detach().numpy())
-        for name, mod in self.rule.extra_modules().items():
-            for k, v in mod.state_dict().items():
-                self.rec.log_array(f"/model/{name}/{k}", v.detach().numpy())
 
 
 def run_experiment(
