@@ -306,7 +306,8 @@ def load_config(
     return cfg
 
 
-def _choice(value: str, valid: typing.Iterable[str], where: str) -> None:
+def check_choice(value: str, valid: typing.Iterable[str], where: str) -> None:
+    """ConfigError naming ``where`` unless ``value`` is one of ``valid``."""
     valid = list(valid)
     if value not in valid:
         raise ConfigError(f"{where}: unknown value {value!r}; valid: {', '.join(valid)}")
@@ -317,16 +318,16 @@ def validate(cfg: ExperimentConfig) -> None:
     from bioplaus import registry
 
     d, n, r, t = cfg.data, cfg.network, cfg.rule, cfg.train
-    _choice(d.dataset, registry.dataset_names(), "data.dataset")
-    _choice(d.normalize, ["none", "unit", "standard"], "data.normalize")
-    _choice(d.evaluate_on, ["test", "val"], "data.evaluate_on")
+    check_choice(d.dataset, registry.dataset_names(), "data.dataset")
+    check_choice(d.normalize, ["none", "unit", "standard"], "data.normalize")
+    check_choice(d.evaluate_on, ["test", "val"], "data.evaluate_on")
     if not 0 <= d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction: must be in [0, 1), got {d.val_fraction}")
     if d.batch_size <= 0 or d.eval_batch_size <= 0:
         raise ConfigError("data.batch_size: must be a positive integer")
-    _choice(n.backend, registry.backend_names(), "network.backend")
-    _choice(n.arch, ["mlp", "cnn"], "network.arch")
-    _choice(n.init, ["default", "kaiming", "xavier", "orthogonal"], "network.init")
+    check_choice(n.backend, registry.backend_names(), "network.backend")
+    check_choice(n.arch, ["mlp", "cnn"], "network.arch")
+    check_choice(n.init, ["default", "kaiming", "xavier", "orthogonal"], "network.init")
     if any(h <= 0 for h in n.hidden):
         raise ConfigError(f"network.hidden: widths must be positive, got {n.hidden}")
     if n.arch == "cnn" and not n.channels:
@@ -334,8 +335,8 @@ def validate(cfg: ExperimentConfig) -> None:
     s = n.spiking
     if s.T <= 0:
         raise ConfigError(f"network.spiking.T: must be a positive integer, got {s.T}")
-    _choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
-    _choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
+    check_choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
+    check_choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
     from bioplaus.backends.spiking import LIFParams
 
     LIFParams(s.dt, s.tau, s.threshold, s.reset, s.surrogate, s.slope).check("network.spiking")
@@ -343,9 +344,9 @@ def validate(cfg: ExperimentConfig) -> None:
         from bioplaus.backends.rate import activation
 
         activation(n.activation)
-    _choice(r.name, registry.rule_names(), "rule.name")
-    _choice(r.optimizer, ["sgd", "adam", "adamw"], "rule.optimizer")
-    _choice(r.schedule, ["none", "cosine"], "rule.schedule")
+    check_choice(r.name, registry.rule_names(), "rule.name")
+    check_choice(r.optimizer, ["sgd", "adam", "adamw"], "rule.optimizer")
+    check_choice(r.schedule, ["none", "cosine"], "rule.schedule")
     if r.lr <= 0:
         raise ConfigError(f"rule.lr: must be > 0, got {r.lr}")
     rule_cls = registry.get_rule(r.name)
@@ -359,18 +360,18 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.epochs: must be >= 0")
     for i, pr in enumerate(cfg.record.probes):
         for v in pr.variables:
-            _choice(v, ["spikes", "mem", "current", "input", "out"], f"record.probes[{i}].variables")
+            check_choice(v, ["spikes", "mem", "current", "input", "out"], f"record.probes[{i}].variables")
         if pr.every <= 0 or pr.samples <= 0:
             raise ConfigError(f"record.probes[{i}]: every and samples must be positive")
     for i, pc in enumerate(cfg.plugins):
-        _choice(pc.name, registry.plugin_names(), f"plugins[{i}].name")
+        check_choice(pc.name, registry.plugin_names(), f"plugins[{i}].name")
         registry.get_plugin(pc.name).parse_options(pc.options, where=f"plugins[{i}]")
     if cfg.continual is not None:
         c = cfg.continual
-        _choice(c.stream, ["permuted", "split"], "continual.stream")
-        _choice(c.mode, ["sequential", "joint"], "continual.mode")
+        check_choice(c.stream, ["permuted", "split"], "continual.stream")
+        check_choice(c.mode, ["sequential", "joint"], "continual.mode")
         if c.setting:
-            _choice(c.setting, ["task", "domain"], "continual.setting")
+            check_choice(c.setting, ["task", "domain"], "continual.setting")
         if c.n_tasks <= 0:
             raise ConfigError(f"continual.n_tasks: must be positive, got {c.n_tasks}")
         if c.epochs_per_task <= 0:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from bioplaus.config import check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 from bioplaus.plugins.projection import (
@@ -174,16 +175,11 @@ class HLOP(Plugin):
         super().__init__(options)
         o = self.opts
         where = f"plugins.{self.name}"
-        if o.activity not in ("spikes", "rate"):
-            raise ConfigError(f"{where}.activity: unknown value {o.activity!r}; valid: spikes, rate")
-        if o.adaptive not in ("refuse", "project_step"):
-            raise ConfigError(f"{where}.adaptive: unknown value {o.adaptive!r}; valid: refuse, project_step")
-        if o.projector not in ("hebbian", "orthonormal"):
-            raise ConfigError(f"{where}.projector: unknown value {o.projector!r}; valid: hebbian, orthonormal")
-        if o.init not in ("orthogonal", "residual"):
-            raise ConfigError(f"{where}.init: unknown value {o.init!r}; valid: orthogonal, residual")
-        if o.projection not in ("grad", "input", "auto"):
-            raise ConfigError(f"{where}.projection: unknown value {o.projection!r}; valid: grad, input, auto")
+        check_choice(o.activity, ("spikes", "rate"), f"{where}.activity")
+        check_choice(o.adaptive, ("refuse", "project_step"), f"{where}.adaptive")
+        check_choice(o.projector, ("hebbian", "orthonormal"), f"{where}.projector")
+        check_choice(o.init, ("orthogonal", "residual"), f"{where}.init")
+        check_choice(o.projection, ("grad", "input", "auto"), f"{where}.projection")
         if o.every < 1 or o.iterations < 0 or not o.lr or any(v <= 0 for v in o.lr):
             raise ConfigError(f"{where}: every >= 1, iterations >= 0 and positive lr values are required")
         if not o.neurons_first or not o.neurons_per_task:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bioplaus.config import check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 from bioplaus.registry import register_plugin
@@ -251,12 +252,9 @@ class ExactProjection(Plugin):
         super().__init__(options)
         o = self.opts
         where = f"plugins.{self.name}"
-        if o.mode not in ("dims", "threshold"):
-            raise ConfigError(f"{where}.mode: unknown value {o.mode!r}; valid: dims, threshold")
-        if o.activity not in ("spikes", "rate"):
-            raise ConfigError(f"{where}.activity: unknown value {o.activity!r}; valid: spikes, rate")
-        if o.adaptive not in ("refuse", "project_step"):
-            raise ConfigError(f"{where}.adaptive: unknown value {o.adaptive!r}; valid: refuse, project_step")
+        check_choice(o.mode, ("dims", "threshold"), f"{where}.mode")
+        check_choice(o.activity, ("spikes", "rate"), f"{where}.activity")
+        check_choice(o.adaptive, ("refuse", "project_step"), f"{where}.adaptive")
         if not 0 < o.threshold <= 1:
             raise ConfigError(f"{where}.threshold: must be in (0, 1], got {o.threshold}")
         self.bases: dict[int, Tensor] = {}
