@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import save, table  # noqa: E402
 from bioplaus.config import load_config  # noqa: E402
-from bioplaus.train import run_experiment  # noqa: E402
+from bioplaus.experiments import run_experiment  # noqa: E402
 
 SIMS = {"rate": ROOT / "sims/bp_fashion_mlp.toml", "spiking": ROOT / "sims/bp_fashion_mlp_spiking.toml"}
 

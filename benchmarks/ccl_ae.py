@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import save, table  # noqa: E402
 from bioplaus.config import load_config  # noqa: E402
-from bioplaus.train import Trainer  # noqa: E402
+from bioplaus.experiments import run_experiment  # noqa: E402
 
 SIM = "sims/ccl_ae_fashion.toml"
 METHODS = {
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                     o.append(f"train.epochs={args.epochs}")
                 cfg = load_config(ROOT / SIM, o)
                 t0 = time.perf_counter()
-                res = Trainer(cfg, out=Path(tmp) / f"{m.split()[0]}{len(m)}_{s}.h5", progress=False).run()
+                res = run_experiment(cfg, out=Path(tmp) / f"{m.split()[0]}{len(m)}_{s}.h5", progress=False)
                 secs.append(time.perf_counter() - t0)
                 vals.append(res.metrics["test_mse"])
                 from bioplaus import open_run

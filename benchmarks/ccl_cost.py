@@ -23,18 +23,19 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import save, table  # noqa: E402
 from bioplaus.config import load_config  # noqa: E402
+from bioplaus.data import prepare_data  # noqa: E402
 from bioplaus.nets import build_net  # noqa: E402
+from bioplaus.registry import RULES  # noqa: E402
 from bioplaus.rules.base import RuleContext  # noqa: E402
-from bioplaus.train import build_rule, prepare_data  # noqa: E402
 
 
 def make(sim: str, over: list[str]):  # noqa: ANN201
     cfg = load_config(ROOT / sim, over)
     data = prepare_data(cfg)
     net = build_net(cfg.network, data.input_shape, data.n_classes, seed=cfg.seed)
-    rule = build_rule(cfg)
+    rule = RULES.get(cfg.rule.name)(cfg.rule)
     steps = len(data.train)
-    rule.setup(net, RuleContext(cfg, steps, steps * 100, data.n_classes))
+    rule.setup(net, RuleContext.of(cfg, steps, steps * 100, data.n_classes))
     return rule, data
 
 

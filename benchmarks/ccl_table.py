@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import save, table  # noqa: E402
 from bioplaus.config import load_config  # noqa: E402
-from bioplaus.train import Trainer  # noqa: E402
+from bioplaus.experiments import run_experiment  # noqa: E402
 
 PAPER = {"BP": 89.58, "FA": 87.38, "DFA": 87.35, "CCL": 88.58}
 SIMS = {
@@ -46,7 +46,7 @@ def run_one(sim: str, seed: int, epochs: int | None, out_dir: Path, extra: list[
         over.append(f"train.epochs={epochs}")
     cfg = load_config(ROOT / sim, over)
     t0 = time.perf_counter()
-    res = Trainer(cfg, out=out_dir / f"{cfg.name}_s{seed}.h5", progress=False).run()
+    res = run_experiment(cfg, out=out_dir / f"{cfg.name}_s{seed}.h5", progress=False)
     return {"acc": 100.0 * res.metrics["test_acc"], "seconds": time.perf_counter() - t0,
             "epochs": cfg.train.epochs}
 

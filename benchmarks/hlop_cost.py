@@ -40,13 +40,13 @@ VARIANTS: dict[str, list[str]] = {
 
 def run_once(overrides: list[str], with_hlop: bool, out: Path) -> dict[str, float]:
     from bioplaus.config import load_config
-    from bioplaus.continual import ContinualTrainer
+    from bioplaus.experiments import run_experiment
     from bioplaus.record import open_run
 
     cfg = load_config(ROOT / "sims" / "hlop_pfashion_spiking.toml", overrides)
     if not with_hlop:
         cfg.plugins = []
-    res = ContinualTrainer(cfg, out=out, progress=False).run()
+    res = run_experiment(cfg, out=out, progress=False)
     row: dict[str, float] = {"train_s": res.metrics["train_seconds"], "steps": float(res.steps)}
     if with_hlop:
         with open_run(out) as run:

@@ -60,13 +60,13 @@ LABELS = {
 
 def run_method(method: str, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     from bioplaus.config import load_config
-    from bioplaus.continual import ContinualTrainer
+    from bioplaus.experiments import run_experiment
     from bioplaus.record import open_run
 
     sim = ROOT / "sims" / f"{SIMS[method]}.toml"
     cfg = load_config(sim, overrides)
     t0 = time.perf_counter()
-    res = ContinualTrainer(cfg, out=out_dir / f"{cfg.name}.h5", progress=True).run()
+    res = run_experiment(cfg, out=out_dir / f"{cfg.name}.h5", progress=True)
     wall = time.perf_counter() - t0
     with open_run(res.path) as run:
         R = np.asarray(run.array("/continual/acc_matrix"), dtype=float)

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import save, table  # noqa: E402
 from bioplaus.config import load_config  # noqa: E402
-from bioplaus.train import Trainer, prepare_data  # noqa: E402
+from bioplaus.data import prepare_data  # noqa: E402
+from bioplaus.experiments import run_experiment  # noqa: E402
 
 BASE = {
     "name": "overhead",
@@ -66,7 +67,7 @@ def main() -> None:
             for k, cfg in cfgs.items():
                 out = Path(tmp) / f"{r}_{k.replace(' ', '_')}.h5"
                 t0 = time.perf_counter()
-                Trainer(cfg, out=out, progress=False, data=data).run()
+                run_experiment(cfg, out=out, progress=False, data=data)
                 if r:
                     times[k].append(time.perf_counter() - t0)
                 sizes[k] = out.stat().st_size

@@ -1,24 +1,52 @@
-"""bioplaus: biologically plausible and spiking learning rules, every run recorded to HDF5."""
+"""bioplaus: biologically plausible and spiking learning rules, every run recorded to HDF5.
+
+The public API (docs/api.md): `run`, `load_config`, `build_net`, `build_rule`,
+`build_plugin`, `setup`, `open_run`, `RunContext` and `Metric` for hand-written loops,
+`RunResult`, the registries' decorators, and the errors. Names are imported on first use,
+so ``import bioplaus`` stays cheap (torch loads when a name that needs it is touched).
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
 from bioplaus.errors import BioplausError, ConfigError, DataError, RunError  # noqa: E402
 
+_LAZY = {
+    "run": "bioplaus.api",
+    "load_config": "bioplaus.api",
+    "build_net": "bioplaus.api",
+    "build_rule": "bioplaus.api",
+    "build_plugin": "bioplaus.api",
+    "setup": "bioplaus.api",
+    "open_run": "bioplaus.api",
+    "Metric": "bioplaus.context",
+    "RunContext": "bioplaus.context",
+    "RunResult": "bioplaus.experiments.base",
+    "Experiment": "bioplaus.experiments.base",
+    "LearningRule": "bioplaus.rules.base",
+    "Plugin": "bioplaus.plugins.base",
+    "register_dataset": "bioplaus.registry",
+    "register_experiment": "bioplaus.registry",
+    "register_figure": "bioplaus.registry",
+    "register_plugin": "bioplaus.registry",
+    "register_rule": "bioplaus.registry",
+}
 
-def open_run(path):  # noqa: ANN001, ANN201
-    """Open a run file for reading (see `bioplaus.record.reader.RunFile`)."""
-    from bioplaus.record import open_run as _open
 
-    return _open(path)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bioplaus' has no attribute {name!r}")
 
 
-__all__ = [
-    "BioplausError",
-    "ConfigError",
-    "DataError",
-    "RunError",
-    "open_run",
-    "__version__",
-]
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = ["BioplausError", "ConfigError", "DataError", "RunError", "__version__", *_LAZY]

@@ -10,15 +10,11 @@ from bioplaus.errors import BioplausError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bioplaus.config import load_config
-    from bioplaus.train import run_experiment
+    from bioplaus.api import run
 
-    cfg = load_config(args.config, args.set)
-    if args.no_report:
-        cfg.train.report = False
     progress = False if args.quiet else None
     try:
-        res = run_experiment(cfg, out=args.out, progress=progress)
+        res = run(args.config, args.set, out=args.out, progress=progress, report=False if args.no_report else None)
     except KeyboardInterrupt:
         print("bioplaus: interrupted; the run file holds everything up to the last flush "
               "(status 'interrupted')", file=sys.stderr)
@@ -50,12 +46,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from bioplaus import registry
+    from bioplaus.registry import GROUPS
 
-    print("rules:    " + ", ".join(registry.rule_names()))
-    print("plugins:  " + ", ".join(registry.plugin_names()))
-    print("backends: " + ", ".join(registry.backend_names()))
-    print("datasets: " + ", ".join(registry.dataset_names()))
+    width = max(len(g) for g in GROUPS) + 1
+    for group, reg in GROUPS.items():
+        print(f"{group + ':':<{width}} " + ", ".join(reg.names()))
     return 0
 
 
@@ -85,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", help="directory for the figures (default <run>_figures/)")
     p.set_defaults(func=_cmd_report)
-    sub.add_parser("list", help="registered rules, plugins, backends, data sets").set_defaults(func=_cmd_list)
+    sub.add_parser("list", help="registered experiment kinds, rules, plugins, backends, data sets, figures").set_defaults(func=_cmd_list)
     _add_optional_commands(sub)
     return ap
 

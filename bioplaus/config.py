@@ -2,8 +2,10 @@
 
 One TOML file describes one experiment. Sections: ``[data]``, ``[network]`` (with
 ``[network.spiking]``), ``[rule]`` (common optimiser fields plus rule-specific options),
-``[train]``, ``[record]`` (with ``[[record.probes]]``), ``[[plugins]]`` and, for task
-streams, ``[continual]``. Every field has a default; unknown keys are errors.
+``[train]``, ``[record]`` (with ``[[record.probes]]``), ``[[plugins]]``, and the table of the
+experiment kind (``kind = "..."`` at the top level; ``[continual]`` for task streams). The
+kind is inferred when the file does not name it: the kind whose table is present, else
+``supervised``. Every field has a default; unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -129,38 +131,35 @@ class PluginConfig:
 
 
 @dataclass
-class ContinualConfig:
-    """A task stream trained in order (see neuro_data.streams)."""
-
-    stream: str = "permuted"  # permuted | split
-    n_tasks: int = 10
-    classes_per_task: int = 0  # split streams; 0 = n_classes / n_tasks
-    setting: str = ""  # task | domain ; "" = the stream's own
-    epochs_per_task: int = 1
-    mode: str = "sequential"  # sequential | joint (multitask upper bound)
-    reset_optimizer: bool = True  # fresh optimiser state (momentum) at every task
-
-
-@dataclass
 class ExperimentConfig:
     """One experiment."""
 
     name: str = "run"
     seed: int = 0
     description: str = ""
+    kind: str = ""  # experiment kind; "" = inferred (see load_config)
     data: DataConfig = field(default_factory=DataConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     plugins: list[PluginConfig] = field(default_factory=list)
-    continual: ContinualConfig | None = None
+    # The experiment kind's own tables, parsed by its ``Config`` dataclass (name -> object).
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Any:
+        """The parsed table ``[name]`` owned by the experiment kind (None when absent)."""
+        return self.sections.get(name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (options folded back into their tables), JSON-safe."""
-        d = dataclasses.asdict(self)
+        sections = self.sections
+        d = dataclasses.asdict(dataclasses.replace(self, sections={}))
+        del d["sections"]
         d["rule"] = {**{k: v for k, v in d["rule"].items() if k != "options"}, **d["rule"]["options"]}
         d["plugins"] = [{"name": p["name"], **p["options"]} for p in d["plugins"]]
+        for key, value in sections.items():
+            d[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         return d
 
     def to_json(self) -> str:
@@ -229,7 +228,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from a dict, naming the exact field on any error."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "sections")]
     kwargs: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in data.items():
@@ -282,9 +281,15 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_config(
-    source: str | Path | dict[str, Any], overrides: list[str] | None = None
+    source: str | Path | dict[str, Any] | ExperimentConfig, overrides: list[str] | None = None
 ) -> ExperimentConfig:
-    """Read a TOML file (or dict), apply ``key=value`` overrides, validate, return the config."""
+    """Read a TOML file, a dict or a config object, apply ``key=value`` overrides, validate.
+
+    The experiment kind (``kind``, else inferred) parses its own table; every other
+    top-level key must be one of `ExperimentConfig`'s fields.
+    """
+    if isinstance(source, ExperimentConfig):
+        source = source.to_dict()
     if isinstance(source, dict):
         raw = copy.deepcopy(source)
         default_name = "run"
@@ -301,9 +306,41 @@ def load_config(
         key, value = parse_override(item)
         _set_path(raw, key, value)
     raw.setdefault("name", default_name)
+    kind_cls = _kind_of(raw)
+    sections: dict[str, Any] = {}
+    own = kind_cls.sections()
+    for key in own:
+        value = raw.pop(key, None)
+        if value is None and key not in kind_cls.required_sections():
+            continue
+        sections[key] = _convert(value if value is not None else {}, own[key], key)
     cfg = from_dict(ExperimentConfig, raw)
+    cfg.kind = kind_cls.name
+    cfg.sections = sections
     validate(cfg)
     return cfg
+
+
+def _kind_of(raw: dict[str, Any]) -> Any:
+    """The experiment kind class: ``raw["kind"]``, else the kind whose table is present."""
+    from bioplaus.registry import EXPERIMENTS
+
+    kind = raw.get("kind") or ""
+    if not isinstance(kind, str):
+        raise ConfigError(f"kind: expected a string, got {kind!r}")
+    owners = {
+        key: name for name, cls in EXPERIMENTS.items() for key in cls.sections()
+    }
+    if not kind:
+        present = sorted({owners[k] for k in raw if k in owners})
+        if len(present) > 1:
+            raise ConfigError(f"kind: tables of several kinds are present ({', '.join(present)}); name one with kind = ...")
+        kind = present[0] if present else "supervised"
+    kind_cls = EXPERIMENTS.get(kind, "kind")
+    for key in raw:
+        if key in owners and key not in kind_cls.sections():
+            raise ConfigError(f"{key}: this table belongs to kind {owners[key]!r}, but kind = {kind!r}")
+    return kind_cls
 
 
 def check_choice(value: str, valid: typing.Iterable[str], where: str) -> None:
@@ -314,48 +351,10 @@ def check_choice(value: str, valid: typing.Iterable[str], where: str) -> None:
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Cross-field checks that the types alone cannot express."""
-    from bioplaus import registry
+    """Checks common to every kind (train, record), then the kind's own ``validate``."""
+    from bioplaus.registry import EXPERIMENTS
 
-    d, n, r, t = cfg.data, cfg.network, cfg.rule, cfg.train
-    check_choice(d.dataset, registry.dataset_names(), "data.dataset")
-    check_choice(d.normalize, ["none", "unit", "standard"], "data.normalize")
-    check_choice(d.evaluate_on, ["test", "val"], "data.evaluate_on")
-    if not 0 <= d.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction: must be in [0, 1), got {d.val_fraction}")
-    if d.batch_size <= 0 or d.eval_batch_size <= 0:
-        raise ConfigError("data.batch_size: must be a positive integer")
-    check_choice(n.backend, registry.backend_names(), "network.backend")
-    check_choice(n.arch, ["mlp", "cnn"], "network.arch")
-    check_choice(n.init, ["default", "kaiming", "xavier", "orthogonal"], "network.init")
-    if any(h <= 0 for h in n.hidden):
-        raise ConfigError(f"network.hidden: widths must be positive, got {n.hidden}")
-    if n.arch == "cnn" and not n.channels:
-        raise ConfigError("network.channels: a cnn needs at least one conv block, e.g. [32, 64]")
-    s = n.spiking
-    if s.T <= 0:
-        raise ConfigError(f"network.spiking.T: must be a positive integer, got {s.T}")
-    check_choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
-    check_choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
-    from bioplaus.backends.spiking import LIFParams
-
-    LIFParams(s.dt, s.tau, s.threshold, s.reset, s.surrogate, s.slope).check("network.spiking")
-    if n.backend == "rate":
-        from bioplaus.backends.rate import activation
-
-        activation(n.activation)
-    check_choice(r.name, registry.rule_names(), "rule.name")
-    check_choice(r.optimizer, ["sgd", "adam", "adamw"], "rule.optimizer")
-    check_choice(r.schedule, ["none", "cosine"], "rule.schedule")
-    if r.lr <= 0:
-        raise ConfigError(f"rule.lr: must be > 0, got {r.lr}")
-    rule_cls = registry.get_rule(r.name)
-    if n.backend not in rule_cls.backends:
-        raise ConfigError(
-            f"network.backend: rule {r.name!r} supports {', '.join(sorted(rule_cls.backends))}, "
-            f"not {n.backend!r}"
-        )
-    rule_cls.parse_options(r.options)
+    t = cfg.train
     if t.epochs < 0 or t.max_steps < 0:
         raise ConfigError("train.epochs: must be >= 0")
     for i, pr in enumerate(cfg.record.probes):
@@ -363,26 +362,7 @@ def validate(cfg: ExperimentConfig) -> None:
             check_choice(v, ["spikes", "mem", "current", "input", "out"], f"record.probes[{i}].variables")
         if pr.every <= 0 or pr.samples <= 0:
             raise ConfigError(f"record.probes[{i}]: every and samples must be positive")
-    for i, pc in enumerate(cfg.plugins):
-        check_choice(pc.name, registry.plugin_names(), f"plugins[{i}].name")
-        registry.get_plugin(pc.name).parse_options(pc.options, where=f"plugins[{i}]")
-    if cfg.continual is not None:
-        c = cfg.continual
-        check_choice(c.stream, ["permuted", "split"], "continual.stream")
-        check_choice(c.mode, ["sequential", "joint"], "continual.mode")
-        if c.setting:
-            check_choice(c.setting, ["task", "domain"], "continual.setting")
-        if c.n_tasks <= 0:
-            raise ConfigError(f"continual.n_tasks: must be positive, got {c.n_tasks}")
-        if c.epochs_per_task <= 0:
-            raise ConfigError(f"continual.epochs_per_task: must be positive, got {c.epochs_per_task}")
-        if c.classes_per_task < 0:
-            raise ConfigError(f"continual.classes_per_task: must be >= 0, got {c.classes_per_task}")
-        if c.stream == "permuted" and c.setting == "task":
-            raise ConfigError(
-                "continual.setting: permuted tasks share one label set, so a head per task "
-                "cannot be told apart by masking; use setting = 'domain' (or leave it empty)"
-            )
+    EXPERIMENTS.get(cfg.kind or "supervised", "kind").validate(cfg)
 
 
 def parse_options(cls: type, options: dict[str, Any], where: str) -> Any:

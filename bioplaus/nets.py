@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bioplaus.backends.rate import RateNeuron
-from bioplaus.backends.spiking import LIF, LIFParams
 from bioplaus.config import NetworkConfig
 from bioplaus.errors import ConfigError
 
@@ -56,6 +54,12 @@ class Layer(nn.Module):
         # A rule may replace how the synapse is applied (feedback alignment swaps the
         # backward weights); the forward value must stay W·x.
         self.synapse_fn: Callable[[Tensor], Tensor] | None = None
+
+    @property
+    def dt(self) -> float:
+        """Time step in seconds (spiking); 0 for rate layers."""
+        params = getattr(self.neuron, "params", None)
+        return float(params.dt) if self.temporal and params is not None else 0.0
 
     @property
     def name(self) -> str:
@@ -204,11 +208,10 @@ class Net(nn.Module):
 
 
 def _neuron(cfg: NetworkConfig, is_output: bool) -> nn.Module:
-    if cfg.backend == "rate":
-        return RateNeuron("identity" if is_output else cfg.activation)
-    s = cfg.spiking
-    thr = s.threshold if (not is_output or s.output_spikes) else math.inf
-    return LIF(LIFParams(s.dt, s.tau, thr, s.reset, s.surrogate, s.slope))
+    """The neuron population of a layer, made by the registered backend."""
+    from bioplaus.registry import BACKENDS
+
+    return BACKENDS.get(cfg.backend, "network.backend")(cfg, is_output)
 
 
 def init_weights(mod: nn.Module, how: str, gain: float = 1.0) -> None:
@@ -229,8 +232,9 @@ def build_net(
     cfg: NetworkConfig, input_shape: tuple[int, ...], n_classes: int, seed: int = 0
 ) -> Net:
     """The network described by ``cfg`` for samples of ``input_shape`` (C, H, W)."""
-    if cfg.backend not in ("rate", "spiking"):
-        raise ConfigError(f"network.backend: unknown backend {cfg.backend!r}; valid: rate, spiking")
+    from bioplaus.registry import BACKENDS
+
+    BACKENDS.get(cfg.backend, "network.backend")
     torch.manual_seed(seed)
     temporal = cfg.backend == "spiking"
     layers: list[Layer] = []

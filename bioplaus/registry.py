@@ -1,121 +1,165 @@
-"""Names to classes for rules, plugins, backends and data sets.
+"""Names to objects: one `Registry` type for every pluggable group.
 
-Built-ins register themselves with the decorators below when their module is imported.
-Third-party packages register through entry points in the groups ``bioplaus.rules``,
-``bioplaus.plugins`` and ``bioplaus.datasets``; each entry point names the class (or, for
-data sets, a loader ``f(path, data_dir, download) -> neuro_data.Dataset``).
+Groups (``bioplaus list`` shows them all): rules, plugins, backends, datasets, experiments
+(experiment kinds), figures. Built-ins register themselves with ``REG.register(name)`` when
+their module is imported; a registry imports its built-in modules on first look-up.
+Third-party packages register through the entry-point group ``bioplaus.<group>``: each entry
+point names the object (a class, or a loader / figure function). Loading one entry point
+imports its module, so a package that defines an experiment kind and the figures it draws
+registers both by naming the kind alone.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bioplaus.errors import ConfigError
 
 T = TypeVar("T")
 
-_RULES: dict[str, type] = {}
-_PLUGINS: dict[str, type] = {}
-_EXTRA_DATASETS: dict[str, Callable[..., Any]] = {}
-_BUILTIN_RULE_MODULES = ("backprop", "feedback_alignment", "ccl")
-_BUILTIN_PLUGIN_MODULES = ("hlop", "ewc", "projection")
-_loaded = False
+
+class Registry(Generic[T]):
+    """A named group of objects, open to entry points in ``bioplaus.<group>``.
+
+    ``where`` names the config field that selects from this group, so that an unknown
+    name gives one line naming that field and the valid choices.
+    """
+
+    def __init__(self, group: str, where: str, builtins: tuple[str, ...] = ()) -> None:
+        self.group = group
+        self.where = where
+        self._builtins = builtins
+        self._items: dict[str, T] = {}
+        self._loaded = False
+
+    def register(self, name: str, obj: T | None = None) -> Any:
+        """Register ``obj`` as ``name``; without ``obj``, a decorator that does so.
+
+        A class gets a ``name`` attribute (rules, plugins and kinds read their own name).
+        """
+
+        def add(o: T) -> T:
+            if isinstance(o, type):
+                o.name = name  # type: ignore[attr-defined]
+            self._items[name] = o
+            return o
+
+        return add if obj is None else add(obj)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests registering throw-away classes clean up with this)."""
+        self._items.pop(name, None)
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for mod in self._builtins:
+            importlib.import_module(mod)
+        for ep in entry_points(group=f"bioplaus.{self.group}"):
+            if ep.name in self._items:
+                continue  # a built-in (or an earlier registration) wins
+            try:
+                obj = ep.load()
+            except Exception as e:  # a broken third-party package must not crash a run
+                raise ConfigError(
+                    f"{self.where}: entry point {ep.name!r} ({ep.value}) in group "
+                    f"bioplaus.{self.group} failed to load: {type(e).__name__}: {e}"
+                ) from None
+            self.register(ep.name, obj)
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._items)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        self._load()
+        return iter(sorted(self._items.items()))
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._items
+
+    def get(self, name: str, where: str | None = None) -> T:
+        """The object registered as ``name``; ConfigError naming the field otherwise."""
+        self._load()
+        if name not in self._items:
+            valid = sorted(self._items)
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where or self.where}: unknown value {name!r}; valid: {', '.join(valid)}{hint}")
+        return self._items[name]
 
 
+RULES: Registry[type] = Registry(
+    "rules",
+    "rule.name",
+    ("bioplaus.rules.backprop", "bioplaus.rules.feedback_alignment", "bioplaus.rules.ccl", "bioplaus.rules.ccl_ae"),
+)
+PLUGINS: Registry[type] = Registry(
+    "plugins", "plugins.name", ("bioplaus.plugins.hlop", "bioplaus.plugins.ewc", "bioplaus.plugins.projection")
+)
+BACKENDS: Registry[Any] = Registry("backends", "network.backend", ("bioplaus.backends",))
+DATASETS: Registry[Callable[..., Any]] = Registry("datasets", "data.dataset", ("bioplaus.data",))
+EXPERIMENTS: Registry[type] = Registry(
+    "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual")
+)
+FIGURES: Registry[Callable[..., Any]] = Registry("figures", "figures", ("bioplaus.report",))
+
+GROUPS: dict[str, Registry[Any]] = {
+    r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, BACKENDS, DATASETS, FIGURES)
+}
+
+
+# Shorthands kept for code written against the first registry.
 def register_rule(name: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: make a LearningRule available as ``[rule] name = "<name>"``."""
-
-    def deco(cls: type[T]) -> type[T]:
-        cls.name = name  # type: ignore[attr-defined]
-        _RULES[name] = cls
-        return cls
-
-    return deco
+    return RULES.register(name)
 
 
 def register_plugin(name: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: make a Plugin available as ``[[plugins]] name = "<name>"``."""
-
-    def deco(cls: type[T]) -> type[T]:
-        cls.name = name  # type: ignore[attr-defined]
-        _PLUGINS[name] = cls
-        return cls
-
-    return deco
+    return PLUGINS.register(name)
 
 
 def register_dataset(name: str, loader: Callable[..., Any]) -> None:
-    """Add a data set loader ``loader(path=None, data_dir=None, download=False)``."""
-    _EXTRA_DATASETS[name] = loader
+    """Add a data set loader ``loader(path=None, data_dir=None, download=False, **opts)``."""
+    DATASETS.register(name, loader)
 
 
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _BUILTIN_RULE_MODULES:
-        try:
-            importlib.import_module(f"bioplaus.rules.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"bioplaus.rules.{mod}":
-                raise
-    for mod in _BUILTIN_PLUGIN_MODULES:
-        try:
-            importlib.import_module(f"bioplaus.plugins.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"bioplaus.plugins.{mod}":
-                raise
-    for group, table in (("bioplaus.rules", _RULES), ("bioplaus.plugins", _PLUGINS)):
-        for ep in entry_points(group=group):
-            if ep.name not in table:
-                table[ep.name] = ep.load()
-                table[ep.name].name = ep.name
-    for ep in entry_points(group="bioplaus.datasets"):
-        _EXTRA_DATASETS.setdefault(ep.name, ep.load())
+def register_experiment(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make an experiment kind available as ``kind = "<name>"``."""
+    return EXPERIMENTS.register(name)
+
+
+def register_figure(name: str) -> Callable[[T], T]:
+    """Decorator: a figure ``f(run, out_dir) -> list[Path]`` drawn by ``bioplaus report``."""
+    return FIGURES.register(name)
 
 
 def rule_names() -> list[str]:
-    _load_all()
-    return sorted(_RULES)
+    return RULES.names()
 
 
 def plugin_names() -> list[str]:
-    _load_all()
-    return sorted(_PLUGINS)
+    return PLUGINS.names()
 
 
 def backend_names() -> list[str]:
-    from bioplaus.backends import BACKENDS
-
-    return list(BACKENDS)
+    return BACKENDS.names()
 
 
 def dataset_names() -> list[str]:
-    import neuro_data
-
-    _load_all()
-    return sorted(set(neuro_data.DATASETS) | set(_EXTRA_DATASETS))
+    return DATASETS.names()
 
 
 def get_rule(name: str) -> Any:
-    _load_all()
-    if name not in _RULES:
-        raise ConfigError(f"rule.name: unknown rule {name!r}; valid: {', '.join(rule_names())}")
-    return _RULES[name]
+    return RULES.get(name)
 
 
 def get_plugin(name: str) -> Any:
-    _load_all()
-    if name not in _PLUGINS:
-        raise ConfigError(f"plugins.name: unknown plugin {name!r}; valid: {', '.join(plugin_names())}")
-    return _PLUGINS[name]
-
-
-def get_dataset_loader(name: str) -> Callable[..., Any] | None:
-    """A third-party loader for ``name``, or None when neuro_data handles it."""
-    _load_all()
-    return _EXTRA_DATASETS.get(name)
+    return PLUGINS.get(name)

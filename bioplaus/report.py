@@ -1,15 +1,17 @@
 """Figures and a text summary from a run file (``bioplaus report`` / ``bioplaus inspect``).
 
-Figures (PNG, dpi 120), each skipped when its data is absent:
+Figures come from the ``figures`` registry: ``bioplaus report`` draws every registered
+figure whose data the file holds (each returns no file otherwise). Experiment kinds, rules
+and plugins register their own with `bioplaus.registry.register_figure`; before drawing,
+the kind, rule and plugins named in the file are looked up so that third-party modules
+(entry points) register theirs. The generic figures here (PNG, dpi 120):
 
-- ``learning_curves.png``: metrics named ``train_*``, ``val_*``, ``test_*`` against the
-  training step, one panel for losses, one for accuracies (and one for the rest).
-- ``layer_metrics.png``: metrics named ``layer<k>/<name>`` (e.g. CCL's per-layer losses),
-  one panel per name with a line per layer.
+- ``learning_curves.png``: scalar metrics against the step, one panel per declared
+  ``panel`` (undeclared metrics: by the part of the name after the first ``_``).
+- ``layer_metrics.png``: metrics named ``layer<k>/<name>``, one panel per name, a line per layer.
 - ``spikes_<population>.png``: a raster of the last recorded step, first few samples.
 - ``membrane_<trace>.png``: traces named ``*.mem``, a few neurons of the last record.
 - ``weights.png``: per layer, a histogram of the last snapshot and first vs last.
-- ``acc_matrix.png``: the continual-learning accuracy matrix with ACC and BWT.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through
 pyplot, so that reporting does not touch the global backend of a caller's session.
@@ -17,18 +19,21 @@ pyplot, so that reporting does not touch the global backend of a caller's sessio
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bioplaus.context import Metric, find_metric, headline
+from bioplaus.errors import BioplausError
 from bioplaus.record.reader import RunFile, open_run
+from bioplaus.registry import register_figure
 
 DPI = 120
 MAX_RASTER_SAMPLES = 4
@@ -39,17 +44,17 @@ _SPLIT_COLORS = {"train_": "C0", "val_": "C1", "test_": "C3"}
 _LAYER_METRIC = re.compile(r"^layer(\d+)/(.+)$")
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, out_dir: Path, name: str, written: list[Path]) -> None:
+def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     fig.tight_layout()
     path = out_dir / name
     fig.savefig(path, dpi=DPI)
-    written.append(path)
+    return [path]
 
 
 def _safe(name: str) -> str:
@@ -67,68 +72,90 @@ def _ms(dt: float | None) -> tuple[float, str]:
 # ---------------------------------------------------------------------- figures
 
 
-def _learning_curves(run: RunFile, out_dir: Path, written: list[Path]) -> None:
-    names = [n for n in run.metrics if n.startswith(_SPLITS) and "/" not in n]
-    if not names:
-        return
-    panels: dict[str, list[str]] = {"loss": [], "accuracy": [], "other": []}
-    for n in names:
-        key = "loss" if "loss" in n else "accuracy" if "acc" in n else "other"
-        panels[key].append(n)
-    panels = {k: v for k, v in panels.items() if v}
-    fig = _new_figure(5.2 * len(panels), 4.0)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (kind, members) in zip(axes, panels.items()):
-        top = -math.inf
-        low = math.inf
-        seen: dict[str, int] = defaultdict(int)
-        for n in sorted(members, key=lambda m: (_SPLITS.index(m.split("_")[0] + "_"), m)):
+def declared_metrics(run: RunFile) -> list[Metric]:
+    """The metric declarations stored in the file, else those its kind would make."""
+    raw = run.attrs.get("declared_metrics")
+    if raw is not None:
+        try:
+            items = json.loads(raw) if isinstance(raw, str) else raw
+            return [Metric.from_json(d) for d in items if isinstance(d, dict) and isinstance(d.get("name"), str)]
+        except (ValueError, TypeError, RecursionError):
+            return []
+    try:  # a file written before declarations existed: ask its kind
+        from bioplaus.config import load_config
+        from bioplaus.registry import EXPERIMENTS
+
+        cfg = load_config(dict(run.config))
+        return EXPERIMENTS.get(cfg.kind).declared_metrics(cfg)
+    except Exception:  # noqa: BLE001 - any config of any age: no declarations then
+        return []
+
+
+def _panel(name: str, declared: list[Metric]) -> tuple[str, Metric | None] | None:
+    """Which panel of the learning curves a metric goes to (None: not plotted there)."""
+    m = find_metric(declared, name)
+    if m is not None:
+        if m.panel:
+            return m.panel, m
+        if m.direction == "none":
+            return None  # counters (epoch, task) and the like
+    return (name.split("_", 1)[1] if "_" in name else name), m
+
+
+@register_figure("learning_curves")
+def learning_curves(run: RunFile, out_dir: Path) -> list[Path]:
+    """Scalar metrics against the step, grouped into the panels they declare."""
+    declared = declared_metrics(run)
+    panels: dict[str, list[tuple[str, Metric | None]]] = defaultdict(list)
+    for n in run.metrics:
+        if "/" in n:
+            continue
+        where = _panel(n, declared)
+        if where is not None:
+            panels[where[0]].append((n, where[1]))
+    if not panels:
+        return []
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = new_figure(5.2 * cols, 3.9 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (panel, members) in zip(axes, sorted(panels.items())):
+        top, low = -math.inf, math.inf
+        units = {m.unit for _, m in members if m is not None and m.unit}
+        for c, (n, _) in enumerate(sorted(members)):
             steps, values = run.metric_steps(n), run.metric(n)
-            # One colour per split across panels; further metrics of a split get new dashes.
-            split = n.split("_")[0] + "_"
-            style = ("-", "--", ":", "-.")[seen[split] % 4]
-            seen[split] += 1
-            ax.plot(
-                steps,
-                values,
-                color=_SPLIT_COLORS[split],
-                ls=style,
-                marker="o" if len(values) < 30 else None,
-                ms=3,
-                label=n,
-            )
+            ax.plot(steps, values, color=f"C{c % 10}", ls=("-", "--", ":", "-.")[(c // 10) % 4],
+                    marker="o" if len(values) < 30 else None, ms=3, label=n)
             finite = values[np.isfinite(values)]
             if len(finite):
                 top, low = max(top, float(finite.max())), min(low, float(finite.min()))
-        if kind == "loss":
-            ylabel = "loss"
-            if low > 0 and top / low > 50:
-                # Losses spanning decades are unreadable on a linear axis.
-                ax.set_yscale("log")
-        elif kind == "accuracy":
-            ylabel = "accuracy (%)" if top > 1.0 else "accuracy (fraction)"
-        else:
-            ylabel = "value"
-        ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{kind.capitalize()} vs training step")
+        directions = {m.direction for _, m in members if m is not None}
+        if directions == {"min"} and low > 0 and top / low > 50:
+            ax.set_yscale("log")  # losses spanning decades are unreadable on a linear axis
+        ax.set_xlabel("step")
+        ax.set_ylabel(panel + (f" ({', '.join(sorted(units))})" if units else ""))
+        ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle(f"{run.name}: learning curves")
-    _save(fig, out_dir, "learning_curves.png", written)
+    return save_figure(fig, out_dir, "learning_curves.png")
 
 
-def _layer_metrics(run: RunFile, out_dir: Path, written: list[Path]) -> None:
+@register_figure("layer_metrics")
+def layer_metrics(run: RunFile, out_dir: Path) -> list[Path]:
+    """Metrics named ``layer<k>/<name>``: a panel per name, a line per layer."""
     by_name: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for n in run.metrics:
         m = _LAYER_METRIC.match(n)
         if m:
             by_name[m.group(2)].append((int(m.group(1)), n))
     if not by_name:
-        return
+        return []
     cols = min(3, len(by_name))
     rows = math.ceil(len(by_name) / cols)
-    fig = _new_figure(5.0 * cols, 3.6 * rows)
+    fig = new_figure(5.0 * cols, 3.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (name, members) in zip(axes, sorted(by_name.items())):
         for k, full in sorted(members):
@@ -141,23 +168,23 @@ def _layer_metrics(run: RunFile, out_dir: Path, written: list[Path]) -> None:
     for ax in axes[len(by_name) :]:
         ax.set_visible(False)
     fig.suptitle(f"{run.name}: per-layer metrics")
-    _save(fig, out_dir, "layer_metrics.png", written)
+    return save_figure(fig, out_dir, "layer_metrics.png")
 
 
-def _raster(run: RunFile, population: str, out_dir: Path, written: list[Path]) -> None:
+def _raster(run: RunFile, population: str, out_dir: Path) -> list[Path]:
     events = run.spikes(population)
     if len(events.steps) == 0:
-        return
+        return []
     step = int(events.steps[-1])
     dense = events.to_dense(step)
     n_time, n_samples, n_neurons = dense.shape
     shown = min(MAX_RASTER_SAMPLES, n_samples)
     if shown == 0:
-        return
+        return []
     scale, xlabel = _ms(events.dt)
     duration_s = n_time * events.dt if events.dt > 0 else float("nan")
     height = 1.0 + shown * min(2.6, 1.2 + n_neurons / 100)
-    fig = _new_figure(7.5, height)
+    fig = new_figure(7.5, height)
     axes = fig.subplots(shown, 1, sharex=True, squeeze=False)[:, 0]
     marker_size = 30 if n_neurons <= 50 else 12 if n_neurons <= 200 else 4
     for s, ax in enumerate(axes):
@@ -174,14 +201,14 @@ def _raster(run: RunFile, population: str, out_dir: Path, written: list[Path]) -
         f"{population}: spikes at step {step} ({n_neurons} neurons, dt = {dt_ms:g} ms, "
         f"{shown} of {n_samples} samples)"
     )
-    _save(fig, out_dir, f"spikes_{_safe(population)}.png", written)
+    return save_figure(fig, out_dir, f"spikes_{_safe(population)}.png")
 
 
-def _membrane(run: RunFile, name: str, out_dir: Path, written: list[Path]) -> None:
+def _membrane(run: RunFile, name: str, out_dir: Path) -> list[Path]:
     info = run.trace_info(name)
     data = run.trace(name)
     if len(data) == 0:
-        return
+        return []
     dims = str(info.get("dims", "")).split(",")[1:]
     record = data[-1]
     if len(dims) != record.ndim:
@@ -202,7 +229,7 @@ def _membrane(run: RunFile, name: str, out_dir: Path, written: list[Path]) -> No
     scale, xlabel = _ms(float(dt) if dt is not None else None)
     x = np.arange(n_time) * scale
     unit = info.get("unit", "") or "a.u."
-    fig = _new_figure(7.5, 4.0)
+    fig = new_figure(7.5, 4.0)
     ax = fig.subplots()
     for j in chosen:
         ax.plot(x, mem[:, j], lw=1.1, label=f"neuron {j}")
@@ -215,14 +242,16 @@ def _membrane(run: RunFile, name: str, out_dir: Path, written: list[Path]) -> No
     ax.set_title(f"{name}: step {step}, sample 0, {len(chosen)} of {n_neurons} neurons")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _save(fig, out_dir, f"membrane_{_safe(name)}.png", written)
+    return save_figure(fig, out_dir, f"membrane_{_safe(name)}.png")
 
 
-def _weights(run: RunFile, out_dir: Path, written: list[Path]) -> None:
+@register_figure("weights")
+def weights(run: RunFile, out_dir: Path) -> list[Path]:
+    """Per layer: a histogram of the last snapshot, and first vs last."""
     layers = run.layers_with_weights[:MAX_WEIGHT_LAYERS]
     if not layers:
-        return
-    fig = _new_figure(10.0, 2.9 * len(layers))
+        return []
+    fig = new_figure(10.0, 2.9 * len(layers))
     axes = fig.subplots(len(layers), 2, squeeze=False)
     for (ax_last, ax_cmp), layer in zip(axes, layers):
         steps, snaps = run.weights(layer)
@@ -254,101 +283,53 @@ def _weights(run: RunFile, out_dir: Path, written: list[Path]) -> None:
         ax_cmp.set_xlabel("weight value")
         ax_cmp.set_ylabel("count")
     fig.suptitle(f"{run.name}: weight distributions")
-    _save(fig, out_dir, "weights.png", written)
+    return save_figure(fig, out_dir, "weights.png")
 
 
-def _acc_matrix(run: RunFile, out_dir: Path, written: list[Path]) -> None:
-    path = "/continual/acc_matrix"
-    if not run.has(path):
-        return
-    mat = np.asarray(run.array(path), dtype=float)
-    if mat.ndim != 2 or mat.size == 0:
-        return
-    attrs = run.attrs_of(path)
-    percent = np.nanmax(mat) > 1.0 if np.isfinite(mat).any() else False
-    rows, cols = mat.shape
-    fig = _new_figure(1.6 + 0.7 * cols, 1.4 + 0.6 * rows)
-    ax = fig.subplots()
-    img = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", vmin=0, vmax=100 if percent else 1)
-    if rows * cols <= 400:
-        for i in range(rows):
-            for j in range(cols):
-                if np.isfinite(mat[i, j]):
-                    dark = mat[i, j] < (50 if percent else 0.5)
-                    ax.text(
-                        j,
-                        i,
-                        f"{mat[i, j]:.2f}" if not percent else f"{mat[i, j]:.0f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="w" if dark else "k",
-                    )
-    ax.set_xticks(range(cols))
-    ax.set_yticks(range(rows))
-    ax.set_xlabel("evaluated on task")
-    ax.set_ylabel("after training task")
-    fig.colorbar(img, ax=ax, label="accuracy (%)" if percent else "accuracy (fraction)")
-    title = "Accuracy matrix"
-    parts = [f"{k} = {_fmt(attrs[k])}" for k in ("ACC", "BWT") if k in attrs]
-    if parts:
-        title += "\n" + ", ".join(parts)
-    ax.set_title(title)
-    _save(fig, out_dir, "acc_matrix.png", written)
-
-
-_TASK_METRIC = re.compile(r"^task(\d+)/test_acc$")
-
-
-def _task_curves(run: RunFile, out_dir: Path, written: list[Path]) -> None:
-    """Per-task test accuracy against the training step (continual runs)."""
-    tasks = sorted(
-        (int(m.group(1)), n) for n in run.metrics if (m := _TASK_METRIC.match(n)) is not None
-    )
-    if not tasks:
-        return
-    fig = _new_figure(7.5, 4.2)
-    ax = fig.subplots()
-    cmap = matplotlib.colormaps["viridis"]
-    for j, name in tasks:
-        y = np.asarray(run.metric(name), dtype=float)
-        scale = 100.0 if np.nanmax(y) <= 1.0 else 1.0
-        ax.plot(run.metric_steps(name), scale * y, marker="o", ms=3,
-                color=cmap(j / max(len(tasks) - 1, 1)), label=f"task {j}")
-    if "task" in run.metrics:
-        # a dotted line where each new task starts
-        for st in run.metric_steps("task")[:-1]:
-            ax.axvline(st, color="0.8", lw=0.8, ls=":")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{run.name}: accuracy on each task while the stream is learned")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(tasks) > 5 else 1, loc="lower left")
-    _save(fig, out_dir, "task_curves.png", written)
-
-
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
     return str(value)
 
 
+@register_figure("spikes")
+def spikes(run: RunFile, out_dir: Path) -> list[Path]:
+    """A raster per recorded population (last recorded step, first samples)."""
+    return [p for population in run.populations for p in _raster(run, population, out_dir)]
+
+
+@register_figure("membrane")
+def membrane(run: RunFile, out_dir: Path) -> list[Path]:
+    """Membrane traces (``*.mem``) of a few neurons, last record."""
+    return [p for name in run.traces if name.endswith(".mem") for p in _membrane(run, name, out_dir)]
+
+
+def _register_owners(run: RunFile) -> None:
+    """Look up the file's kind, rule and plugins so that their modules register their figures."""
+    from bioplaus.registry import EXPERIMENTS, PLUGINS, RULES
+
+    cfg = run.config if isinstance(run.config, dict) else {}
+    rule = cfg.get("rule", {}).get("name") if isinstance(cfg.get("rule"), dict) else None
+    plugins = [p.get("name") for p in cfg.get("plugins", []) if isinstance(p, dict)] if isinstance(cfg.get("plugins"), list) else []
+    for reg, name in [(EXPERIMENTS, run.attrs.get("kind") or cfg.get("kind")), (RULES, rule), *((PLUGINS, n) for n in plugins)]:
+        if isinstance(name, str) and name:
+            try:
+                reg.get(name)
+            except BioplausError:
+                pass  # written by a package not installed here: its own figures are skipped
+
+
 def make_report(run_path: str | Path, out_dir: str | Path) -> list[Path]:
     """Write the PNG figures of a run file into ``out_dir``; return the files written."""
+    from bioplaus.registry import FIGURES
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with open_run(run_path) as run:
-        _learning_curves(run, out, written)
-        _layer_metrics(run, out, written)
-        for population in run.populations:
-            _raster(run, population, out, written)
-        for name in run.traces:
-            if name.endswith(".mem"):
-                _membrane(run, name, out, written)
-        _weights(run, out, written)
-        _acc_matrix(run, out, written)
-        _task_curves(run, out, written)
+        _register_owners(run)
+        for _name, figure in FIGURES.items():
+            written += figure(run, out) or []
     return written
 
 
@@ -359,15 +340,25 @@ def summary_text(run_path: str | Path) -> str:
     """A multi-line, human-readable overview of a run file (``bioplaus inspect``)."""
     with open_run(run_path) as run:
         s = run.summary()
-        acc_attrs = (
-            run.attrs_of("/continual/acc_matrix") if run.has("/continual/acc_matrix") else {}
-        )
+        declared = declared_metrics(run)
+        kind = run.attrs.get("kind")
+        final = {k[6:]: v for k, v in run.attrs.items() if k.startswith("final_")}
+        array_attrs = {p: run.attrs_of(p) for p in s["arrays"] if not p.startswith("/model/")}
     lines = [
         f"run file   {s['path']}",
         f"name       {s['name']}  (seed {s['seed']}, format v{s['format_version']})",
         f"status     {s['status']}",
         f"created    {s['created']}",
     ]
+    if kind:
+        lines.append(f"kind       {kind}")
+    h = headline(declared)
+    if h is not None:
+        value = s["metrics"].get(h.name, final.get(h.name))
+        better = {"max": "higher is better", "min": "lower is better"}.get(h.direction, "")
+        shown = f"{value:.6g}" if isinstance(value, int | float) else "(not reached)"
+        unit = f" {h.unit}" if h.unit else ""
+        lines.append(f"headline   {h.name} = {shown}{unit}" + (f"  ({better})" if better else ""))
     if s.get("finished"):
         lines.append(f"finished   {s['finished']}")
     if s.get("error"):
@@ -377,7 +368,10 @@ def summary_text(run_path: str | Path) -> str:
     if s["metrics"]:
         width = max(len(n) for n in s["metrics"])
         lines.append("metrics (final value):")
-        lines += [f"  {n:<{width}}  {v:.6g}" for n, v in s["metrics"].items()]
+        for n, v in s["metrics"].items():
+            m = find_metric(declared, n)
+            tag = {"max": "  (max)", "min": "  (min)"}.get(m.direction, "") if m is not None else ""
+            lines.append(f"  {n:<{width}}  {v:.6g}{tag}")
     if s["populations"]:
         lines.append("spikes (events):")
         lines += [f"  {p}  {c}" for p, c in s["populations"].items()]
@@ -390,9 +384,8 @@ def summary_text(run_path: str | Path) -> str:
     if s["arrays"]:
         lines.append("arrays:")
         for p, shape in s["arrays"].items():
-            extra = ""
-            if p == "/continual/acc_matrix" and acc_attrs:
-                extra = "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in acc_attrs.items())
+            attrs = {k: v for k, v in array_attrs.get(p, {}).items() if isinstance(v, int | float | str)}
+            extra = "  " + ", ".join(f"{k}={fmt(v)}" for k, v in attrs.items()) if attrs else ""
             lines.append(f"  {p}  {shape}{extra}")
     lines.append(f"groups     {', '.join(s['groups']) or '(none)'}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from bioplaus.config import load_config
 from bioplaus.errors import ConfigError
+from bioplaus.experiments import run_experiment
 from bioplaus.nets import build_net
 from bioplaus.rules.base import RuleContext
 from bioplaus.rules.ccl import (
@@ -23,7 +24,6 @@ from bioplaus.rules.ccl import (
     loss_mlp,
 )
 from bioplaus.rules.ccl_ae import ae_pair_loss
-from bioplaus.train import Trainer
 
 # ----------------------------------------------------------------------------- loss forms
 
@@ -115,7 +115,7 @@ def _rule(backend: str = "rate", arch: str = "mlp", clip: float = 0.0, **opts: o
     shape = (1, 8, 8) if arch == "cnn" else (64,)
     net = build_net(cfg.network, shape, 5, seed=0)
     rule = CCL(cfg.rule)
-    rule.setup(net, RuleContext(cfg, 10, 100, 5))
+    rule.setup(net, RuleContext.of(cfg, 10, 100, 5))
     return rule
 
 
@@ -238,7 +238,7 @@ def _digits_cfg(tmp_path, **rule):  # noqa: ANN001, ANN202
 
 def test_short_ccl_run_on_digits_reaches_90_percent(tmp_path) -> None:  # noqa: ANN001
     """Rate MLP 64-64-64-10, MLP loss form, SGD lr 1, clip 1: >= 90 % test accuracy."""
-    res = Trainer(_digits_cfg(tmp_path), out=tmp_path / "c.h5").run()
+    res = run_experiment(_digits_cfg(tmp_path), out=tmp_path / "c.h5")
     assert res.status == "done"
     assert res.metrics["test_acc"] >= 0.90
     from bioplaus import open_run
@@ -258,7 +258,7 @@ def test_short_spiking_ccl_run_on_digits(tmp_path) -> None:  # noqa: ANN001
     cfg = _digits_cfg(tmp_path, loss_form="cnn")
     cfg.network.backend = "spiking"
     cfg.network.spiking.T = 6
-    res = Trainer(cfg, out=tmp_path / "s.h5").run()
+    res = run_experiment(cfg, out=tmp_path / "s.h5")
     assert res.metrics["test_acc"] >= 0.85
 
 
@@ -270,7 +270,7 @@ def test_autoencoder_rule_lowers_reconstruction_error(tmp_path) -> None:  # noqa
         "train": {"epochs": 4, "report": False, "progress": False, "threads": 1},
         "record": {"weights_every": 0},
     }
-    res = Trainer(load_config(raw), out=tmp_path / "ae.h5").run()
+    res = run_experiment(load_config(raw), out=tmp_path / "ae.h5")
     from bioplaus import open_run
 
     mse = open_run(tmp_path / "ae.h5").metric("test_mse")
@@ -278,7 +278,7 @@ def test_autoencoder_rule_lowers_reconstruction_error(tmp_path) -> None:  # noqa
     assert mse[0] > 0.1
     assert res.metrics["test_mse"] < 0.6 * mse[0]
     bp = dict(raw, rule={"name": "ccl_ae", "method": "bp", "lr": 0.05, "momentum": 0.9})
-    res_bp = Trainer(load_config(bp), out=tmp_path / "bp.h5").run()
+    res_bp = run_experiment(load_config(bp), out=tmp_path / "bp.h5")
     assert res_bp.metrics["test_mse"] < 0.6 * mse[0]
 
 

@@ -16,7 +16,7 @@ import torch
 import bioplaus
 from bioplaus.cli import main
 from bioplaus.config import load_config
-from bioplaus.train import Trainer
+from bioplaus.experiments import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "sims" / "quickstart.toml"
@@ -77,15 +77,15 @@ def test_spike_count_in_file_equals_count_in_memory(tmp_path: Path) -> None:
     # stop on a probe step so the last record was taken with the final weights
     cfg = load_config(_write(tmp_path, SMALL), ["train.max_steps=30"])
     cfg.train.report = False
-    tr = Trainer(cfg, out=tmp_path / "s.h5", progress=False)
-    res = tr.run()
+    res = run_experiment(cfg, out=tmp_path / "s.h5", progress=False)
+    tr = res.experiment
     probes = tr.rule.plugins.find("probes")
     # replay the last probe record and count spikes in memory
     with torch.no_grad():
-        tr.net.eval()
-        tr.net(tr.data.probe_x[:3])
+        tr.model.eval()
+        tr.model(tr.data.probe_x[:3])
     with bioplaus.open_run(res.path) as run:
-        for la in tr.net.layers:
+        for la in tr.model.layers:
             ev = run.spikes(la.name)
             assert ev.count == probes.events_logged[la.name]
             last = ev.to_dense(step=int(ev.step.max()))
@@ -99,7 +99,7 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
     for i in range(2):
         cfg = load_config(_write(tmp_path, SMALL), ["train.epochs=1"])
         cfg.train.report = False
-        res = Trainer(cfg, out=tmp_path / f"r{i}.h5", progress=False).run()
+        res = run_experiment(cfg, out=tmp_path / f"r{i}.h5", progress=False)
         with bioplaus.open_run(res.path) as run:
             vals.append(run.metrics["train_loss"].copy())
     np.testing.assert_array_equal(vals[0], vals[1])
@@ -109,7 +109,7 @@ def test_rate_and_spiking_by_one_field(tmp_path: Path) -> None:
     for backend in ("rate", "spiking"):
         cfg = load_config(_write(tmp_path, SMALL), [f"network.backend={backend}", "train.epochs=1"])
         cfg.train.report = False
-        res = Trainer(cfg, out=tmp_path / f"{backend}.h5", progress=False).run()
+        res = run_experiment(cfg, out=tmp_path / f"{backend}.h5", progress=False)
         assert res.status == "done" and res.metrics["test_acc"] > 0.5
 
 

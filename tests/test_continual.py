@@ -10,10 +10,10 @@ import torch
 
 import neuro_data
 from bioplaus.config import load_config
-from bioplaus.continual import ContinualTrainer, acc_metrics, build_tasks
 from bioplaus.errors import ConfigError
+from bioplaus.experiments import run_experiment
+from bioplaus.experiments.continual import acc_metrics, build_tasks
 from bioplaus.record import open_run
-from bioplaus.train import run_experiment
 from neuro_data.streams import PermutedArray
 
 
@@ -145,8 +145,8 @@ def test_sequential_run_writes_matrix_and_per_task_curves(tmp_path) -> None:  # 
 
 def test_split_stream_is_task_incremental(tmp_path) -> None:  # noqa: ANN001
     cfg = load_config(_cfg(continual={"stream": "split", "n_tasks": 5, "epochs_per_task": 2}))
-    trainer = ContinualTrainer(cfg, out=tmp_path / "split.h5", progress=False)
-    res = trainer.run()
+    res = run_experiment(cfg, out=tmp_path / "split.h5", progress=False)
+    trainer = res.experiment
     assert trainer.setting == "task" and trainer.rule.active_classes is None
     with open_run(res.path) as run:
         R = np.asarray(run.array("/continual/acc_matrix"))
@@ -157,7 +157,7 @@ def test_split_stream_is_task_incremental(tmp_path) -> None:  # noqa: ANN001
 
 def test_joint_mode_is_one_row_with_the_same_number_of_steps(tmp_path) -> None:  # noqa: ANN001
     cfg = load_config(_cfg(continual={"stream": "permuted", "n_tasks": 3, "mode": "joint"}))
-    res = ContinualTrainer(cfg, out=tmp_path / "joint.h5", progress=False).run()
+    res = run_experiment(cfg, out=tmp_path / "joint.h5", progress=False)
     assert res.steps == 3 * math.ceil(1437 / 32)
     with open_run(res.path) as run:
         R = np.asarray(run.array("/continual/acc_matrix"))
@@ -177,7 +177,7 @@ def test_hlop_reduces_forgetting_on_permuted_digits(tmp_path) -> None:  # noqa: 
     hl = {"name": "hlop", "neurons_first": [16, 12], "neurons_per_task": [10, 8], "decay": 0, "lr": [0.005, 0.01], "angles": False}
     for name, plugins in (("ft", []), ("hlop", [hl])):
         cfg = load_config(_cfg(continual={"stream": "permuted", "n_tasks": 4, "epochs_per_task": 3}, plugins=plugins))
-        out[name] = ContinualTrainer(cfg, out=tmp_path / f"{name}.h5", progress=False).run().metrics
+        out[name] = run_experiment(cfg, out=tmp_path / f"{name}.h5", progress=False).metrics
     assert out["ft"]["BWT"] < -0.15
     assert out["hlop"]["BWT"] > out["ft"]["BWT"] + 0.12
     assert out["hlop"]["ACC"] > out["ft"]["ACC"] + 0.04

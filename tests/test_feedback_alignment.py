@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from bioplaus.config import load_config
+from bioplaus.experiments import run_experiment
 from bioplaus.nets import build_net
 from bioplaus.rules.base import RuleContext
 from bioplaus.rules.feedback_alignment import (
@@ -17,7 +18,6 @@ from bioplaus.rules.feedback_alignment import (
     _FAConv,
     _FALinear,
 )
-from bioplaus.train import Trainer
 
 
 def test_fa_linear_backward_uses_b_not_w() -> None:
@@ -59,7 +59,7 @@ def _setup(rule_cls: type, backend: str = "rate") -> object:
     })
     net = build_net(cfg.network, (6,), 3, seed=0)
     rule = rule_cls(cfg.rule)
-    rule.setup(net, RuleContext(cfg, 10, 100, 3))
+    rule.setup(net, RuleContext.of(cfg, 10, 100, 3))
     return rule
 
 
@@ -124,7 +124,7 @@ def test_short_runs_on_digits(tmp_path, name: str, backend: str, target: float) 
         "train": {"epochs": 10, "report": False, "progress": False, "threads": 1},
         "record": {"weights_every": 0},
     })
-    res = Trainer(cfg, out=tmp_path / f"{name}.h5").run()
+    res = run_experiment(cfg, out=tmp_path / f"{name}.h5")
     assert res.metrics["test_acc"] >= target
     from bioplaus import open_run
 

@@ -49,7 +49,7 @@ def _rule(net_cfg: dict, n_in: tuple[int, ...], n_cls: int, plugins: list, optim
     cfg = load_config({"network": net_cfg, "rule": {"name": "backprop", "optimizer": optimizer, "lr": lr}})
     net = build_net(cfg.network, n_in, n_cls, seed=0)
     rule = Backprop(cfg.rule)
-    ctx = RuleContext(cfg, 10, 10, n_cls)
+    ctx = RuleContext.of(cfg, 10, 10, n_cls)
     rule.setup(net, ctx)
     rule.plugins = PluginList(plugins)
     for p in plugins:
@@ -173,14 +173,14 @@ def test_adam_is_refused_unless_the_step_is_projected() -> None:
         cfg = load_config({"network": {"backend": "rate", "hidden": [8]}, "rule": {"weight_decay": 1e-4}})
         net = build_net(cfg.network, (6,), 3)
         rule = Backprop(cfg.rule)
-        ctx = RuleContext(cfg, 1, 1, 3)
+        ctx = RuleContext.of(cfg, 1, 1, 3)
         rule.setup(net, ctx)
         ExactProjection({}).setup(rule, ctx)
     # SGD with momentum keeps the projected subspace: accepted.
     cfg = load_config({"network": {"backend": "rate", "hidden": [8]}, "rule": {"momentum": 0.9}})
     rule = Backprop(cfg.rule)
-    rule.setup(build_net(cfg.network, (6,), 3), RuleContext(cfg, 1, 1, 3))
-    HLOP({}).setup(rule, RuleContext(cfg, 1, 1, 3))
+    rule.setup(build_net(cfg.network, (6,), 3), RuleContext.of(cfg, 1, 1, 3))
+    HLOP({}).setup(rule, RuleContext.of(cfg, 1, 1, 3))
 
 
 @pytest.mark.parametrize("backend", ["rate", "spiking"])

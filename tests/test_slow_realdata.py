@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bioplaus.config import load_config
-from bioplaus.train import run_experiment
+from bioplaus.experiments import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")

@@ -13,10 +13,10 @@ import bioplaus
 from bioplaus import registry
 from bioplaus.config import ExperimentConfig, load_config, parse_override
 from bioplaus.errors import ConfigError
+from bioplaus.experiments import run_experiment
 from bioplaus.nets import build_net
 from bioplaus.plugins.base import Plugin
 from bioplaus.rules.backprop import Backprop
-from bioplaus.train import Trainer
 
 TINY = {
     "name": "tiny",
@@ -62,7 +62,7 @@ def test_rule_backend_support_is_checked(monkeypatch: pytest.MonkeyPatch) -> Non
         with pytest.raises(ConfigError, match="supports rate, not 'spiking'"):
             load_config({**TINY, "rule": {"name": "rate_only_test"}}, ["network.backend=spiking"])
     finally:
-        registry._RULES.pop("rate_only_test")
+        registry.RULES.unregister("rate_only_test")
 
 
 def test_third_party_rule_through_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,13 +79,13 @@ def test_third_party_rule_through_entry_point(monkeypatch: pytest.MonkeyPatch) -
         return [EP()] if group == "bioplaus.rules" else []
 
     monkeypatch.setattr(registry, "entry_points", fake_entry_points)
-    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry.RULES, "_loaded", False)
     try:
         assert "thirdparty_sign" in registry.rule_names()
         assert registry.get_rule("thirdparty_sign") is Sign
         load_config({**TINY, "rule": {"name": "thirdparty_sign"}})
     finally:
-        registry._RULES.pop("thirdparty_sign", None)
+        registry.RULES.unregister("thirdparty_sign")
 
 
 @dataclass
@@ -136,23 +136,23 @@ def test_plugin_hooks_in_order_and_can_rewrite_gradients(tmp_path: Path) -> None
     try:
         cfg = load_config({**TINY, "plugins": [{"name": "hook_recorder_test", "freeze_layer": 0}]})
         init = build_net(cfg.network, (1, 8, 8), 10, seed=cfg.seed)
-        tr = Trainer(cfg, out=tmp_path / "h.h5", progress=False)
-        out = tr.run()
+        out = run_experiment(cfg, out=tmp_path / "h.h5", progress=False)
+        tr = out.experiment
     finally:
-        registry._PLUGINS.pop("hook_recorder_test", None)
+        registry.PLUGINS.unregister("hook_recorder_test")
     calls = tr.user_plugins[0].calls
     assert calls[:2] == ["setup", "before_task"]
     assert calls[2:6] == ["after_backward", "after_update", "after_step", "after_backward"]
     assert calls.count("after_epoch") == 2 and calls[-2:] == ["after_task", "close"]
-    assert torch.equal(tr.net.layers[0].weight.detach(), init.layers[0].weight.detach())
-    assert not torch.equal(tr.net.layers[1].weight.detach(), init.layers[1].weight.detach())
+    assert torch.equal(tr.model.layers[0].weight.detach(), init.layers[0].weight.detach())
+    assert not torch.equal(tr.model.layers[1].weight.detach(), init.layers[1].weight.detach())
     with bioplaus.open_run(out.path) as run:
         assert run.config["plugins"][0]["name"] == "hook_recorder_test"
 
 
 def test_cosine_schedule_reaches_zero(tmp_path: Path) -> None:
     cfg = load_config(TINY, ["rule.schedule=cosine", "train.log_every=1"])
-    res = Trainer(cfg, out=tmp_path / "c.h5", progress=False).run()
+    res = run_experiment(cfg, out=tmp_path / "c.h5", progress=False)
     with bioplaus.open_run(res.path) as run:
         lr = run.metrics["lr"]
         assert len(lr) == 8 and lr[0] == pytest.approx(0.1, rel=0.05) and lr[-1] < 1e-6

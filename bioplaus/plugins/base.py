@@ -21,6 +21,8 @@ class Plugin:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    # Metric families the plugin emits through the run context (``RuleContext.log``).
+    metrics: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.opts = self.parse_options(options or {}, where=f"plugins.{self.name}")

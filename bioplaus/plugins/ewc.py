@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 from bioplaus.registry import register_plugin
@@ -34,7 +35,13 @@ if TYPE_CHECKING:
 
 @register_plugin("ewc")
 class EWC(Plugin):
-    """Quadratic penalty anchoring parameters important to old tasks (diagonal Fisher)."""
+    """Quadratic penalty anchoring parameters important to old tasks (diagonal Fisher).
+
+    Acts on the parameters of the layers the rule declares (``protected_layers``); the
+    Fisher comes from the rule's classifier (``rule.net`` and its cross-entropy).
+    """
+
+    metrics = (Metric("ewc/*", description="diagonal Fisher statistics after each task"),)
 
     @dataclass
     class Options:
@@ -50,12 +57,11 @@ class EWC(Plugin):
             raise ConfigError(f"plugins.{self.name}: need lam >= 0, 0 <= gamma <= 1, samples >= 1")
         self.fisher: list[torch.Tensor] | None = None
         self.anchor: list[torch.Tensor] | None = None
-        self.rec = None
 
     def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
         self.rule = rule
-        self.rec = ctx.recorder
-        self.params = [p for p in rule.net.parameters() if p.requires_grad]
+        self.ctx = ctx
+        self.params = [p for la in rule.protected_layers() for p in la.parameters() if p.requires_grad]
 
     def estimate_fisher(self, loader: Any) -> list[torch.Tensor]:
         """Diagonal empirical Fisher from per-sample gradients on ``samples`` samples."""
@@ -88,10 +94,9 @@ class EWC(Plugin):
         else:
             self.fisher = [self.opts.gamma * f + g for f, g in zip(self.fisher, ft)]
         self.anchor = [p.detach().clone() for p in self.params]
-        if self.rec is not None:
-            mean = float(torch.cat([f.flatten() for f in self.fisher]).mean())
-            mx = float(max(f.max() for f in self.fisher))
-            self.rec.log_metrics(getattr(self.rule, "step", 0), **{"ewc/fisher_mean": mean, "ewc/fisher_max": mx})
+        mean = float(torch.cat([f.flatten() for f in self.fisher]).mean())
+        mx = float(max(f.max() for f in self.fisher))
+        self.ctx.log(**{"ewc/fisher_mean": mean, "ewc/fisher_max": mx})
 
     def after_backward(self, rule: LearningRule) -> None:
         if self.fisher is None or self.anchor is None or self.opts.lam == 0:

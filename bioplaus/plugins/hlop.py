@@ -39,18 +39,16 @@ import torch
 from torch import Tensor
 
 from bioplaus.config import check_choice
+from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
-from bioplaus.plugins.base import Plugin
 from bioplaus.plugins.projection import (
     StepProjector,
-    check_optimizers,
+    SubspaceProjection,
     collect_activity,
     in_dim,
     new_dims,
     presynaptic_rows,
     principal_angles,
-    project_rows_,
-    protected_layers,
     top_eigvecs,
 )
 from bioplaus.registry import register_plugin
@@ -139,8 +137,15 @@ class Lateral:
 
 
 @register_plugin("hlop")
-class HLOP(Plugin):
+class HLOP(SubspaceProjection):
     """Hebbian learning based orthogonal projection: protects old tasks' input subspaces."""
+
+    metrics = (
+        Metric("layer*/hlop_dim", unit="neurons", description="lateral neurons of the layer"),
+        Metric("layer*/hlop_angle_*", "min", unit="degree", description="principal angles to exact PCA"),
+        Metric("layer*/hlop_*"),
+        Metric("hlop/*", description="HLOP's own cost counters"),
+    )
 
     @dataclass
     class Options:
@@ -193,29 +198,26 @@ class HLOP(Plugin):
         self.local_step = 0
         self.hebb_seconds = 0.0
         self.proj_seconds = 0.0
-        self.rec = None
         self._delta: dict[int, Tensor] = {}
         self._hooks: list[Any] = []
         self._probe: dict[int, Tensor] = {}
         self.fallbacks = 0  # input projection refused: W.grad was not Σ δ xᵀ
 
     # -- life cycle ------------------------------------------------------------------
+    seed_offset = 7717
+
     def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+        super().setup(rule, ctx)
         o = self.opts
-        self.rule = rule
-        self.rec = ctx.recorder
-        self.layers = protected_layers(rule.net, o.layers, o.protect_output, f"plugins.{self.name}")
-        self.generator = torch.Generator().manual_seed(ctx.config.seed + 7717)
         self.lateral = {
-            i: Lateral(in_dim(rule.net.layers[i]), float(o.lr[min(pos, len(o.lr) - 1)]), o.projector == "orthonormal")
+            i: Lateral(in_dim(self.net_layers[i]), float(o.lr[min(pos, len(o.lr) - 1)]), o.projector == "orthonormal")
             for pos, i in enumerate(self.layers)
         }
         self.q = (lambda v: quantise(v, o.spiking_scale, o.spiking_steps)) if o.spiking else None
-        self.project_step = check_optimizers(rule, o.adaptive, f"plugins.{self.name}")
         if o.projection != "grad":
             for i in self.layers:
-                if not rule.net.layers[i].is_conv:
-                    self._hooks.append(rule.net.layers[i].register_forward_hook(self._capture(i)))
+                if not self.net_layers[i].is_conv:
+                    self._hooks.append(self.net_layers[i].register_forward_hook(self._capture(i)))
 
     def _capture(self, i: int) -> Any:
         """Forward hook: keep the error δ = ∂L/∂(synaptic current) of layer ``i``."""
@@ -235,7 +237,7 @@ class HLOP(Plugin):
         projecting the gradient G (I - H_oldᵀ H_old) ~4·out·n·k: the input wins when the rows
         are few (direct-encoded input: R = batch size; rate nets; small T).
         """
-        layer = self.rule.net.layers[i]
+        layer = self.net_layers[i]
         if self.opts.projection == "grad" or i not in self._delta or layer.state.input is None:
             return False
         if self.opts.projection == "input":
@@ -248,7 +250,7 @@ class HLOP(Plugin):
 
     def _project_input_grad(self, i: int) -> bool:
         """W.grad <- Σ_r δ_r (x_r - H_oldᵀ H_old x_r)ᵀ from the captured error; False if absent."""
-        layer = self.rule.net.layers[i]
+        layer = self.net_layers[i]
         d = self._delta.pop(i)
         x = layer.state.input.detach()
         if layer.temporal and x.stride(0) == 0:
@@ -279,9 +281,8 @@ class HLOP(Plugin):
         self._hooks = []
 
     def before_task(self, task_id: int, loader: Any) -> None:
+        super().before_task(task_id, loader)
         o = self.opts
-        self.task = task_id
-        self.project_step = check_optimizers(self.rule, o.adaptive, f"plugins.{self.name}")
         for pos, i in enumerate(self.layers):
             k = new_dims(task_id, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
             self.lateral[i].add(k, self.generator, residual=o.init == "residual")
@@ -290,25 +291,18 @@ class HLOP(Plugin):
         if self.task == 0:
             return
         t0 = time.perf_counter()
-        if self.project_step:
-            self.step_proj.save(rule.net, self.layers)
-        for i in self.layers:
-            layer = rule.net.layers[i]
-            if self.opts.freeze_bias and layer.synapse.bias is not None:
-                layer.synapse.bias.grad = None
-            if self.project_step:
-                continue
-            if self._input_projection(i) and self._project_input_grad(i):
-                continue
-            g = layer.weight.grad
-            if g is not None:
-                project_rows_(g.view(g.shape[0], -1), self.lateral[i].proj)
+        super().after_backward(rule)
         self._delta.clear()
         self.proj_seconds += time.perf_counter() - t0
 
-    def after_update(self, rule: LearningRule) -> None:
-        if self.project_step and self.task > 0:
-            self.step_proj.apply(rule.net, {i: lat.proj for i, lat in self.lateral.items()})
+    def project_grad(self, i: int, layer: Any) -> None:
+        """Rebuild the gradient from δ and the projected input when cheaper, else project it."""
+        if self._input_projection(i) and self._project_input_grad(i):
+            return
+        super().project_grad(i, layer)
+
+    def projection_basis(self, i: int) -> Tensor:
+        return self.lateral[i].proj
 
     def after_step(self, step: int, metrics: dict[str, float]) -> None:
         self.local_step += 1
@@ -321,7 +315,7 @@ class HLOP(Plugin):
         t0 = time.perf_counter()
         with torch.no_grad():
             for i in self.layers:
-                X = presynaptic_rows(self.rule.net.layers[i], o.activity)
+                X = presynaptic_rows(self.net_layers[i], o.activity)
                 if o.max_rows and X.shape[0] > o.max_rows:
                     X = X[torch.randperm(X.shape[0], generator=self.generator)[: o.max_rows]]
                 self.lateral[i].hebbian(X, o.iterations, o.momentum, o.clip, self.q)
@@ -330,16 +324,11 @@ class HLOP(Plugin):
     def after_task(self, task_id: int, loader: Any) -> None:
         o = self.opts
         if o.after_task_batches:
-            net = self.rule.net
-            was = net.training
-            net.eval()
-            with torch.no_grad():
-                for b, (x, _) in enumerate(loader):
-                    if b >= o.after_task_batches:
-                        break
-                    net(x)
-                    self.hebbian_update()
-            net.train(was)
+            for b, (x, _) in enumerate(loader):
+                if b >= o.after_task_batches:
+                    break
+                self.rule.probe_forward(x)
+                self.hebbian_update()
         logs: dict[str, float] = {}
         if o.angles:
             acts = collect_activity(self.rule, loader, self.layers, o.angle_samples, o.activity, 20000, self.generator)
@@ -354,14 +343,13 @@ class HLOP(Plugin):
             if H.shape[0]:
                 eye = torch.eye(H.shape[0])
                 logs[f"layer{i}/hlop_orth_err"] = float(torch.linalg.norm(H @ H.T - eye) / H.shape[0] ** 0.5)
-            if self.rec is not None and o.record_lateral and lat.new.shape[0]:
-                self.rec.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.numpy(), task=task_id)
+            if o.record_lateral and lat.new.shape[0]:
+                self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.numpy(), task=task_id)
             lat.merge()
         logs["hlop/hebb_seconds"] = self.hebb_seconds
         logs["hlop/proj_seconds"] = self.proj_seconds
         logs["hlop/input_fallbacks"] = float(self.fallbacks)
-        if self.rec is not None:
-            self.rec.log_metrics(getattr(self.rule, "step", 0), **logs)
+        self.ctx.log(**logs)
 
     def _compare(self, i: int, X: Tensor, task_id: int) -> dict[str, float]:
         """Hebbian new neurons vs the exact top-k PCA subspace of this task's residual input.
@@ -379,8 +367,7 @@ class HLOP(Plugin):
         Q = torch.linalg.qr(lat.new.double().T).Q
         heb = float(((R.double() @ Q) ** 2).sum())
         exact = float(evals[:k].sum())
-        if self.rec is not None:
-            self.rec.log_array(f"/hlop/layer{i}/task{task_id}/angles", ang.numpy(), unit="degree")
+        self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/angles", ang.numpy(), unit="degree")
         return {
             f"layer{i}/hlop_angle_max": float(ang.max()),
             f"layer{i}/hlop_angle_mean": float(ang.mean()),

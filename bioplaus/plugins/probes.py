@@ -8,39 +8,47 @@ import torch
 from torch import Tensor
 
 from bioplaus.config import ProbeConfig
+from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 
 
 def _select_layers(spec: list[Any], n_layers: int) -> list[int]:
+    """Indices into the rule's probe points: "all", ints, or names ``layer<k>``."""
     if not spec or "all" in spec:
         return list(range(n_layers))
     out = []
     for s in spec:
-        i = int(s[5:]) if isinstance(s, str) and s.startswith("layer") else int(s)
+        try:
+            i = int(s[5:]) if isinstance(s, str) and s.startswith("layer") else int(s)
+        except (TypeError, ValueError):
+            raise ConfigError(f"record.probes.layers: {s!r} is not a layer (use 'all', an index or 'layer<k>')") from None
         if not -n_layers <= i < n_layers:
-            raise IndexError(f"record.probes.layers: layer {s} does not exist (net has {n_layers})")
+            raise ConfigError(f"record.probes.layers: layer {s} does not exist (the model has {n_layers} probe points)")
         out.append(i % n_layers)
     return out
 
 
 class Probes(Plugin):
-    """Runs the net (no gradient) on fixed probe samples and streams what the config asks for.
+    """Runs the rule's model (no gradient) on fixed probe samples and streams what the config asks.
 
-    Spikes go to ``/spikes/<layer>`` as event lists; membrane, current, input and rate
-    activity go to ``/traces/<layer>.<variable>`` as ``[record, time, sample, neuron]``
-    (spiking) or ``[record, sample, neuron]`` (rate).
+    The layers are the rule's ``probe_points()``. Spikes go to ``/spikes/<layer>`` as event
+    lists; membrane, current, input and rate activity go to ``/traces/<layer>.<variable>`` as
+    ``[record, time, sample, neuron]`` (spiking) or ``[record, sample, neuron]`` (rate).
     """
 
     name = "probes"
 
-    def __init__(self, probes: list[ProbeConfig], net: Any, recorder: Any, probe_x: Tensor) -> None:
+    def __init__(self, probes: list[ProbeConfig], probe_x: Tensor) -> None:
         super().__init__({})
         self.probes = probes
-        self.net = net
-        self.rec = recorder
         self.x = probe_x
-        self.layer_ids = [_select_layers(p.layers, len(net.layers)) for p in probes]
         self.events_logged: dict[str, int] = {}
+
+    def setup(self, rule: Any, ctx: Any) -> None:
+        self.rule = rule
+        self.run = ctx.run
+        self.points = rule.probe_points()
+        self.layer_ids = [_select_layers(p.layers, len(self.points)) for p in self.probes]
 
     def after_step(self, step: int, metrics: dict[str, float]) -> None:
         for i, p in enumerate(self.probes):
@@ -50,32 +58,29 @@ class Probes(Plugin):
     @torch.no_grad()
     def record(self, step: int, i: int) -> None:
         p = self.probes[i]
-        net = self.net
-        was_training = net.training
-        net.eval()
-        net(self.x[: p.samples])
-        net.train(was_training)
+        self.rule.probe_forward(self.x[: p.samples])
         suffix = "" if i == 0 else f"#{i}"
-        dt = net.dt if net.temporal else 0.0
-        dims = "record,time,sample,neuron" if net.temporal else "record,sample,neuron"
         for li in self.layer_ids[i]:
-            layer = net.layers[li]
+            layer = self.points[li]
+            temporal = bool(getattr(layer, "temporal", False))
+            dt = float(layer.dt) if temporal else 0.0
+            dims = "record,time,sample,neuron" if temporal else "record,sample,neuron"
             st = layer.state
             for var in p.variables:
                 if var == "spikes":
-                    if not net.temporal:
+                    if not temporal:
                         continue  # a rate layer has no spikes; "out" records its activity
                     spk = st.out.flatten(2)
                     pop = layer.name + suffix
-                    n = self.rec.log_spikes(pop, step, spk.numpy().astype(bool), dt=dt)
+                    n = self.run.log_spikes(pop, spk.numpy().astype(bool), step=step, dt=dt)
                     self.events_logged[pop] = self.events_logged.get(pop, 0) + int(n)
                     continue
                 t = getattr(st, var, None)
                 if t is None:
                     continue
-                arr = t.flatten(2) if net.temporal else t.flatten(1)
+                arr = t.flatten(2) if temporal else t.flatten(1)
                 unit = {"mem": "threshold units", "current": "threshold units"}.get(var, "1")
-                self.rec.log_trace(
-                    f"{layer.name}.{var}{suffix}", step, arr.float().numpy(), unit=unit, dt=dt,
+                self.run.log_trace(
+                    f"{layer.name}.{var}{suffix}", arr.float().numpy(), step=step, unit=unit, dt=dt,
                     every=p.every, dims=dims,
                 )

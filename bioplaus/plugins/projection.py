@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bioplaus.config import check_choice
+from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 from bioplaus.registry import register_plugin
@@ -69,15 +70,17 @@ def new_dims(
     return max(k, int(min_new))
 
 
-def protected_layers(net: Any, layers: list[int], protect_output: bool, where: str) -> list[int]:
-    """Indices of the layers to protect (``layers`` empty: all, output as asked)."""
-    n = len(net.layers)
+def protected_layers(net_layers: list[Any], layers: list[int], protect_output: bool, where: str) -> list[int]:
+    """Indices into the rule's declared layers to protect (``layers`` empty: all, output as asked)."""
+    n = len(net_layers)
+    if n == 0:
+        raise ConfigError(f"{where}: the rule declares no layers a plugin can act on")
     if layers:
         for i in layers:
             if not -n <= i < n:
                 raise ConfigError(f"{where}.layers: layer {i} does not exist (the net has {n} layers)")
         return sorted({i % n for i in layers})
-    return [i for i in range(n) if protect_output or i < n - 1]
+    return [i for i in range(n) if protect_output or not getattr(net_layers[i], "is_output", i == n - 1)]
 
 
 def in_dim(layer: Layer) -> int:
@@ -121,24 +124,21 @@ def collect_activity(
     max_rows: int = 0,
     generator: torch.Generator | None = None,
 ) -> dict[int, Tensor]:
-    """Presynaptic rows of ``layers`` on the first ``samples`` samples of ``loader``."""
-    net = rule.net
-    was = net.training
-    net.eval()
+    """Presynaptic rows of the rule's declared ``layers`` on the first ``samples`` samples."""
+    net_layers = rule.protected_layers()
     rows: dict[int, list[Tensor]] = {i: [] for i in layers}
     seen = 0
     src = loader.subset(samples) if hasattr(loader, "subset") else loader
     for x, _ in src:
-        net(x)
+        rule.probe_forward(x)
         for i in layers:
-            rows[i].append(presynaptic_rows(net.layers[i], activity))
+            rows[i].append(presynaptic_rows(net_layers[i], activity))
         seen += len(x)
         if seen >= samples:
             break
-    net.train(was)
     out = {}
     for i in layers:
-        X = torch.cat(rows[i]) if rows[i] else torch.zeros(0, in_dim(net.layers[i]))
+        X = torch.cat(rows[i]) if rows[i] else torch.zeros(0, in_dim(net_layers[i]))
         if max_rows and len(X) > max_rows:
             X = X[torch.randperm(len(X), generator=generator)[:max_rows]]
         out[i] = X
@@ -208,28 +208,85 @@ class StepProjector:
     def __init__(self) -> None:
         self.before: dict[int, Tensor] = {}
 
-    def save(self, net: Any, layers: list[int]) -> None:
-        self.before = {i: net.layers[i].weight.detach().clone() for i in layers}
+    def save(self, net_layers: list[Any], layers: list[int]) -> None:
+        self.before = {i: net_layers[i].weight.detach().clone() for i in layers}
 
-    def apply(self, net: Any, bases: dict[int, Tensor]) -> None:
+    def apply(self, net_layers: list[Any], bases: dict[int, Tensor]) -> None:
         with torch.no_grad():
             for i, w0 in self.before.items():
                 B = bases.get(i)
                 if B is None or B.shape[0] == 0:
                     continue
-                w = net.layers[i].weight
+                w = net_layers[i].weight
                 step = (w - w0).view(w.shape[0], -1)
                 project_rows_(step, B)
                 w.copy_(w0 + step.view_as(w))
         self.before = {}
 
 
-# ----------------------------------------------------------------------------- plugin
+# ----------------------------------------------------------------------------- plugins
+
+
+PROJ_DIM = Metric("layer*/proj_dim", unit="dimensions", description="size of the protected subspace")
+
+
+class SubspaceProjection(Plugin):
+    """What HLOP and exact projection share: one projection path on the rule's layers.
+
+    From the second task on, ``after_backward`` drops bias gradients (``freeze_bias``) and
+    projects each protected layer's weight gradient off ``projection_basis(i)``:
+    G <- G - (G B) Bᵀ for orthonormal rows B, or G (I - Bᵀ B) for any rows (HLOP's
+    H_oldᵀ H_old). With an adaptive optimiser (``adaptive = "project_step"``) the gradient is
+    left alone and ``after_update`` projects the optimiser's step ΔW instead.
+    Subclasses define ``projection_basis`` and may override ``project_grad``.
+    """
+
+    seed_offset = 0
+
+    def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+        o = self.opts
+        self.rule = rule
+        self.ctx = ctx
+        self.net_layers = rule.protected_layers()
+        self.layers = protected_layers(self.net_layers, o.layers, o.protect_output, f"plugins.{self.name}")
+        self.generator = torch.Generator().manual_seed(ctx.seed + self.seed_offset)
+        self.project_step = check_optimizers(rule, o.adaptive, f"plugins.{self.name}")
+
+    def before_task(self, task_id: int, loader: Any) -> None:
+        self.task = task_id
+        self.project_step = check_optimizers(self.rule, self.opts.adaptive, f"plugins.{self.name}")
+
+    def projection_basis(self, i: int) -> Tensor:
+        """The rows spanning what layer ``i``'s updates must avoid."""
+        raise NotImplementedError
+
+    def project_grad(self, i: int, layer: Any) -> None:
+        g = layer.weight.grad
+        if g is not None:
+            project_rows_(g.view(g.shape[0], -1), self.projection_basis(i))
+
+    def after_backward(self, rule: LearningRule) -> None:
+        if self.task == 0:
+            return
+        if self.project_step:
+            self.step_proj.save(self.net_layers, self.layers)
+        for i in self.layers:
+            layer = self.net_layers[i]
+            if self.opts.freeze_bias and layer.synapse.bias is not None:
+                layer.synapse.bias.grad = None
+            if not self.project_step:
+                self.project_grad(i, layer)
+
+    def after_update(self, rule: LearningRule) -> None:
+        if self.project_step and self.task > 0:
+            self.step_proj.apply(self.net_layers, {i: self.projection_basis(i) for i in self.layers})
 
 
 @register_plugin("projection")
-class ExactProjection(Plugin):
+class ExactProjection(SubspaceProjection):
     """Gradient projection on the exact principal subspace of stored activity (GPM-style)."""
+
+    metrics = (PROJ_DIM,)
 
     @dataclass
     class Options:
@@ -262,36 +319,14 @@ class ExactProjection(Plugin):
         self.step_proj = StepProjector()
         self.project_step = False
 
+    seed_offset = 4099
+
     def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
-        self.rule = rule
-        self.rec = ctx.recorder
-        self.layers = protected_layers(rule.net, self.opts.layers, self.opts.protect_output, f"plugins.{self.name}")
-        self.bases = {i: torch.zeros(0, in_dim(rule.net.layers[i])) for i in self.layers}
-        self.generator = torch.Generator().manual_seed(ctx.config.seed + 4099)
-        self.project_step = check_optimizers(rule, self.opts.adaptive, f"plugins.{self.name}")
+        super().setup(rule, ctx)
+        self.bases = {i: torch.zeros(0, in_dim(self.net_layers[i])) for i in self.layers}
 
-    def before_task(self, task_id: int, loader: Any) -> None:
-        self.task = task_id
-        self.project_step = check_optimizers(self.rule, self.opts.adaptive, f"plugins.{self.name}")
-
-    def after_backward(self, rule: LearningRule) -> None:
-        if self.task == 0:
-            return
-        if self.project_step:
-            self.step_proj.save(rule.net, self.layers)
-        for i in self.layers:
-            layer = rule.net.layers[i]
-            if self.opts.freeze_bias and layer.synapse.bias is not None:
-                layer.synapse.bias.grad = None
-            if self.project_step:
-                continue
-            g = layer.weight.grad
-            if g is not None:
-                project_rows_(g.view(g.shape[0], -1), self.bases[i])
-
-    def after_update(self, rule: LearningRule) -> None:
-        if self.project_step and self.task > 0:
-            self.step_proj.apply(rule.net, self.bases)
+    def projection_basis(self, i: int) -> Tensor:
+        return self.bases[i]
 
     def after_task(self, task_id: int, loader: Any) -> None:
         o = self.opts
@@ -324,9 +359,7 @@ class ExactProjection(Plugin):
                 V = torch.linalg.qr(V.T).Q.T.contiguous()
             self.bases[i] = torch.cat([U, V]) if V.shape[0] else U
             logs[f"layer{i}/proj_dim"] = float(self.bases[i].shape[0])
-        if self.rec is not None:
-            step = getattr(self.rule, "step", 0)
-            self.rec.log_metrics(step, **logs)
-            for i in self.layers:
-                self.rec.log_array(f"/projection/layer{i}/basis", self.bases[i].numpy(), task=task_id)
+        self.ctx.log(**logs)
+        for i in self.layers:
+            self.ctx.log_array(f"/projection/layer{i}/basis", self.bases[i].numpy(), task=task_id)
 

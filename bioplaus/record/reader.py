@@ -383,9 +383,13 @@ class RunFile:
             n = int(self._ds(f"weights/{layer}_step").shape[0])
             weights[layer] = [n, *self._f[f"weights/{layer}"].shape[1:]]
         arrays: dict[str, list[int]] = {}
-        for group in ("continual", "model"):
-            for n in self._names(group, skip_steps=False):
-                arrays[f"/{group}/{n}"] = list(self._f[f"{group}/{n}"].shape)
+        streamed = {"metrics", "traces", "spikes", "weights", "status"}
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and name.split("/", 1)[0] not in streamed:
+                arrays[f"/{name}"] = list(obj.shape)
+
+        self._f.visititems(visit)
         summary: dict[str, Any] = {
             "path": str(self.path),
             "name": self.name,

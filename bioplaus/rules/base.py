@@ -1,4 +1,4 @@
-"""The learning-rule interface: a rule owns the optimisation of a ``Net``."""
+"""The learning-rule interface: a rule owns the optimisation of its model (and may build it)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,61 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from bioplaus.config import ExperimentConfig, RuleConfig, parse_options
+from bioplaus.config import ExperimentConfig, NetworkConfig, RuleConfig, parse_options
+from bioplaus.context import Metric
 from bioplaus.errors import ConfigError, RunError
 from bioplaus.plugins.base import NoOptions, PluginList
 
 
 @dataclass
 class RuleContext:
-    """What the trainer tells a rule at setup."""
+    """What an experiment tells a rule (and its plugins) at setup.
 
-    config: ExperimentConfig
-    steps_per_epoch: int
-    total_steps: int
+    ``run`` is the `RunContext` metrics and arrays are emitted through (None outside a
+    run: emission is then dropped). ``extra`` carries what a kind adds (task streams:
+    ``n_tasks``, ``setting``, ``task_classes``, ``mode``).
+    """
+
     n_classes: int
-    recorder: Any = None
+    input_shape: tuple[int, ...] = ()
+    steps_per_epoch: int = 1
+    total_steps: int = 0
+    seed: int = 0
+    network: NetworkConfig | None = None
+    run: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        cfg: ExperimentConfig,
+        steps_per_epoch: int,
+        total_steps: int,
+        n_classes: int,
+        input_shape: tuple[int, ...] = (),
+        run: Any = None,
+    ) -> RuleContext:
+        """The context for ``cfg``'s seed and ``[network]``."""
+        return cls(n_classes, tuple(input_shape), steps_per_epoch, total_steps, cfg.seed, cfg.network, run)
+
+    @property
+    def step(self) -> int:
+        return self.run.step if self.run is not None else 0
+
+    def log(self, **values: float) -> None:
+        """Metrics at the run's current step (dropped outside a run)."""
+        if self.run is not None:
+            self.run.log(**values)
+
+    def log_array(self, path: str, array: Any, **attrs: Any) -> None:
+        if self.run is not None:
+            self.run.log_array(path, array, **attrs)
+
+
+CLASSIFICATION_METRICS = (
+    Metric("loss", "min", panel="loss", progress=True, summary=True),
+    Metric("acc", "max", unit="fraction", panel="accuracy", progress=True, summary=True, headline=True),
+)
 
 
 class LearningRule:
@@ -37,6 +77,10 @@ class LearningRule:
     name: ClassVar[str] = ""
     backends: ClassVar[frozenset[str]] = frozenset({"rate", "spiking"})
     Options: ClassVar[type] = NoOptions
+    # What ``train_step`` and ``evaluate`` return (kinds prefix them: train_, val_, test_).
+    metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION_METRICS
+    # Families logged by ``epoch_metrics`` (``layer<k>/<name>`` and the like).
+    epoch_metric_families: ClassVar[tuple[Metric, ...]] = ()
     # Gradient centralisation before the plugin hooks (CCL's option; off for other rules).
     centralize: bool = False
 
@@ -64,9 +108,47 @@ class LearningRule:
     def parse_options(cls, options: dict[str, Any]) -> Any:
         return parse_options(cls.Options, options, "rule")
 
+    # -- the model -------------------------------------------------------------------
+    def build_model(self, ctx: RuleContext) -> nn.Module:
+        """The model this rule trains; by default the ``[network]`` layer stack.
+
+        A rule that needs another model (an autoencoder, NoProp's blocks) overrides this;
+        ``[network]`` is then read only as far as the rule wants.
+        """
+        from bioplaus.nets import build_net
+
+        if ctx.network is None:
+            raise ConfigError("network: this rule builds its model from [network], which was not given")
+        return build_net(ctx.network, ctx.input_shape, ctx.n_classes, seed=ctx.seed)
+
+    def protected_layers(self) -> list[Any]:
+        """Layers plugins may act on (HLOP, EWC, projection), in order; index = position.
+
+        Each has ``weight``, ``name``, ``is_conv``, ``is_output`` and a ``state`` holding
+        its presynaptic ``input`` after a forward pass.
+        """
+        return list(getattr(self.net, "layers", []))
+
+    def probe_points(self) -> list[Any]:
+        """Layers whose ``state`` probes record (spikes, membrane, current, input, out)."""
+        return self.protected_layers()
+
+    @torch.no_grad()
+    def probe_forward(self, x: Tensor) -> None:
+        """Run the model on probe samples (eval mode, no gradient) to fill the layer states."""
+        net = self.net
+        was = net.training
+        net.eval()
+        net(x)
+        net.train(was)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything saved under ``/model/<name>``: the model as ``net``, then extras."""
+        return {"net": self.net, **self.extra_modules()}
+
     # -- life cycle ------------------------------------------------------------------
     def setup(self, net: nn.Module, ctx: RuleContext) -> None:
-        """Bind the network and build the optimiser (and its schedule) over its parameters."""
+        """Bind the model and build the optimiser (and its schedule) over its parameters."""
         self.net = net
         self.ctx = ctx
         self.optimizer = self.make_optimizer(self.trainable_parameters())

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from bioplaus.backends.rate import RateNeuron
 from bioplaus.backends.spiking import LIF, LIFParams
+from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.nets import Layer, Net, init_weights
 from bioplaus.registry import register_rule
@@ -270,6 +271,11 @@ class CCL(LearningRule):
 
     backends = frozenset({"rate", "spiking"})
     Options = CCLOptions
+    epoch_metric_families = (
+        Metric("layer*/local_loss", "min", description="running mean of the pair loss that trains layer k"),
+        Metric("layer*/alignment", "max", description="cosine between forward activity and class prototype"),
+        Metric("input/*", description="the (x, b_0) pair, which trains the bottom feedback layer"),
+    )
 
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> Any:
@@ -291,7 +297,7 @@ class CCL(LearningRule):
         self.form = o.loss_form
         if self.form == "auto":
             self.form = "cnn" if any(la.is_conv for la in net.layers) else "mlp"
-        self.feedback = FeedbackNet(net, act, seed=ctx.config.seed)
+        self.feedback = FeedbackNet(net, act, seed=ctx.seed)
         self.n_classes = ctx.n_classes
         self._eye = torch.eye(ctx.n_classes)
         self.optimizer = self._make_two_group_optimizer()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioplaus.backends.rate import activation as make_activation
+from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import LearningRule, RuleContext
@@ -161,8 +162,8 @@ def _orthogonal_conv_(w: Tensor) -> None:
 class CCLAutoencoder(LearningRule):
     """Counter-current (or backprop) training of a conv autoencoder; evaluated by test MSE.
 
-    Builds its own encoder/decoder from ``[network] channels`` and ``activation`` (the
-    classifier net the trainer builds from the same table is not trained).
+    Builds its own encoder/decoder from ``[network] channels`` and ``activation``; no
+    classifier is built.
     """
 
     backends = frozenset({"rate"})
@@ -175,19 +176,35 @@ class CCLAutoencoder(LearningRule):
             raise ConfigError(f"rule.method: unknown value {o.method!r}; valid: ccl, bp")
         return o
 
+    metrics = (
+        Metric("loss", "min", panel="loss", progress=True, summary=True),
+        Metric("mse", "min", panel="mse", summary=True, headline=True, description="reconstruction MSE"),
+        Metric("local_loss", "min", panel="loss"),
+    )
+    epoch_metric_families = (Metric("layer*/local_loss", "min"),)
+
+    def build_model(self, ctx: RuleContext) -> nn.Module:
+        """The forward conv autoencoder, from ``[network] channels`` and ``activation``."""
+        ncfg = ctx.network
+        if ncfg is None or not ncfg.channels:
+            raise ConfigError("network.channels: the autoencoder needs conv widths, e.g. [32, 64, 128]")
+        shape = tuple(ctx.input_shape)
+        if len(shape) != 3:
+            raise ConfigError(f"data.dataset: the autoencoder needs images (C, H, W), got {shape}")
+        torch.manual_seed(ctx.seed)
+        return ConvAE(list(ncfg.channels), shape, ncfg.activation, self.opts.batchnorm)
+
+    def protected_layers(self) -> list[Any]:
+        return []  # conv blocks without layer state: nothing for HLOP & co. to act on
+
+    def probe_forward(self, x: Tensor) -> None:
+        return None
+
     def setup(self, net: Any, ctx: RuleContext) -> None:
-        self.net = net
+        self.net = self.ae = net
         self.ctx = ctx
         o, c = self.opts, self.cfg
         self.centralize = o.grad_centralization
-        ncfg = ctx.config.network
-        if not ncfg.channels:
-            raise ConfigError("network.channels: the autoencoder needs conv widths, e.g. [32, 64, 128]")
-        shape = tuple(net.input_shape)
-        if len(shape) != 3:
-            raise ConfigError(f"data.dataset: the autoencoder needs images (C, H, W), got {shape}")
-        torch.manual_seed(ctx.config.seed)
-        self.ae = ConvAE(list(ncfg.channels), shape, ncfg.activation, o.batchnorm)
         self.ae_fb = ConvAEFeedback(self.ae, o.batchnorm)
         for m in list(self.ae.modules()) + list(self.ae_fb.modules()):
             if isinstance(m, nn.Conv2d):
@@ -219,13 +236,13 @@ class CCLAutoencoder(LearningRule):
         self.fb_scheduler = (
             self.make_scheduler(self.fb_optimizer, ctx.total_steps) if o.method == "ccl" else None
         )
-        self._sum = [0.0] * (2 * len(ncfg.channels))
+        self._sum = [0.0] * (2 * len(ctx.network.channels))
         self._n = 0
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer] + ([self.fb_optimizer] if self.opts.method == "ccl" else [])
 
-    def extra_modules(self) -> dict[str, nn.Module]:
+    def modules(self) -> dict[str, nn.Module]:
         mods: dict[str, nn.Module] = {"autoencoder": self.ae}
         if self.opts.method == "ccl":
             mods["feedback"] = self.ae_fb

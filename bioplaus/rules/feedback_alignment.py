@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bioplaus.context import Metric
 from bioplaus.nets import Layer, Net
 from bioplaus.registry import register_rule
+from bioplaus.rules.backprop import Backprop
 from bioplaus.rules.base import LearningRule, RuleContext, accuracy
 
 
@@ -125,15 +127,22 @@ class FeedbackWeights(nn.Module):
         return list(self.buffers())
 
 
+ALIGNMENT = Metric("layer*/alignment", "max", description="cosine between W and its feedback B")
+
+
 @register_rule("fa")
-class FeedbackAlignment(LearningRule):
-    """End-to-end cross-entropy with the error sent down through fixed random matrices."""
+class FeedbackAlignment(Backprop):
+    """End-to-end cross-entropy with the error sent down through fixed random matrices.
+
+    The step is backprop's: only the synapses' backward (``synapse_fn``) differs.
+    """
 
     backends = frozenset({"rate", "spiking"})
     Options = FAOptions
+    epoch_metric_families = (ALIGNMENT,)
 
     def setup(self, net: Net, ctx: RuleContext) -> None:
-        seed = self.opts.feedback_seed if self.opts.feedback_seed is not None else ctx.config.seed
+        seed = self.opts.feedback_seed if self.opts.feedback_seed is not None else ctx.seed
         gen = torch.Generator().manual_seed(seed + 15485863)
         mats = []
         for la in net.layers:
@@ -147,13 +156,6 @@ class FeedbackAlignment(LearningRule):
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"feedback": self.feedback}
-
-    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        self.net.train()
-        logits = self.mask_logits(self.net(x))
-        loss = F.cross_entropy(logits, y)
-        self.apply_update(loss)
-        return {"loss": float(loss.detach()), "acc": accuracy(logits.detach(), y)}
 
     def epoch_metrics(self) -> dict[str, float]:
         """Per layer: cosine between W and B (flattened), the 'alignment' FA relies on."""
@@ -170,9 +172,12 @@ class DirectFeedbackAlignment(LearningRule):
 
     backends = frozenset({"rate", "spiking"})
     Options = FAOptions
+    epoch_metric_families = (
+        Metric("layer*/alignment", "max", description="cosine between activity and the teaching signal -eB"),
+    )
 
     def setup(self, net: Net, ctx: RuleContext) -> None:
-        seed = self.opts.feedback_seed if self.opts.feedback_seed is not None else ctx.config.seed
+        seed = self.opts.feedback_seed if self.opts.feedback_seed is not None else ctx.seed
         gen = torch.Generator().manual_seed(seed + 32452843)
         with torch.no_grad():
             was = net.training

@@ -22,36 +22,41 @@ finished) and ``/continual/acc_matrix`` with ACC, BWT, forgetting, FWT as attrib
 from __future__ import annotations
 
 import math
-import sys
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 from torch import Tensor
 
-from bioplaus.config import ExperimentConfig
-from bioplaus.errors import ConfigError, DataError, RunError
-from bioplaus.nets import build_net
-from bioplaus.plugins.base import PluginList
-from bioplaus.rules.base import RuleContext
-from bioplaus.train import (
-    Progress,
-    RunResult,
-    build_plugins,
-    build_rule,
-    check_stop,
-    closing_run,
-    default_out,
-    load_data,
-    save_model,
-    set_threads,
-)
+from bioplaus.config import ExperimentConfig, check_choice
+from bioplaus.context import Metric
+from bioplaus.data import load_data
+from bioplaus.errors import ConfigError, DataError
+from bioplaus.experiments.gradient import GradientExperiment
+from bioplaus.record.reader import RunFile
+from bioplaus.registry import register_experiment, register_figure
+from bioplaus.report import fmt, new_figure, save_figure
 
-__all__ = ["ContinualTrainer", "TaskData", "TaskLoader", "acc_metrics", "build_tasks"]
+__all__ = ["Continual", "ContinualConfig", "TaskData", "TaskLoader", "acc_metrics", "build_tasks"]
+
+
+@dataclass
+class ContinualConfig:
+    """``[continual]``: a task stream trained in order (see neuro_data.streams)."""
+
+    stream: str = "permuted"  # permuted | split
+    n_tasks: int = 10
+    classes_per_task: int = 0  # split streams; 0 = n_classes / n_tasks
+    setting: str = ""  # task | domain ; "" = the stream's own
+    epochs_per_task: int = 1
+    mode: str = "sequential"  # sequential | joint (multitask upper bound)
+    reset_optimizer: bool = True  # fresh optimiser state (momentum) at every task
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -143,9 +148,10 @@ def build_tasks(cfg: ExperimentConfig, dataset: Any | None = None) -> tuple[list
     import neuro_data
     from neuro_data.datasets import Dataset
 
-    c, d = cfg.continual, cfg.data
-    assert c is not None
-    ds = dataset if dataset is not None else load_data(cfg)
+    c, d = cfg.section("continual"), cfg.data
+    if c is None:
+        raise ConfigError("continual: a task stream needs kind = 'continual' (or a [continual] table)")
+    ds = load_data(cfg, dataset)
     if d.val_fraction > 0:
         x_tr, y_tr, x_val, y_val = neuro_data.split(ds.x_train, ds.y_train, d.val_fraction, cfg.seed)
     else:
@@ -187,25 +193,97 @@ def build_tasks(cfg: ExperimentConfig, dataset: Any | None = None) -> tuple[list
     return tasks, stream, tuple(ds.shape)
 
 
-# ----------------------------------------------------------------------------- trainer
+# ----------------------------------------------------------------------------- the kind
 
 
-class ContinualTrainer:
-    """Trains ``cfg``'s rule over ``cfg.continual``'s task stream and records everything."""
+@register_experiment("continual")
+class Continual(GradientExperiment):
+    """Train ``[rule]`` over ``[continual]``'s task stream; evaluate every task after each one.
 
-    def __init__(
-        self, cfg: ExperimentConfig, out: str | Path | None = None, progress: bool | None = None
-    ) -> None:
-        if cfg.continual is None:
-            raise ConfigError("continual: ContinualTrainer needs a [continual] table")
-        self.cfg = cfg
-        self.out = Path(out) if out else default_out(cfg)
-        self.progress_enabled = cfg.train.progress if progress is None else progress
+    Writes ``/continual/acc_matrix`` (ACC, BWT, forgetting, FWT as attributes) and the
+    metrics of the module docstring; ``mode = "joint"`` is the multitask upper bound.
+    """
 
-    # -- helpers ---------------------------------------------------------------------
+    Config = ContinualConfig
+    section = "continual"
+    figures = ("acc_matrix", "task_curves")
+
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        super().validate(cfg)
+        c = cfg.section("continual")
+        check_choice(c.stream, ["permuted", "split"], "continual.stream")
+        check_choice(c.mode, ["sequential", "joint"], "continual.mode")
+        if c.setting:
+            check_choice(c.setting, ["task", "domain"], "continual.setting")
+        if c.n_tasks <= 0:
+            raise ConfigError(f"continual.n_tasks: must be positive, got {c.n_tasks}")
+        if c.epochs_per_task <= 0:
+            raise ConfigError(f"continual.epochs_per_task: must be positive, got {c.epochs_per_task}")
+        if c.classes_per_task < 0:
+            raise ConfigError(f"continual.classes_per_task: must be >= 0, got {c.classes_per_task}")
+        if c.stream == "permuted" and c.setting == "task":
+            raise ConfigError(
+                "continual.setting: permuted tasks share one label set, so a head per task "
+                "cannot be told apart by masking; use setting = 'domain' (or leave it empty)"
+            )
+
+    @classmethod
+    def declared_metrics(cls, cfg: ExperimentConfig) -> list[Metric]:
+        out = cls.rule_metrics(cfg, (), "")
+        out += [
+            Metric("ACC", "max", unit="fraction", headline=True, summary=True,
+                   description="mean accuracy over all tasks after the last one"),
+            Metric("BWT", "max", unit="fraction", summary=True, description="backward transfer"),
+            Metric("FWT", "max", unit="fraction", description="forward transfer"),
+            Metric("task*/test_acc", "max", unit="fraction", panel="task accuracy"),
+            Metric("task*/test_loss", "min", panel="task loss"),
+            Metric("test_acc", "max", unit="fraction", panel="accuracy", description="mean over the tasks seen so far"),
+            Metric("bwt", "max", unit="fraction", panel="transfer"),
+            Metric("forgetting", "min", unit="fraction", panel="transfer", description="mean drop from each task's best"),
+            Metric("train_loss_task", "min", panel="loss"),
+            Metric("train_acc_task", "max", unit="fraction", panel="accuracy"),
+            Metric("task", description="index of the task just finished"),
+            Metric("train_seconds", "min", unit="s"),
+            Metric("eval_seconds", "min", unit="s"),
+        ]
+        return out
+
+    # -- set-up -----------------------------------------------------------------------
+    def build(self) -> None:
+        cfg = self.cfg
+        c = self.options
+        self.tasks, stream, input_shape = build_tasks(cfg, self.user_data)
+        self.stream = stream
+        self.setting = c.setting or stream.setting
+        self.mode = c.mode
+        steps_task = len(self.tasks[0].train) * c.epochs_per_task
+        if cfg.train.max_steps:
+            steps_task = min(steps_task, cfg.train.max_steps)
+        self.total_steps = steps_task * len(self.tasks)
+        # The schedule (if any) restarts with every task's fresh optimiser.
+        ctx_steps = self.total_steps if c.mode == "joint" else steps_task
+        extra = {
+            "n_tasks": len(self.tasks),
+            "setting": self.setting,
+            "task_classes": [t.classes for t in self.tasks],
+            "mode": c.mode,
+        }
+        self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, extra)
+        self.setup_rule(next(iter(self.tasks[0].test))[0][:64])
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            **self.model_meta(),
+            "stream": self.stream.name,
+            "setting": self.setting,
+            "n_tasks": len(self.tasks),
+            "n_train": self.tasks[0].train.n,
+        }
+
+    # -- helpers ----------------------------------------------------------------------
     def _say(self, text: str) -> None:
-        if self.progress_enabled:
-            print(text, file=sys.stderr, flush=True)
+        self.bar.write(text)
 
     def _set_task(self, k: int | None) -> None:
         """Task-incremental setting: mask the logits to task ``k``'s classes (None: all)."""
@@ -231,7 +309,7 @@ class ContinualTrainer:
         for j in range(len(self.tasks)):
             vals[f"task{j}/test_acc"] = float(accs[j])
             vals[f"task{j}/test_loss"] = float(losses[j])
-        self.rec.log_metrics(step, **vals)
+        self.ctx.log(step, **vals)
 
     def _write_matrix(self) -> dict[str, float]:
         R = np.array(self.rows)
@@ -239,7 +317,7 @@ class ContinualTrainer:
             summary = {"ACC": float(np.mean(R[-1])), "BWT": math.nan, "forgetting": math.nan, "FWT": math.nan}
         else:
             summary = acc_metrics(R, self.initial)
-        self.rec.log_array(
+        self.ctx.log_array(
             "/continual/acc_matrix",
             R,
             **summary,
@@ -250,22 +328,10 @@ class ContinualTrainer:
         )
         return summary
 
-    def _step(self, x: Tensor, y: Tensor, plugins: PluginList) -> dict[str, float]:
-        check_stop()
-        m = self.rule.train_step(x, y)
-        self.rule.after_step()
-        self.step += 1
-        if not math.isfinite(m.get("loss", 0.0)):
-            raise RunError(f"loss is {m['loss']} at step {self.step}: the run diverged")
-        if self.step == 1 or self.step % self.cfg.train.log_every == 0:
-            self.rec.log_metrics(self.step, lr=self.rule.lr, **{f"train_{k}": v for k, v in m.items()})
-        plugins.after_step(self.step, m)
-        return m
-
-    def _train_sequential(self, plugins: PluginList, bar: Progress) -> dict[str, float]:
-        c = self.cfg.continual
-        assert c is not None
+    def _train_sequential(self) -> dict[str, float]:
+        c = self.options
         summary: dict[str, float] = {}
+        plugins = self.plugins
         for k, task in enumerate(self.tasks):
             t0 = time.perf_counter()
             if k > 0 and c.reset_optimizer:
@@ -278,11 +344,11 @@ class ContinualTrainer:
             for epoch in range(1, c.epochs_per_task + 1):
                 self._set_task(k)
                 for b, (x, y) in enumerate(task.train, start=1):
-                    m = self._step(x, y, plugins)
+                    m = self.train_step(x, y)
                     loss_sum += m.get("loss", 0.0)
                     acc_sum += m.get("acc", 0.0)
                     count += 1
-                    bar.update(k, b, len(task.train), m)
+                    self.bar.update(f"task {k} batch {b}/{len(task.train)}", {f"train_{n}": v for n, v in m.items()})
                     if cap and count >= cap:
                         break
                 plugins.after_epoch(epoch, {"train_loss_epoch": loss_sum / max(count, 1)})
@@ -295,10 +361,11 @@ class ContinualTrainer:
             accs, losses = self._evaluate_all()
             self.rows.append(accs)
             summary = self._write_matrix()
-            self._log_eval(self.step, accs, losses)
+            step = self.ctx.step
+            self._log_eval(step, accs, losses)
             seen = float(np.mean(accs[: k + 1]))
-            self.rec.log_metrics(
-                self.step,
+            self.ctx.log(
+                step,
                 task=float(k),
                 test_acc=seen,
                 train_loss_task=loss_sum / max(count, 1),
@@ -306,7 +373,7 @@ class ContinualTrainer:
                 bwt=summary["BWT"] if k > 0 else 0.0,
                 forgetting=summary["forgetting"] if k > 0 else 0.0,
             )
-            self.rec.flush()
+            self.ctx.flush()
             row = " ".join(f"{a * 100:5.1f}" for a in accs[: k + 1])
             self._say(
                 f"task {k} ({task.name}): train_loss={loss_sum / max(count, 1):.4f} "
@@ -315,9 +382,9 @@ class ContinualTrainer:
             )
         return summary
 
-    def _train_joint(self, plugins: PluginList, bar: Progress) -> dict[str, float]:
-        c = self.cfg.continual
-        assert c is not None
+    def _train_joint(self) -> dict[str, float]:
+        c = self.options
+        plugins = self.plugins
         t0 = time.perf_counter()
         plugins.before_task(0, self.tasks[0].train)
         total = sum(len(t.train) for t in self.tasks)
@@ -334,16 +401,16 @@ class ContinualTrainer:
                     except StopIteration:
                         live.remove(k)
                         continue
-                    if self.cfg.train.max_steps and self.step >= self.cfg.train.max_steps:
+                    if self.cfg.train.max_steps and self.ctx.step >= self.cfg.train.max_steps:
                         live = []
                         break
                     self._set_task(k)
-                    m = self._step(x, y, plugins)
+                    m = self.train_step(x, y)
                     b += 1
                     loss_sum += m.get("loss", 0.0)
                     acc_sum += m.get("acc", 0.0)
                     count += 1
-                    bar.update(epoch, b, total, m)
+                    self.bar.update(f"epoch {epoch} batch {b}/{total}", {f"train_{n}": v for n, v in m.items()})
             plugins.after_epoch(epoch, {"train_loss_epoch": loss_sum / max(count, 1)})
         self._set_task(None)
         plugins.after_task(0, self.tasks[0].train)
@@ -351,86 +418,31 @@ class ContinualTrainer:
         accs, losses = self._evaluate_all()
         self.rows.append(accs)
         summary = self._write_matrix()
-        self._log_eval(self.step, accs, losses)
-        self.rec.log_metrics(
-            self.step, task=float(len(self.tasks) - 1), test_acc=summary["ACC"],
+        step = self.ctx.step
+        self._log_eval(step, accs, losses)
+        self.ctx.log(
+            step, task=float(len(self.tasks) - 1), test_acc=summary["ACC"],
             train_loss_task=loss_sum / max(count, 1), train_acc_task=acc_sum / max(count, 1),
         )
-        self.rec.flush()
+        self.ctx.flush()
         self._say(f"joint: ACC={summary['ACC'] * 100:.2f} ({time.perf_counter() - t0:.1f} s)")
         return summary
 
-    # -- main ------------------------------------------------------------------------
-    def run(self) -> RunResult:
-        from bioplaus.plugins.probes import Probes
-        from bioplaus.record import Recorder
-
-        cfg = self.cfg
-        c = cfg.continual
-        assert c is not None
-        set_threads(cfg)
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        self.tasks, stream, input_shape = build_tasks(cfg)
-        self.setting = c.setting or stream.setting
-        self.mode = c.mode
-        self.net = build_net(cfg.network, input_shape, stream.n_classes, seed=cfg.seed)
-        self.rule = build_rule(cfg)
-        user_plugins = build_plugins(cfg)
-        steps_task = len(self.tasks[0].train) * c.epochs_per_task
-        if cfg.train.max_steps:
-            steps_task = min(steps_task, cfg.train.max_steps)
-        total = steps_task * len(self.tasks)
-        # The schedule (if any) restarts with every task's fresh optimiser.
-        ctx_steps = total if c.mode == "joint" else steps_task
-        ctx = RuleContext(cfg, len(self.tasks[0].train), ctx_steps, stream.n_classes)
-        ctx.extra.update(
-            n_tasks=len(self.tasks),
-            setting=self.setting,
-            task_classes=[t.classes for t in self.tasks],
-            mode=c.mode,
-        )
-        meta = {
-            "network": self.net.describe(),
-            "rule": cfg.rule.name,
-            "dataset": cfg.data.dataset,
-            "stream": stream.name,
-            "setting": self.setting,
-            "n_tasks": len(self.tasks),
-            "n_train": self.tasks[0].train.n,
-        }
-        rec = Recorder(self.out, cfg.to_dict(), cfg.seed, meta=meta, flush_every_s=cfg.record.flush_every_s)
-        ctx.recorder = rec
-        self.rec = rec
-        probe_x = next(iter(self.tasks[0].test))[0][:64]
-        probes = Probes(cfg.record.probes, self.net, rec, probe_x) if cfg.record.probes else None
-        plugins = PluginList(user_plugins + ([probes] if probes else []))
-        self.rule.plugins = plugins
-        self.step = 0
+    # -- main -------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
         self.rows: list[np.ndarray] = []
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
-        t_start = time.perf_counter()
-        bar = Progress(total, self.progress_enabled and sys.stderr.isatty(), cfg.name)
-        summary: dict[str, float] = {}
-        with closing_run(rec, lambda: self.step, bar, plugins):
-            self.rule.setup(self.net, ctx)
-            for p in plugins:
-                p.setup(self.rule, ctx)
-            accs, losses = self._evaluate_all()
-            self.initial = accs.copy()
-            self._log_eval(0, accs, losses)
-            rec.flush()
-            # The file stays in the lazy phase (closed between flushes): metric names
-            # appear task by task (plugins log after each task), which SWMR cannot create.
-            if c.mode == "joint":
-                summary = self._train_joint(plugins, bar)
-            else:
-                summary = self._train_sequential(plugins, bar)
-            if cfg.record.save_model:
-                save_model(rec, self.net, self.rule)
-        seconds = time.perf_counter() - t_start
-        final = {
+        self.bar = self.ctx.progress(self.total_steps)
+        accs, losses = self._evaluate_all()
+        self.initial = accs.copy()
+        self._log_eval(0, accs, losses)
+        self.ctx.flush()
+        # The file stays in the lazy phase (closed between flushes): metric names appear
+        # task by task (plugins log after each task), which SWMR cannot create.
+        summary = self._train_joint() if self.mode == "joint" else self._train_sequential()
+        self.save_model()
+        return {
             "test_acc": summary.get("ACC", math.nan),
             "ACC": summary.get("ACC", math.nan),
             "BWT": summary.get("BWT", math.nan),
@@ -439,10 +451,79 @@ class ContinualTrainer:
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
         }
-        rec.close("done", seconds=seconds, steps=self.step, **{f"final_{k}": v for k, v in final.items()})
-        figures: list[Path] = []
-        if cfg.train.report:
-            from bioplaus.report import make_report
 
-            figures = make_report(self.out, self.out.with_suffix("").with_name(self.out.stem + "_figures"))
-        return RunResult(self.out, "done", final, seconds, self.step, figures)
+
+# ----------------------------------------------------------------------------- figures
+
+
+@register_figure("acc_matrix")
+def acc_matrix_figure(run: RunFile, out_dir: Path) -> list[Path]:
+    """The accuracy matrix R[i, j] with ACC and BWT in the title."""
+    path = "/continual/acc_matrix"
+    if not run.has(path):
+        return []
+    mat = np.asarray(run.array(path), dtype=float)
+    if mat.ndim != 2 or mat.size == 0:
+        return []
+    attrs = run.attrs_of(path)
+    percent = np.nanmax(mat) > 1.0 if np.isfinite(mat).any() else False
+    rows, cols = mat.shape
+    fig = new_figure(1.6 + 0.7 * cols, 1.4 + 0.6 * rows)
+    ax = fig.subplots()
+    img = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", vmin=0, vmax=100 if percent else 1)
+    if rows * cols <= 400:
+        for i in range(rows):
+            for j in range(cols):
+                if np.isfinite(mat[i, j]):
+                    dark = mat[i, j] < (50 if percent else 0.5)
+                    ax.text(
+                        j,
+                        i,
+                        f"{mat[i, j]:.2f}" if not percent else f"{mat[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="w" if dark else "k",
+                    )
+    ax.set_xticks(range(cols))
+    ax.set_yticks(range(rows))
+    ax.set_xlabel("evaluated on task")
+    ax.set_ylabel("after training task")
+    fig.colorbar(img, ax=ax, label="accuracy (%)" if percent else "accuracy (fraction)")
+    title = "Accuracy matrix"
+    parts = [f"{k} = {fmt(attrs[k])}" for k in ("ACC", "BWT") if k in attrs]
+    if parts:
+        title += "\n" + ", ".join(parts)
+    ax.set_title(title)
+    return save_figure(fig, out_dir, "acc_matrix.png")
+
+
+_TASK_METRIC = re.compile(r"^task(\d+)/test_acc$")
+
+
+@register_figure("task_curves")
+def task_curves_figure(run: RunFile, out_dir: Path) -> list[Path]:
+    """Per-task test accuracy against the training step (continual runs)."""
+    tasks = sorted(
+        (int(m.group(1)), n) for n in run.metrics if (m := _TASK_METRIC.match(n)) is not None
+    )
+    if not tasks:
+        return []
+    fig = new_figure(7.5, 4.2)
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"]
+    for j, name in tasks:
+        y = np.asarray(run.metric(name), dtype=float)
+        scale = 100.0 if np.nanmax(y) <= 1.0 else 1.0
+        ax.plot(run.metric_steps(name), scale * y, marker="o", ms=3,
+                color=cmap(j / max(len(tasks) - 1, 1)), label=f"task {j}")
+    if "task" in run.metrics:
+        # a dotted line where each new task starts
+        for st in run.metric_steps("task")[:-1]:
+            ax.axvline(st, color="0.8", lw=0.8, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{run.name}: accuracy on each task while the stream is learned")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(tasks) > 5 else 1, loc="lower left")
+    return save_figure(fig, out_dir, "task_curves.png")

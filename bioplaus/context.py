@@ -1,0 +1,315 @@
+"""The run context: the one holder of process-wide state for one run, and its metric channel.
+
+A `RunContext` scopes to one run what would otherwise leak between runs in one process
+(a sweep, a notebook): the global torch / numpy / ``random`` RNG states, torch's thread
+count and the SIGINT / SIGTERM handlers are set on entry and restored on exit. It owns the
+run file: rules, plugins and experiment kinds emit metrics and arrays through it, it
+stamps the step from its clock, and only its `Recorder` touches HDF5.
+
+Used by every experiment kind, and directly from a hand-written loop::
+
+    with RunContext("runs/mine.h5", seed=0, metrics=[Metric("loss", "min", headline=True)]) as run:
+        for step in range(1, 101):
+            run.step = step
+            run.log(loss=train_one_batch())
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import random
+import signal
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+
+from bioplaus.errors import RunError
+
+DIRECTIONS = ("max", "min", "none")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A declared metric: what it is called, which way is better, its unit and role.
+
+    ``name`` may hold shell-style wildcards for a family (``task*/test_acc``,
+    ``layer*/alignment``). ``headline`` marks the one number a run is judged by;
+    ``progress`` puts a per-step metric in the progress bar; ``summary`` puts a final value
+    in the one-line summary and the epoch lines. ``panel`` groups metrics into one plot.
+    """
+
+    name: str
+    direction: str = "none"  # max | min | none
+    unit: str = ""
+    headline: bool = False
+    progress: bool = False
+    summary: bool = False
+    panel: str = ""
+    description: str = ""
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in ("", False)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Metric:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+def find_metric(declared: Iterable[Metric], name: str) -> Metric | None:
+    """The first declaration matching ``name`` (exact names before families)."""
+    declared = list(declared)
+    for m in declared:
+        if m.name == name:
+            return m
+    return next((m for m in declared if m.matches(name)), None)
+
+
+def headline(declared: Iterable[Metric]) -> Metric | None:
+    return next((m for m in declared if m.headline), None)
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A tqdm bar on a terminal, one line per epoch otherwise (logs stay readable).
+
+    Shows the declared ``progress`` metrics of each step and the ``summary`` metrics of
+    each epoch line.
+    """
+
+    def __init__(self, total: int, enabled: bool, desc: str, declared: Iterable[Metric] = ()) -> None:
+        self.enabled = enabled
+        self.declared = list(declared)
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=True)
+
+    def _pick(self, values: Mapping[str, float], role: str) -> list[tuple[str, float]]:
+        out = []
+        for k, v in values.items():
+            m = find_metric(self.declared, k)
+            if m is not None and getattr(m, role) and "*" not in m.name:
+                out.append((k, v))
+        return out
+
+    def update(self, position: str, values: Mapping[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            shown = " ".join(f"{k} {v:.4g}" for k, v in self._pick(values, "progress"))
+            self.bar.set_postfix_str(f"{position} {shown}".strip(), refresh=False)
+
+    def line(self, label: str, values: Mapping[str, float], seconds: float) -> None:
+        """One line for an epoch (or task): its summary metrics and the time it took."""
+        if not self.enabled:
+            return
+        text = " ".join(f"{k}={v:.4f}" for k, v in self._pick(values, "summary"))
+        self.write(f"{label}: {text} ({seconds:.1f} s)")
+
+    def write(self, line: str) -> None:
+        """A line above the bar (or on stderr without one); nothing when disabled."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ----------------------------------------------------------------------------- context
+
+
+class RunContext:
+    """Scope, clock and metric channel of one run (see the module docstring).
+
+    ``out`` is the run file (created by `open`, or by the first ``log*`` call); ``config``
+    is stored in it as JSON; ``metrics`` are the declarations stored beside it that
+    progress lines, summaries, ``inspect`` and ``report`` read.
+    """
+
+    def __init__(
+        self,
+        out: str | Path | None = None,
+        *,
+        seed: int = 0,
+        threads: int = 0,
+        config: Mapping[str, Any] | None = None,
+        name: str = "run",
+        metrics: Iterable[Metric] = (),
+        progress: bool = True,
+        flush_every_s: float = 30.0,
+    ) -> None:
+        self.out = Path(out) if out is not None else None
+        self.seed = int(seed)
+        self.threads = int(threads)
+        self.config = dict(config or {})
+        self.name = name
+        self.declared: list[Metric] = list(metrics)
+        self.progress_enabled = progress
+        self.flush_every_s = flush_every_s
+        self.recorder: Any = None
+        self.step = 0
+        self.stop_requested = False
+        self._saved: dict[str, Any] | None = None
+        self._meta: dict[str, Any] = {}
+
+    # -- scope -----------------------------------------------------------------------
+    def __enter__(self) -> RunContext:
+        self._saved = {
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "random": random.getstate(),
+            "threads": torch.get_num_threads(),
+        }
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        random.seed(self.seed)
+        self._install_signals()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self.recorder is not None and not self.recorder.closed:
+                if exc is None:
+                    self.close("done", steps=self.step)
+                elif isinstance(exc, KeyboardInterrupt):
+                    self.close("interrupted", stopped_at_step=self.step)
+                elif isinstance(exc, RunError):
+                    self.close("failed", error=str(exc), failed_step=self.step + 1)
+                else:
+                    self.close("failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        self._restore_signals()
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        torch.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        random.setstate(saved["random"])
+        if torch.get_num_threads() != saved["threads"]:
+            torch.set_num_threads(saved["threads"])
+
+    # -- signals ---------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        """SIGINT / SIGTERM stop the run at the next step boundary; a second one at once.
+
+        Raising inside the handler could land in the middle of an HDF5 write; deferring to
+        `check_stop` keeps the run file consistent. A process started in the background
+        inherits SIGINT ignored; a run should still stop cleanly on ``kill -INT``.
+        """
+        self._old_handlers: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_requested:  # asked twice: stop now
+                raise KeyboardInterrupt(f"signal {signum}")
+            self.stop_requested = True
+
+        self.stop_requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[sig] = signal.signal(sig, handler)
+
+    def _restore_signals(self) -> None:
+        for sig, old in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sig, old)
+        self._old_handlers = {}
+        self.stop_requested = False
+
+    def check_stop(self) -> None:
+        """Raise KeyboardInterrupt if a SIGINT/SIGTERM arrived (called between steps)."""
+        if self.stop_requested:
+            self.stop_requested = False
+            raise KeyboardInterrupt("stop requested by a signal")
+
+    # -- the run file ----------------------------------------------------------------
+    def declare(self, *metrics: Metric) -> None:
+        """Add declarations (before `open`; later ones reach progress lines, not the file)."""
+        self.declared.extend(metrics)
+
+    def open(self, meta: Mapping[str, Any] | None = None) -> Any:
+        """Create the run file (status "running") with the config, meta and declarations."""
+        from bioplaus.record import Recorder
+
+        if self.recorder is not None:
+            return self.recorder
+        if self.out is None:
+            raise RunError("RunContext: no output path to write the run file to")
+        attrs = dict(meta or {})
+        attrs["declared_metrics"] = json.dumps([m.to_json() for m in self.declared])
+        self.recorder = Recorder(
+            self.out, self.config, self.seed, meta=attrs, flush_every_s=self.flush_every_s
+        )
+        return self.recorder
+
+    @property
+    def rec(self) -> Any:
+        return self.recorder if self.recorder is not None else self.open()
+
+    def log(self, step: int | None = None, **values: float) -> None:
+        """Append scalars to ``/metrics/<name>`` at ``step`` (default: the clock)."""
+        self.rec.log_metrics(self.step if step is None else step, **values)
+
+    def log_array(self, path: str, array: Any, **attrs: Any) -> None:
+        self.rec.log_array(path, array, **attrs)
+
+    def log_trace(self, name: str, array: Any, step: int | None = None, **attrs: Any) -> None:
+        self.rec.log_trace(name, self.step if step is None else step, array, **attrs)
+
+    def log_spikes(self, population: str, spikes: Any, step: int | None = None, **attrs: Any) -> int:
+        return self.rec.log_spikes(population, self.step if step is None else step, spikes, **attrs)
+
+    def log_weights(self, layer: str, W: Any, step: int | None = None) -> None:
+        self.rec.log_weights(layer, self.step if step is None else step, W)
+
+    def set_attrs(self, path: str, **attrs: Any) -> None:
+        self.rec.set_attrs(path, **attrs)
+
+    def flush(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()
+
+    def start_swmr(self) -> None:
+        self.rec.start_swmr()
+
+    def close(self, status: str = "done", **attrs: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.close(status, **attrs)
+
+    def progress(self, total: int) -> Progress:
+        """A progress bar over ``total`` steps showing the declared progress metrics."""
+        return Progress(total, self.progress_enabled, self.name, self.declared)
+
+
+def finite_or_raise(values: Mapping[str, float], step: int) -> None:
+    """RunError naming the first non-finite value: the run diverged at ``step``."""
+    for k, v in values.items():
+        if not math.isfinite(v):
+            raise RunError(f"{k} is {v} at step {step}: the run diverged")

@@ -1,0 +1,83 @@
+"""Data sources of the gradient kinds: the ``datasets`` registry group and batching.
+
+Every ``neuro_data`` data set is registered here; third-party loaders join through the
+``bioplaus.datasets`` entry-point group (a loader ``f(path=None, data_dir=None,
+download=False) -> neuro_data.Dataset``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+import neuro_data
+from bioplaus.config import ExperimentConfig
+from bioplaus.errors import DataError
+from bioplaus.registry import DATASETS
+
+for _name, _loader in neuro_data.DATASETS.items():
+    DATASETS.register(_name, _loader)
+
+
+@dataclass
+class DataBundle:
+    """Loaders and facts about the data of one supervised experiment."""
+
+    train: Any
+    val: Any | None
+    test: Any
+    input_shape: tuple[int, ...]
+    n_classes: int
+    classes: list[str]
+    probe_x: torch.Tensor
+
+
+def load_data(cfg: ExperimentConfig, data: Any = None) -> Any:
+    """The configured data set as a ``neuro_data.Dataset`` (or ``data`` when given)."""
+    if data is not None:
+        return data
+    d = cfg.data
+    loader = DATASETS.get(d.dataset, "data.dataset")
+    try:
+        return loader(path=d.path, data_dir=d.data_dir, download=d.download)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"data.dataset = {d.dataset!r}: {e}") from None
+
+
+def prepare_arrays(
+    cfg: ExperimentConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
+) -> tuple[Any, Any, Any, np.ndarray]:
+    """Seeded split, limits and normalisation; returns (train, val, test) loaders and probe x."""
+    d = cfg.data
+    if d.val_fraction > 0:
+        x_tr, y_tr, x_val, y_val = neuro_data.split(x_train, y_train, d.val_fraction, cfg.seed)
+    else:
+        x_tr, y_tr, x_val, y_val = x_train, y_train, None, None
+    if d.limit_train:
+        x_tr, y_tr = x_tr[: d.limit_train], y_tr[: d.limit_train]
+    if d.limit_test:
+        x_test, y_test = x_test[: d.limit_test], y_test[: d.limit_test]
+        if x_val is not None:
+            x_val, y_val = x_val[: d.limit_test], y_val[: d.limit_test]
+    norm = neuro_data.Normalizer.fit(x_tr, d.normalize)
+    x_tr, x_test = norm(x_tr), norm(x_test)
+    train = neuro_data.ArrayLoader(x_tr, y_tr, d.batch_size, shuffle=True, seed=cfg.seed)
+    test = neuro_data.ArrayLoader(x_test, y_test, d.eval_batch_size, shuffle=False)
+    val = None
+    if x_val is not None and len(x_val):
+        x_val = norm(x_val)
+        val = neuro_data.ArrayLoader(x_val, y_val, d.eval_batch_size, shuffle=False)
+    probe_src = x_val if x_val is not None and len(x_val) else x_test
+    return train, val, test, np.ascontiguousarray(probe_src[:64])
+
+
+def prepare_data(cfg: ExperimentConfig, data: Any = None) -> DataBundle:
+    """Load (or take) the data set and batch it as ``[data]`` says."""
+    ds = load_data(cfg, data)
+    train, val, test, probe = prepare_arrays(cfg, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    return DataBundle(
+        train, val, test, tuple(ds.shape), len(ds.classes), list(ds.classes), torch.as_tensor(probe)
+    )

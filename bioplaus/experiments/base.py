@@ -1,0 +1,146 @@
+"""The experiment-kind seam and the driver that runs any kind end to end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bioplaus.config import ExperimentConfig
+from bioplaus.context import Metric, RunContext, find_metric, headline
+
+
+class Experiment:
+    """Base of every experiment kind.
+
+    A kind owns: its table (``Config``, a dataclass parsed from ``[<section>]``; ``section``
+    defaults to the kind's name), its validation, its data source, its loop, the metrics it
+    declares and the figures it adds. The driver calls, in order: ``build()`` (everything
+    that can fail on bad input, before the run file exists), ``meta()`` and ``metrics()``
+    (stored in the run file), ``run()`` (the loop; returns the final metrics) and
+    ``close()`` (always). Emit everything through ``self.ctx`` (a `RunContext`).
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type | None] = None
+    section: ClassVar[str] = ""
+    figures: ClassVar[tuple[str, ...]] = ()  # registered figure names drawn for this kind
+
+    def __init__(self, cfg: ExperimentConfig, ctx: RunContext, data: Any = None) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.user_data = data
+        self.options = cfg.section(self.section_name()) if self.Config is not None else None
+
+    @classmethod
+    def section_name(cls) -> str:
+        return cls.section or cls.name
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        """The tables this kind owns: ``{name: dataclass}``."""
+        return {cls.section_name(): cls.Config} if cls.Config is not None else {}
+
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        """Cross-field checks of the kind's table (and of the generic tables it reads)."""
+
+    @classmethod
+    def declared_metrics(cls, cfg: ExperimentConfig) -> list[Metric]:
+        """The metrics a run of this config writes (used when a file lacks declarations)."""
+        return []
+
+    def metrics(self) -> list[Metric]:
+        return self.declared_metrics(self.cfg)
+
+    def meta(self) -> dict[str, Any]:
+        """Root attributes of the run file besides config, seed and versions."""
+        return {}
+
+    def build(self) -> None:
+        """Load data, build models: everything before the run file is created."""
+
+    def run(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Called once at the end, whatever the status."""
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (the run file holds everything)."""
+
+    path: Path
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    steps: int = 0
+    figures: list[Path] = field(default_factory=list)
+    declared: list[Metric] = field(default_factory=list)
+    # The kind's object after the run: its trained rule, model and data (Python callers).
+    experiment: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def headline(self) -> tuple[str, float] | None:
+        """(name, value) of the declared headline metric, if the run reported it."""
+        h = headline(self.declared)
+        if h is None or h.name not in self.metrics:
+            return None
+        return h.name, self.metrics[h.name]
+
+    def summary(self) -> str:
+        keys = [k for k in self.metrics if (m := find_metric(self.declared, k)) is not None and (m.summary or m.headline)]
+        keys.sort(key=lambda k: not find_metric(self.declared, k).headline)  # type: ignore[union-attr]
+        parts = [f"{k}={self.metrics[k]:.4f}" for k in keys]
+        return f"{self.status}: " + " ".join(parts) + f" | {self.steps} steps in {self.seconds:.1f} s -> {self.path}"
+
+
+def default_out(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.record.out) if cfg.record.out else Path("runs") / f"{cfg.name}.h5"
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out: str | Path | None = None, progress: bool | None = None, data: Any = None
+) -> RunResult:
+    """Run one experiment of any kind end to end; return its result.
+
+    ``data`` hands the kind a data source built in Python (for the gradient kinds a
+    ``neuro_data.Dataset``) instead of ``[data]``.
+    """
+    from bioplaus.registry import EXPERIMENTS
+
+    kind_cls = EXPERIMENTS.get(cfg.kind or "supervised", "kind")
+    path = Path(out) if out else default_out(cfg)
+    ctx = RunContext(
+        path,
+        seed=cfg.seed,
+        threads=cfg.train.threads,
+        config=cfg.to_dict(),
+        name=cfg.name,
+        progress=cfg.train.progress if progress is None else progress,
+        flush_every_s=cfg.record.flush_every_s,
+    )
+    with ctx:
+        exp = kind_cls(cfg, ctx, data=data)
+        try:
+            exp.build()
+            ctx.declare(*exp.metrics())
+            ctx.check_stop()  # a signal during set-up: nothing is written
+            meta = {"kind": kind_cls.name, **exp.meta()}
+            ctx.open(meta)
+            t0 = time.perf_counter()
+            final = exp.run()
+            seconds = time.perf_counter() - t0
+        finally:
+            exp.close()
+        ctx.close(
+            "done", seconds=seconds, steps=ctx.step, **{f"final_{k}": v for k, v in final.items() if "/" not in k}
+        )
+    figures: list[Path] = []
+    if cfg.train.report:
+        from bioplaus.report import make_report
+
+        figures = make_report(path, path.with_suffix("").with_name(path.stem + "_figures"))
+    return RunResult(path, "done", final, seconds, ctx.step, figures, list(ctx.declared), exp)

@@ -1,0 +1,166 @@
+"""The template of kinds that train a learning rule with plugins on batches of labelled data.
+
+`GradientExperiment` holds what the ``supervised`` and ``continual`` kinds share: the checks
+of ``[data]``, ``[network]``, ``[rule]`` and ``[[plugins]]``, building the rule (which builds
+its model), its plugins and the probes, the training step (stop check, the rule's step,
+divergence check, metric logging, plugin hooks), weight snapshots and saving the model.
+A kind supplies its data, its loop and its metric declarations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from torch import Tensor
+
+from bioplaus.config import ExperimentConfig, check_choice
+from bioplaus.context import Metric, finite_or_raise
+from bioplaus.errors import ConfigError
+from bioplaus.experiments.base import Experiment
+from bioplaus.plugins.base import PluginList
+from bioplaus.registry import BACKENDS, DATASETS, PLUGINS, RULES
+from bioplaus.rules.base import LearningRule, RuleContext
+
+
+class GradientExperiment(Experiment):
+    """Template: a rule, its model and its plugins over mini-batches (see module docstring)."""
+
+    rule: LearningRule
+    plugins: PluginList
+
+    # -- config -----------------------------------------------------------------------
+    @classmethod
+    def validate(cls, cfg: ExperimentConfig) -> None:
+        d, n, r = cfg.data, cfg.network, cfg.rule
+        check_choice(d.dataset, DATASETS.names(), "data.dataset")
+        check_choice(d.normalize, ["none", "unit", "standard"], "data.normalize")
+        check_choice(d.evaluate_on, ["test", "val"], "data.evaluate_on")
+        if not 0 <= d.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction: must be in [0, 1), got {d.val_fraction}")
+        if d.evaluate_on == "val" and d.val_fraction <= 0:
+            raise ConfigError("data.evaluate_on: 'val' needs data.val_fraction > 0")
+        if d.batch_size <= 0 or d.eval_batch_size <= 0:
+            raise ConfigError("data.batch_size: must be a positive integer")
+        check_choice(n.backend, BACKENDS.names(), "network.backend")
+        check_choice(n.arch, ["mlp", "cnn"], "network.arch")
+        check_choice(n.init, ["default", "kaiming", "xavier", "orthogonal"], "network.init")
+        if any(h <= 0 for h in n.hidden):
+            raise ConfigError(f"network.hidden: widths must be positive, got {n.hidden}")
+        if n.arch == "cnn" and not n.channels:
+            raise ConfigError("network.channels: a cnn needs at least one conv block, e.g. [32, 64]")
+        s = n.spiking
+        if s.T <= 0:
+            raise ConfigError(f"network.spiking.T: must be a positive integer, got {s.T}")
+        check_choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
+        check_choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
+        from bioplaus.backends.spiking import LIFParams
+
+        LIFParams(s.dt, s.tau, s.threshold, s.reset, s.surrogate, s.slope).check("network.spiking")
+        if n.backend == "rate":
+            from bioplaus.backends.rate import activation
+
+            activation(n.activation)
+        rule_cls = RULES.get(r.name, "rule.name")
+        check_choice(r.optimizer, ["sgd", "adam", "adamw"], "rule.optimizer")
+        check_choice(r.schedule, ["none", "cosine"], "rule.schedule")
+        if r.lr <= 0:
+            raise ConfigError(f"rule.lr: must be > 0, got {r.lr}")
+        if n.backend not in rule_cls.backends:
+            raise ConfigError(
+                f"network.backend: rule {r.name!r} supports {', '.join(sorted(rule_cls.backends))}, "
+                f"not {n.backend!r}"
+            )
+        rule_cls.parse_options(r.options)
+        for i, pc in enumerate(cfg.plugins):
+            PLUGINS.get(pc.name, f"plugins[{i}].name").parse_options(pc.options, where=f"plugins[{i}]")
+
+    @classmethod
+    def rule_metrics(cls, cfg: ExperimentConfig, splits: tuple[str, ...], headline_split: str) -> list[Metric]:
+        """The rule's step/eval metrics under each split prefix, its families, the plugins'."""
+        rule_cls = RULES.get(cfg.rule.name, "rule.name")
+        out = [Metric("lr", panel="learning rate", description="the optimiser's learning rate")]
+        for m in rule_cls.metrics:
+            out.append(replace(m, name=f"train_{m.name}", headline=False, summary=False))
+            for split in splits:
+                out.append(replace(m, name=f"{split}_{m.name}", progress=False, headline=m.headline and split == headline_split))
+        out += list(rule_cls.epoch_metric_families)
+        for pc in cfg.plugins:
+            out += list(PLUGINS.get(pc.name).metrics)
+        return out
+
+    # -- building ---------------------------------------------------------------------
+    def build_rule(
+        self,
+        n_classes: int,
+        input_shape: tuple[int, ...],
+        steps_per_epoch: int,
+        total_steps: int,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """The rule, the model it builds and the plugins (not yet set up)."""
+        cfg = self.cfg
+        self.rule = RULES.get(cfg.rule.name, "rule.name")(cfg.rule)
+        self.rule_ctx = RuleContext(
+            n_classes, tuple(input_shape), steps_per_epoch, total_steps, cfg.seed, cfg.network, self.ctx, extra or {}
+        )
+        self.model = self.rule.build_model(self.rule_ctx)
+        self.user_plugins = [PLUGINS.get(p.name)(p.options) for p in cfg.plugins]
+        self.plugins = PluginList()
+
+    def setup_rule(self, probe_x: Tensor) -> None:
+        """Set up the rule on its model, then the plugins and the probes (before the file)."""
+        from bioplaus.plugins.probes import Probes
+
+        cfg = self.cfg
+        probes = Probes(cfg.record.probes, probe_x) if cfg.record.probes else None
+        self.probes = probes
+        self.plugins = PluginList(self.user_plugins + ([probes] if probes else []))
+        self.rule.plugins = self.plugins
+        self.rule.setup(self.model, self.rule_ctx)
+        for p in self.plugins:
+            p.setup(self.rule, self.rule_ctx)
+
+    def model_meta(self) -> dict[str, Any]:
+        describe = getattr(self.model, "describe", None)
+        return {
+            "network": describe() if callable(describe) else type(self.model).__name__,
+            "rule": self.cfg.rule.name,
+            "dataset": self.cfg.data.dataset,
+        }
+
+    # -- the loop's pieces ------------------------------------------------------------
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """One step of the rule with every hook; returns the rule's metrics."""
+        ctx = self.ctx
+        ctx.check_stop()
+        m = self.rule.train_step(x, y)
+        self.rule.after_step()
+        finite_or_raise(m, ctx.step + 1)
+        ctx.step += 1
+        step = ctx.step
+        if step == 1 or step % self.cfg.train.log_every == 0:
+            ctx.log(lr=self.rule.lr, **{f"train_{k}": v for k, v in m.items()})
+        self.plugins.after_step(step, m)
+        return m
+
+    def log_weights(self) -> None:
+        if not self.cfg.record.weights_every:
+            return
+        for layer in self.rule.protected_layers():
+            self.ctx.log_weights(layer.name, layer.weight.detach().numpy())
+
+    def save_model(self) -> None:
+        """Each module of the rule under ``/model/<name>/<parameter>``."""
+        if not self.cfg.record.save_model:
+            return
+        for name, mod in self.rule.modules().items():
+            for k, v in mod.state_dict().items():
+                self.ctx.log_array(f"/model/{name}/{k}", v.detach().numpy())
+
+    def close(self) -> None:
+        bar = getattr(self, "bar", None)
+        if bar is not None:
+            bar.close()
+        if hasattr(self, "plugins"):
+            self.plugins.close()
