@@ -38,6 +38,9 @@ class DataConfig:
     limit_train: int = 0  # 0 = all samples; >0 keeps the first n (after the seeded split)
     limit_test: int = 0
     evaluate_on: str = "test"  # test | val : the split reported as the headline accuracy
+    scale: str | float = "auto"  # auto | uint8 | unit | none | a number to divide by
+    test_fraction: float | None = None  # test split of data without one; None = 0.2
+    split_seed: int | None = None  # seed of that split; None = 0 (passed as seed=)
 
 
 @dataclass

@@ -6,7 +6,17 @@ Self-contained (numpy, torch, scikit-learn for ``digits``); it does not import b
 from __future__ import annotations
 
 from neuro_data import streams
-from neuro_data.datasets import DATASETS, DataNotFoundError, Dataset, load_dataset
+from neuro_data.arrays import SCALES, DataFormatError
+from neuro_data.datasets import (
+    DATASETS,
+    FORMATS,
+    DataNotFoundError,
+    Dataset,
+    from_arrays,
+    load_dataset,
+    load_idx_dir,
+    load_npz,
+)
 from neuro_data.encoders import ENCODERS, encode
 from neuro_data.idx import read_idx, write_idx
 from neuro_data.loader import ArrayLoader, Normalizer, split
@@ -16,14 +26,20 @@ from neuro_data.streams import split as split_classes
 __all__ = [
     "DATASETS",
     "ENCODERS",
+    "FORMATS",
+    "SCALES",
     "ArrayLoader",
+    "DataFormatError",
     "DataNotFoundError",
     "Dataset",
     "Normalizer",
     "Task",
     "TaskStream",
     "encode",
+    "from_arrays",
     "load_dataset",
+    "load_idx_dir",
+    "load_npz",
     "make_stream",
     "permuted",
     "read_idx",

@@ -1,6 +1,8 @@
-"""Image classification data sets found on disk (or downloaded on request) as numpy arrays.
+"""Classification data sets as numpy arrays: named sets found on disk (or downloaded on
+request), and the user's own data (`from_arrays`, `load_npz`, `load_idx_dir`).
 
-Images come back as float32 in [0, 1] shaped ``[N, C, H, W]``; labels as int64.
+Inputs come back as float32 shaped ``[N, C, H, W]`` (images; in [0, 1] for the named sets)
+or ``[N, D]`` (flat features); labels as int64 in 0..C-1.
 
 Where a data set is looked for, in order (the first directory holding every file wins):
 
@@ -24,24 +26,33 @@ import shutil
 import tarfile
 import urllib.request
 import warnings
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from neuro_data.arrays import DataFormatError, build_arrays, check_scale
 from neuro_data.idx import read_idx
 
 __all__ = [
     "DATASETS",
+    "FORMATS",
+    "DataFormatError",
     "DataNotFoundError",
     "Dataset",
     "MIRRORS",
+    "NPZ_KEYS",
     "SYSTEM_DATA_ROOT",
     "clear_cache",
     "default_data_dir",
+    "from_arrays",
     "load_dataset",
+    "load_idx_dir",
+    "load_npz",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +98,12 @@ CIFAR_CLASSES = [
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
+DIGITS_SCALE = 16.0  # the 8x8 digits hold integers 0..16
+
+#: Keys an .npz file may hold; x_test/y_test and the class names are optional.
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes", "class_names")
+
+Scale = str | float
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -95,7 +112,12 @@ class DataNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A labelled image data set split into train and test; arrays are read-only."""
+    """A labelled data set split into train and test; arrays are read-only.
+
+    ``x_*`` is float32 ``[N, C, H, W]`` (images) or ``[N, D]`` (flat features); ``shape``
+    is one sample's shape, ``(C, H, W)`` or ``(D,)``: an MLP flattens either, a CNN needs
+    ``(C, H, W)``. ``y_*`` is int64 in 0..``n_classes`` - 1.
+    """
 
     name: str
     x_train: np.ndarray
@@ -132,13 +154,6 @@ def _freeze(
     return Dataset(name, *arrays, classes=list(classes), shape=tuple(xtr.shape[1:]))
 
 
-def _images_u8(a: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1]: x / 255."""
-    out = a.astype(np.float32)
-    out *= np.float32(1.0 / 255.0)
-    return out
-
-
 # ---------------------------------------------------------------- per-format readers
 
 
@@ -156,26 +171,26 @@ def _check_idx_dir(d: Path) -> str | None:
     return f"lacks {', '.join(missing)}" if missing else None
 
 
-def _read_idx_dir(name: str, d: Path, classes: list[str]) -> Dataset:
+def _read_idx_dir(name: str, d: Path, classes: list[str] | None, scale: Scale = "auto") -> Dataset:
+    """The four IDX files in ``d``; the pixel scale follows ``scale`` (uint8 files: x / 255,
+    float files as stored under ``"auto"``), labels are checked against ``classes``."""
     arrs: dict[str, np.ndarray] = {}
+    files: dict[str, Path] = {}
     for key, stem in IDX_FILES.items():
         f = _idx_file(d, stem)
         assert f is not None
-        arrs[key] = read_idx(f)
-    for split in ("train", "test"):
-        x, y = arrs[f"x_{split}"], arrs[f"y_{split}"]
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(
-                f"{d}: {split} images {x.shape} and labels {y.shape} do not match "
-                "(expected [N, H, W] and [N])"
-            )
+        files[key], arrs[key] = f, read_idx(f)
     return _freeze(
         name,
-        _images_u8(arrs["x_train"])[:, None],
-        arrs["y_train"].astype(np.int64),
-        _images_u8(arrs["x_test"])[:, None],
-        arrs["y_test"].astype(np.int64),
-        classes,
+        *build_arrays(
+            arrs["x_train"],
+            arrs["y_train"],
+            arrs["x_test"],
+            arrs["y_test"],
+            classes=classes,
+            scale=scale,
+            where=lambda k: f"{files[k]}: {k}" if k in files else f"{d}: {k}",
+        ),
     )
 
 
@@ -205,7 +220,7 @@ def _unpickle_batch(f: IO[bytes], where: str) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(d[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{where}: not a CIFAR-10 python batch ({e})") from e
+        raise DataFormatError(f"{where}: not a CIFAR-10 python batch ({e})") from e
     if len(data) != len(labels):
         raise ValueError(f"{where}: {len(data)} images but {len(labels)} labels")
     return data, labels
@@ -233,7 +248,7 @@ def _check_cifar(d: Path) -> str | None:
     return None
 
 
-def _read_cifar(name: str, d: Path, classes: list[str]) -> Dataset:
+def _read_cifar(name: str, d: Path, classes: list[str] | None, scale: Scale = "auto") -> Dataset:
     src = _cifar_source(d)
     assert src is not None
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -251,18 +266,28 @@ def _read_cifar(name: str, d: Path, classes: list[str]) -> Dataset:
                         assert fobj is not None
                         batches[base] = _unpickle_batch(fobj, f"{src}:{m.name}")
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise ValueError(f"{src}: unreadable archive ({e})") from e
+            raise DataFormatError(f"{src}: unreadable archive ({e})") from e
         missing = [b for b in CIFAR_BATCHES if b not in batches]
         if missing:
-            raise ValueError(f"{src}: archive lacks {', '.join(missing)}")
+            raise DataFormatError(f"{src}: archive lacks {', '.join(missing)}")
     xtr = np.concatenate([batches[b][0] for b in CIFAR_BATCHES[:-1]])
     ytr = np.concatenate([batches[b][1] for b in CIFAR_BATCHES[:-1]])
     xte, yte = batches["test_batch"]
-    return _freeze(name, _images_u8(xtr), ytr, _images_u8(xte), yte, classes)
+    return _freeze(
+        name,
+        *build_arrays(
+            xtr, ytr, xte, yte, classes=classes, scale=scale, where=lambda k: f"{src}: {k}"
+        ),
+    )
 
 
-def _load_digits() -> Dataset:
-    """scikit-learn's 8x8 digits (values 0..16 -> x / 16), split 80/20 per class, seed 0."""
+def _load_digits(
+    scale: Scale = "auto", test_fraction: float | None = None, seed: int | None = None
+) -> Dataset:
+    """scikit-learn's 8x8 digits (values 0..16 -> x / 16), split 80/20 per class, seed 0.
+
+    ``scale="auto"`` means x / 16; ``test_fraction`` and ``seed`` change the split.
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - sklearn is a dependency
@@ -271,19 +296,182 @@ def _load_digits() -> Dataset:
             "install it with `pip install scikit-learn`."
         ) from e
     bunch = load_digits()
-    x = (np.asarray(bunch.images, dtype=np.float32) / np.float32(16.0))[:, None]
-    y = np.asarray(bunch.target, dtype=np.int64)
     # Own stratified split with a fixed numpy seed so the split does not depend on the
     # scikit-learn version: per class, a seeded permutation, the first round(20%) to test.
-    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
-    test_idx = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        idx = idx[rng.permutation(len(idx))]
-        test_idx.append(idx[: int(round(DIGITS_TEST_FRACTION * len(idx)))])
-    is_test = np.zeros(len(y), dtype=bool)
-    is_test[np.concatenate(test_idx)] = True
-    return _freeze("digits", x[~is_test], y[~is_test], x[is_test], y[is_test], DIGIT_CLASSES)
+    return _freeze(
+        "digits",
+        *build_arrays(
+            np.asarray(bunch.images),
+            np.asarray(bunch.target),
+            classes=DIGIT_CLASSES,
+            scale=DIGITS_SCALE if check_scale(scale) == "auto" else scale,
+            test_fraction=DIGITS_TEST_FRACTION if test_fraction is None else test_fraction,
+            seed=DIGITS_SPLIT_SEED if seed is None else seed,
+            where=lambda k: f"digits: {k}",
+        ),
+    )
+
+
+# ---------------------------------------------------------------- the user's own data
+
+
+def from_arrays(
+    x_train: Any,
+    y_train: Any,
+    x_test: Any = None,
+    y_test: Any = None,
+    *,
+    classes: Sequence[Any] | None = None,
+    scale: Scale = "auto",
+    test_fraction: float | None = None,
+    seed: int | None = None,
+    name: str = "arrays",
+    shape: Sequence[int] | None = None,
+) -> Dataset:
+    """A `Dataset` from in-memory arrays, checked; the inputs are copied, never aliased.
+
+    ``x``: ``[N, D]`` (flat, ``shape`` (D,)), ``[N, H, W]`` (stored as ``[N, 1, H, W]``) or
+    ``[N, C, H, W]`` (channels first); ``shape=`` reshapes each sample, e.g. ``(1, 28, 28)``
+    for flat pixels meant for a CNN. ``y``: 1-D integer labels 0..C-1 with C =
+    ``len(classes)``, else max(y_train) + 1. ``scale``: x' = x / s with s = 255 (``"uint8"``,
+    integer values 0..255 required), 1 (``"unit"``, values in [0, 1] required; ``"none"``,
+    unchecked) or the number given; ``"auto"``: 255 for uint8 arrays, 1 for floats. Without
+    ``x_test``, a stratified split with ``seed`` (default 0) moves ``test_fraction``
+    (default 0.2) of each class to the test set. Bad input raises `DataFormatError` (a
+    ``ValueError``) in one line naming the array.
+    """
+    return _freeze(
+        name,
+        *build_arrays(
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            classes=classes,
+            scale=scale,
+            test_fraction=test_fraction,
+            seed=seed,
+            shape=shape,
+        ),
+    )
+
+
+def _npz_classes(a: np.ndarray, where: str) -> list[str]:
+    if a.ndim != 1 or a.dtype.kind not in "USiu":
+        raise DataFormatError(
+            f"{where}: class names must be a 1-D array of strings, got dtype {a.dtype} "
+            f"shape {list(a.shape)}"
+        )
+    try:
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in a.tolist()]
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{where}: class names are not UTF-8 ({e})") from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file by key, read without pickle (object arrays are refused)."""
+    if not path.is_file():
+        why = "is not a file" if path.exists() else "does not exist"
+        raise DataNotFoundError(f"npz file {path} {why}")
+    try:
+        z = np.load(path, allow_pickle=False)  # untrusted files: never unpickle
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # numpy reports an unknown file as pickled data and suggests allow_pickle: never.
+        why = "neither .npz nor .npy" if "pickle" in str(e) else str(e)
+        raise DataFormatError(f"{path}: not a readable .npz file ({why})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataFormatError(
+            f"{path}: a single .npy array, not an .npz archive; write it with np.savez(path, "
+            "x_train=..., y_train=...)"
+        )
+    out: dict[str, np.ndarray] = {}
+    with z:
+        unknown = [k for k in z.files if k not in NPZ_KEYS]
+        if unknown:
+            raise DataFormatError(
+                f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(NPZ_KEYS)}"
+            )
+        for key in z.files:
+            try:
+                out[key] = z[key]
+            except ValueError as e:
+                if "allow_pickle" in str(e) or "object" in str(e).lower():
+                    raise DataFormatError(
+                        f"{path}: {key}: object array refused (files are read without "
+                        "pickle); store numbers, and class names as strings"
+                    ) from None
+                raise DataFormatError(f"{path}: {key}: unreadable ({e})") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
+                raise DataFormatError(f"{path}: {key}: unreadable ({e})") from None
+    for key in ("x_train", "y_train"):
+        if key not in out:
+            has = ", ".join(out) or "no arrays"
+            raise DataFormatError(f"{path}: missing key {key!r} (the file has {has})")
+    return out
+
+
+def load_npz(
+    path: str | os.PathLike[str],
+    *,
+    classes: Sequence[Any] | None = None,
+    scale: Scale = "auto",
+    test_fraction: float | None = None,
+    seed: int | None = None,
+    name: str = "npz",
+    shape: Sequence[int] | None = None,
+) -> Dataset:
+    """A `Dataset` from an .npz file with keys x_train, y_train [, x_test, y_test]
+    [, classes or class_names]; options and checks as in `from_arrays`.
+
+    Read with ``allow_pickle=False`` (object arrays are refused). Errors name the file and
+    the key. ``classes=`` may only repeat the file's class names, not contradict them.
+    """
+    p = Path(path).expanduser()
+    arrs = _read_npz(p)
+    file_classes: list[str] | None = None
+    if "classes" in arrs and "class_names" in arrs:
+        raise DataFormatError(f"{p}: holds both 'classes' and 'class_names'; keep one")
+    for key in ("classes", "class_names"):
+        if key in arrs:
+            file_classes = _npz_classes(arrs[key], f"{p}: {key}")
+    if classes is not None and file_classes is not None:
+        if [str(c) for c in classes] != file_classes:
+            raise DataFormatError(
+                f"{p}: classes: the file names {file_classes}, the caller {list(classes)}"
+            )
+    return _freeze(
+        name,
+        *build_arrays(
+            arrs["x_train"],
+            arrs["y_train"],
+            arrs.get("x_test"),
+            arrs.get("y_test"),
+            classes=classes if classes is not None else file_classes,
+            scale=scale,
+            test_fraction=test_fraction,
+            seed=seed,
+            shape=shape,
+            where=lambda k: f"{p}: {k}",
+        ),
+    )
+
+
+def load_idx_dir(
+    path: str | os.PathLike[str],
+    *,
+    classes: Sequence[Any] | None = None,
+    scale: Scale = "auto",
+    name: str = "idx",
+) -> Dataset:
+    """A `Dataset` from a directory holding the four MNIST-named IDX files (each raw or .gz):
+    train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    t10k-labels-idx1-ubyte. Any IDX dtype; ``scale`` and checks as in `from_arrays`
+    (uint8 images: x / 255; float images: as stored)."""
+    d = Path(path).expanduser()
+    why = _check_idx_dir(d)
+    if why is not None:
+        raise DataNotFoundError(f"IDX directory {d} {why}")
+    return _read_idx_dir(name, d, list(classes) if classes is not None else None, scale)
 
 
 # ---------------------------------------------------------------- registry
@@ -295,7 +483,7 @@ class _Spec:
     dir_names: tuple[str, ...]  # names looked for under user roots; the first is canonical
     system_names: tuple[str, ...]  # names looked for under SYSTEM_DATA_ROOT
     check: Callable[[Path], str | None]  # None when the directory holds the data set
-    read: Callable[[str, Path, list[str]], Dataset]
+    read: Callable[[str, Path, list[str], Scale], Dataset]
     classes: list[str]
     sizes: tuple[int, int]  # (train, test) of the real data, checked after a download
     files_hint: str
@@ -349,8 +537,19 @@ def _dataset_loader(name: str) -> Callable[..., Dataset]:
         path: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         download: bool = False,
+        scale: Scale = "auto",
+        test_fraction: float | None = None,
+        seed: int | None = None,
     ) -> Dataset:
-        return load_dataset(name, path=path, data_dir=data_dir, download=download)
+        return load_dataset(
+            name,
+            path=path,
+            data_dir=data_dir,
+            download=download,
+            scale=scale,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
 
     load.__name__ = f"load_{name}"
     load.__doc__ = f"Load {name!r}; see `load_dataset`."
@@ -361,6 +560,11 @@ def _dataset_loader(name: str) -> Callable[..., Dataset]:
 DATASETS: dict[str, Callable[..., Dataset]] = {
     n: _dataset_loader(n) for n in ("fashion_mnist", "mnist", "digits", "cifar10")
 }
+
+#: The user's own files, usable as a data set name together with ``path``: ``npz`` (an .npz
+#: file, see `load_npz`) and ``idx`` (a directory of the four IDX files, `load_idx_dir`).
+#: Loaders take the same keyword arguments as those of `DATASETS`.
+FORMATS: dict[str, Callable[..., Dataset]] = {n: _dataset_loader(n) for n in ("npz", "idx")}
 
 
 def default_data_dir() -> Path:
@@ -384,21 +588,81 @@ def _candidates(spec: _Spec, data_dir: Path) -> list[Path]:
     return unique
 
 
+# The caches key on every argument: call them with all arguments, positionally, so that a
+# default left out and the same default passed explicitly hit the same entry.
 @functools.lru_cache(maxsize=8)
-def _read_cached(name: str, resolved: str) -> Dataset:
+def _read_cached(name: str, resolved: str, scale: Scale) -> Dataset:
     spec = _SPECS[name]
-    return spec.read(name, Path(resolved), spec.classes)
+    return spec.read(name, Path(resolved), spec.classes, scale)
 
 
-@functools.lru_cache(maxsize=1)
-def _digits_cached() -> Dataset:
-    return _load_digits()
+@functools.lru_cache(maxsize=4)
+def _digits_cached(scale: Scale, test_fraction: float | None, seed: int | None) -> Dataset:
+    return _load_digits(scale, test_fraction, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _format_cached(
+    kind: str,
+    resolved: str,
+    stamp: tuple[tuple[int, int], ...],  # (mtime_ns, size) of each file: an edit re-reads
+    scale: Scale,
+    test_fraction: float | None,
+    seed: int | None,
+) -> Dataset:
+    if kind == "npz":
+        return load_npz(resolved, scale=scale, test_fraction=test_fraction, seed=seed)
+    return load_idx_dir(resolved, scale=scale)
 
 
 def clear_cache() -> None:
     """Forget every data set loaded in this process."""
     _read_cached.cache_clear()
     _digits_cached.cache_clear()
+    _format_cached.cache_clear()
+
+
+def _load_format(
+    key: str,
+    path: str | os.PathLike[str] | None,
+    download: bool,
+    scale: Scale,
+    test_fraction: float | None,
+    seed: int | None,
+) -> Dataset:
+    what = "an .npz file" if key == "npz" else "a directory of the four IDX files"
+    if path is None:
+        raise DataFormatError(f"path: dataset {key!r} reads {what}; give its path")
+    if download:
+        raise DataFormatError(
+            f"download: dataset {key!r} reads your own files; nothing to download"
+        )
+    p = Path(path).expanduser()
+    if key == "npz":
+        if not p.is_file():
+            why = "is not a file" if p.exists() else "does not exist"
+            raise DataNotFoundError(f"Dataset 'npz': the given path {p} {why}")
+        files = [p]
+    else:
+        why = _check_idx_dir(p)
+        if why is not None:
+            raise DataNotFoundError(
+                f"Dataset 'idx' not found at the given path {p} ({why}); it must hold "
+                f"{_SPECS['mnist'].files_hint}"
+            )
+        if test_fraction is not None or seed is not None:
+            _no_split_options(key, test_fraction)
+        files = [f for f in (_idx_file(p, s) for s in IDX_FILES.values()) if f is not None]
+    stamp = tuple((st.st_mtime_ns, st.st_size) for st in (f.stat() for f in files))
+    return _format_cached(key, str(p.resolve()), stamp, scale, test_fraction, seed)
+
+
+def _no_split_options(key: str, test_fraction: float | None) -> None:
+    opt = "test_fraction" if test_fraction is not None else "seed"
+    raise DataFormatError(
+        f"{opt}: dataset {key!r} has its own test split; test_fraction and the split seed "
+        "apply only to data without one (digits, an npz file without x_test, from_arrays)"
+    )
 
 
 def _how_to_get(spec: _Spec, data_dir: Path) -> str:
@@ -415,20 +679,39 @@ def load_dataset(
     path: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
+    scale: Scale = "auto",
+    test_fraction: float | None = None,
+    seed: int | None = None,
 ) -> Dataset:
     """Load a data set by name from the first place that holds it (see the module docstring).
 
-    Raises ``ValueError`` for an unknown name and `DataNotFoundError` when the data is
-    nowhere, with one paragraph listing every place looked and how to get the data.
-    Results are cached per (name, resolved directory) for the life of the process.
+    ``name`` is one of `DATASETS`, or one of `FORMATS` (``npz``, ``idx``) with ``path`` the
+    user's file or directory. ``scale`` states the input scale (see `from_arrays`; the
+    default ``"auto"`` gives the named sets' usual [0, 1] images). ``test_fraction`` and
+    ``seed`` (defaults 0.2 and 0) set the stratified test split of data that has none
+    (``digits``, an npz file without x_test); for data with its own test split they must be
+    left None.
+
+    Raises ``ValueError`` for an unknown name, `DataFormatError` (a ``ValueError``) for
+    unusable data or options, and `DataNotFoundError` when the data is nowhere, with one
+    paragraph listing every place looked and how to get the data. Results are cached per
+    (name, resolved directory, options) for the life of the process.
     """
     key = name.strip().lower().replace("-", "_")
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+    if key not in DATASETS and key not in FORMATS:
+        raise ValueError(
+            f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}, "
+            f"or with a path: {', '.join(sorted(FORMATS))}"
+        )
+    scale = check_scale(scale)
+    if key in FORMATS:
+        return _load_format(key, path, download, scale, test_fraction, seed)
     if key == "digits":
         if path is not None:
             raise ValueError("dataset 'digits' ships with scikit-learn and takes no path")
-        return _digits_cached()
+        return _digits_cached(scale, test_fraction, seed)
+    if test_fraction is not None or seed is not None:
+        _no_split_options(key, test_fraction)
 
     spec = _SPECS[key]
     ddir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
@@ -438,7 +721,7 @@ def load_dataset(
         p = Path(path).expanduser()
         why = spec.check(p)
         if why is None:
-            return _read_cached(key, str(p.resolve()))
+            return _read_cached(key, str(p.resolve()), scale)
         raise DataNotFoundError(
             f"Dataset {key!r} not found at the given path {p} ({why}); it must hold "
             f"{spec.files_hint}. {_how_to_get(spec, ddir)}"
@@ -448,12 +731,12 @@ def load_dataset(
     for cand in _candidates(spec, ddir):
         why = spec.check(cand)
         if why is None:
-            return _read_cached(key, str(cand.resolve()))
+            return _read_cached(key, str(cand.resolve()), scale)
         looked.append(f"{cand} ({why})")
 
     target = ddir / spec.dir_names[0]
     if download:
-        return _download(spec, target, looked, ddir)
+        return _download(spec, target, looked, ddir, scale)
     raise DataNotFoundError(
         f"Dataset {key!r} not found; looked for {spec.files_hint} in: {'; '.join(looked)}. "
         f"{_how_to_get(spec, ddir)}"
@@ -487,7 +770,9 @@ def _fetch_any(urls: list[str], dest: Path, tried: list[str]) -> bool:
     return False
 
 
-def _download(spec: _Spec, target: Path, looked: list[str], ddir: Path) -> Dataset:
+def _download(
+    spec: _Spec, target: Path, looked: list[str], ddir: Path, scale: Scale = "auto"
+) -> Dataset:
     mirrors = MIRRORS.get(spec.name, ())
     tried: list[str] = []
     try:
@@ -515,8 +800,9 @@ def _download(spec: _Spec, target: Path, looked: list[str], ddir: Path) -> Datas
             )
         fetched.append(dest)
     # Verify by reading back; a corrupt or wrong file is removed so the next try refetches.
+    # Checked with the default scale: a scale the data does not fit must not delete the files.
     try:
-        ds = _read_cached(spec.name, str(target.resolve()))
+        ds = _read_cached(spec.name, str(target.resolve()), "auto")
         got = (len(ds.y_train), len(ds.y_test))
         if got != spec.sizes:
             raise ValueError(f"{target}: expected {spec.sizes} train/test samples, got {got}")
@@ -528,4 +814,4 @@ def _download(spec: _Spec, target: Path, looked: list[str], ddir: Path) -> Datas
             f"Dataset {spec.name!r}: downloaded files in {target} are unusable ({e}); "
             f"sources: {', '.join(mirrors)}. {_how_to_get(spec, ddir)}"
         ) from e
-    return ds
+    return ds if scale == "auto" else _read_cached(spec.name, str(target.resolve()), scale)
