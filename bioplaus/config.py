@@ -312,11 +312,9 @@ def load_config(
     kind_cls = _kind_of(raw)
     sections: dict[str, Any] = {}
     own = kind_cls.sections()
-    for key in own:
-        value = raw.pop(key, None)
-        if value is None and key not in kind_cls.required_sections():
-            continue
-        sections[key] = _convert(value if value is not None else {}, own[key], key)
+    for key, table in own.items():
+        # A kind's table is always parsed (defaults when absent), so the kind can rely on it.
+        sections[key] = _convert(raw.pop(key, None) or {}, table, key)
     cfg = from_dict(ExperimentConfig, raw)
     cfg.kind = kind_cls.name
     cfg.sections = sections

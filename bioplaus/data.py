@@ -1,12 +1,15 @@
 """Data sources of the gradient kinds: the ``datasets`` registry group and batching.
 
-Every ``neuro_data`` data set is registered here; third-party loaders join through the
-``bioplaus.datasets`` entry-point group (a loader ``f(path=None, data_dir=None,
-download=False) -> neuro_data.Dataset``).
+Every ``neuro_data`` data set and file format (``npz``, ``idx``) is registered here;
+third-party loaders join through the ``bioplaus.datasets`` entry-point group (a loader
+``f(path=None, data_dir=None, download=False) -> neuro_data.Dataset``, which may also take
+``scale``, ``test_fraction`` and ``seed``). Python callers hand a ``neuro_data.Dataset``
+(e.g. ``neuro_data.from_arrays(...)``) to `bioplaus.run` as ``data=``.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +18,10 @@ import torch
 
 import neuro_data
 from bioplaus.config import ExperimentConfig
-from bioplaus.errors import DataError
+from bioplaus.errors import ConfigError, DataError
 from bioplaus.registry import DATASETS
 
-for _name, _loader in neuro_data.DATASETS.items():
+for _name, _loader in {**neuro_data.DATASETS, **neuro_data.FORMATS}.items():
     DATASETS.register(_name, _loader)
 
 
@@ -41,10 +44,31 @@ def load_data(cfg: ExperimentConfig, data: Any = None) -> Any:
         return data
     d = cfg.data
     loader = DATASETS.get(d.dataset, "data.dataset")
+    kwargs: dict[str, Any] = {"path": d.path, "data_dir": d.data_dir, "download": d.download}
+    extra = {"scale": d.scale, "test_fraction": d.test_fraction, "seed": d.split_seed}
+    defaults = {"scale": "auto", "test_fraction": None, "seed": None}
+    accepts = _keywords(loader)
+    for key, value in extra.items():
+        if accepts is None or key in accepts:
+            kwargs[key] = value
+        elif value != defaults[key]:
+            field = "split_seed" if key == "seed" else key
+            raise ConfigError(f"data.{field}: the loader of data set {d.dataset!r} does not take it")
     try:
-        return loader(path=d.path, data_dir=d.data_dir, download=d.download)
+        return loader(**kwargs)
     except (FileNotFoundError, ValueError) as e:
         raise DataError(f"data.dataset = {d.dataset!r}: {e}") from None
+
+
+def _keywords(fn: Any) -> set[str] | None:
+    """Keyword names ``fn`` accepts (None: any, it takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
 
 
 def prepare_arrays(

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import neuro_data
 from bioplaus.config import load_config
@@ -16,14 +15,7 @@ from bioplaus.experiments.continual import acc_metrics, build_tasks
 from bioplaus.record import open_run
 from neuro_data.streams import PermutedArray
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    # Small nets: a second thread only adds spin-waiting on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**over: object) -> dict:

@@ -28,13 +28,7 @@ from bioplaus.rules.base import RuleContext
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    # Small tensors: a second thread only adds spin-waiting on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spectrum_data(n: int, evals: list[float], rows: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

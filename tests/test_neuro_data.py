@@ -33,13 +33,7 @@ from neuro_data.idx import read_idx, write_idx
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the machine's data dirs or cache unless it asks for them."""
-    monkeypatch.delenv("BIOPLAUS_DATA", raising=False)
-    monkeypatch.setattr(ds_mod, "SYSTEM_DATA_ROOT", tmp_path / "no-system-datasets")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    ds_mod.clear_cache()
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def _fake_idx_dir(d: Path, n_train: int = 30, n_test: int = 10, gz: bool = True) -> Path:

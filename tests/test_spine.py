@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 
 import bioplaus
 from bioplaus import registry
@@ -17,14 +18,6 @@ from bioplaus.experiments import run_experiment
 from bioplaus.nets import build_net
 from bioplaus.plugins.base import Plugin
 from bioplaus.rules.backprop import Backprop
-
-TINY = {
-    "name": "tiny",
-    "data": {"dataset": "digits", "batch_size": 128, "limit_train": 512},
-    "network": {"backend": "rate", "hidden": [16]},
-    "rule": {"name": "backprop", "lr": 0.1},
-    "train": {"epochs": 2, "report": False, "progress": False},
-}
 
 
 def test_defaults_and_overrides() -> None:

@@ -20,16 +20,9 @@ from neuro_data import (
     load_idx_dir,
     load_npz,
 )
-from neuro_data import datasets as ds_mod
 from neuro_data.idx import write_idx
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BIOPLAUS_DATA", raising=False)
-    monkeypatch.setattr(ds_mod, "SYSTEM_DATA_ROOT", tmp_path / "no-system-datasets")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    ds_mod.clear_cache()
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def _u8(n: int = 60, *shape: int, seed: int = 0) -> np.ndarray:

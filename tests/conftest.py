@@ -1,0 +1,54 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A small supervised experiment on sklearn's digits: seconds on one core.
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "data": {"dataset": "digits", "batch_size": 128, "limit_train": 512},
+    "network": {"backend": "rate", "hidden": [16]},
+    "rule": {"name": "backprop", "lr": 0.1},
+    "train": {"epochs": 2, "report": False, "progress": False},
+}
+
+
+def tiny_config(**sections: Any) -> dict[str, Any]:
+    """`TINY` with whole tables replaced or ``table__field`` set: ``tiny_config(rule__lr=0.5)``."""
+    d = copy.deepcopy(TINY)
+    for key, value in sections.items():
+        table, _, field = key.partition("__")
+        if field:
+            d.setdefault(table, {})[field] = value
+        else:
+            d[table] = value
+    return d
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Small tensors: a second thread only adds spin-waiting on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the machine's data dirs or cache unless it asks for them."""
+    import neuro_data.datasets as ds_mod
+
+    monkeypatch.delenv("BIOPLAUS_DATA", raising=False)
+    monkeypatch.setattr(ds_mod, "SYSTEM_DATA_ROOT", tmp_path / "no-system-datasets")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ds_mod.clear_cache()
