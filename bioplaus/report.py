@@ -28,6 +28,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bioplaus.errors import BioplausError, one_line
 from bioplaus.record.reader import RunFile, open_run
 
 DPI = 120
@@ -339,16 +340,25 @@ def make_report(run_path: str | Path, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with open_run(run_path) as run:
-        _learning_curves(run, out, written)
-        _layer_metrics(run, out, written)
-        for population in run.populations:
-            _raster(run, population, out, written)
-        for name in run.traces:
-            if name.endswith(".mem"):
-                _membrane(run, name, out, written)
-        _weights(run, out, written)
-        _acc_matrix(run, out, written)
-        _task_curves(run, out, written)
+        try:
+            _learning_curves(run, out, written)
+            _layer_metrics(run, out, written)
+            for population in run.populations:
+                _raster(run, population, out, written)
+            for name in run.traces:
+                if name.endswith(".mem"):
+                    _membrane(run, name, out, written)
+            _weights(run, out, written)
+            _acc_matrix(run, out, written)
+            _task_curves(run, out, written)
+        except BioplausError:
+            raise
+        except (ValueError, LookupError, OSError) as exc:
+            # The reader checked the layout; values it allows can still defeat figure code
+            # (scalar trace rows, empty task metrics, names too long for a file name).
+            raise BioplausError(one_line(
+                f"{run_path}: report: cannot draw the figures ({type(exc).__name__}: {str(exc)[:200]})"
+            )) from None
     return written
 
 
