@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class BioplausError(Exception):
     """Base of every error whose message is meant for the user, not a traceback."""
@@ -17,3 +19,32 @@ class DataError(BioplausError):
 
 class RunError(BioplausError):
     """A run could not go on (NaN loss, diverging weights); the message names the step."""
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: line breaks and other control characters escaped.
+
+    Messages naming objects of untrusted files must not break the one-line contract, nor
+    carry lone surrogates (undecodable bytes) that a strict stdout cannot encode.
+    """
+    text = str(text).encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class RunFileError(BioplausError, ValueError):
+    """A run file is unreadable, malformed or refused as unsafe; the message names the file
+    and the offending object. Also a ValueError, which the reader raised before."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+class NIRFileError(BioplausError, ValueError):
+    """A NIR file or graph is unreadable, malformed or cannot be rebuilt as a bioplaus net;
+    the message names the file (or graph) and the offending node, edge or field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")

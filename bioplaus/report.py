@@ -31,7 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bioplaus.context import Metric, find_metric, headline
-from bioplaus.errors import BioplausError
+from bioplaus.errors import BioplausError, one_line
 from bioplaus.record.reader import RunFile, open_run
 from bioplaus.registry import register_figure
 
@@ -324,12 +324,21 @@ def make_report(run_path: str | Path, out_dir: str | Path) -> list[Path]:
     from bioplaus.registry import FIGURES
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with open_run(run_path) as run:
         _register_owners(run)
-        for _name, figure in FIGURES.items():
-            written += figure(run, out) or []
+        out.mkdir(parents=True, exist_ok=True)
+        for name, figure in FIGURES.items():
+            try:
+                written += figure(run, out) or []
+            except BioplausError:
+                raise
+            except (ValueError, LookupError, OSError) as exc:
+                # The reader checked the layout; values it allows can still defeat figure
+                # code (scalar trace rows, empty task metrics, names too long for a file).
+                raise BioplausError(one_line(
+                    f"{run_path}: report: cannot draw figure {name!r} ({type(exc).__name__}: {str(exc)[:200]})"
+                )) from None
     return written
 
 

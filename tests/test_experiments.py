@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, tiny_config
 
 import bioplaus
 import neuro_data
@@ -19,7 +20,6 @@ from bioplaus.cli import main
 from bioplaus.config import load_config
 from bioplaus.errors import ConfigError
 from bioplaus.registry import EXPERIMENTS, FIGURES, GROUPS
-from conftest import ROOT, tiny_config
 
 THIRDPARTY = ROOT / "tests" / "thirdparty"
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioplaus.config import NetworkConfig, SpikingConfig
-from bioplaus.errors import BioplausError
+from bioplaus.backends.spiking import LIFParams
+from bioplaus.config import NetworkConfig, SpikingConfig, check_choice
+from bioplaus.errors import BioplausError, ConfigError, NIRFileError, RunFileError
 from bioplaus.nets import Net, build_net
 
 
@@ -115,73 +116,325 @@ def export_nir(net: Net, path: str | Path) -> Path:
     return path
 
 
-def _meta(graph: Any, key: str, default: Any) -> Any:
-    v = graph.metadata.get(key, default)
-    if isinstance(v, bytes):
-        v = v.decode()
+# Most bytes of datasets a NIR file may hold (``nir.read`` loads them all).
+MAX_NIR_BYTES = 1 << 30
+# Longest simulation (time steps) a rebuilt net accepts from a file's metadata.
+MAX_T = 1_000_000
+_SUPPORTED = "Input, Flatten (after the input), Linear or Affine, LIF or LI (last), Output"
+
+
+def read_nir(path: str | Path) -> Any:
+    """Read a NIR file after checking it as untrusted HDF5 (see ``bioplaus.record._untrusted``).
+
+    ``nir.read`` follows links, reads external storage and loads every dataset whole; so the
+    file is walked first: only hard links, no external or virtual storage, declared sizes
+    backed by stored bytes, at most ``MAX_NIR_BYTES`` in all. Any failure of ``nir.read``
+    itself becomes one `NIRFileError` line.
+    """
+    import h5py
+    import nir
+
+    from bioplaus.record import _untrusted as u
+
+    p = Path(path)
+    if not p.is_file():
+        raise NIRFileError(f"{p}: no such NIR file")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise NIRFileError(f"{p}: not a NIR file (HDF5 cannot open it: {exc})") from None
+    with f:
+        u.check_tree(f, str(p), NIRFileError, read_cap=MAX_NIR_BYTES)
+        if not isinstance(u.get(f, "node", str(p), NIRFileError), h5py.Group):
+            raise NIRFileError(f"{p}: not a NIR file (no /node group)")
+    try:
+        return nir.read(p, type_check=False)
+    except Exception as exc:  # noqa: BLE001 - a third-party parser of untrusted input
+        raise NIRFileError(f"{p}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
+
+
+def _meta(graph: Any, key: str, default: Any, src: str) -> Any:
+    meta = graph.metadata if isinstance(getattr(graph, "metadata", None), dict) else {}
+    v = meta.get(key, default)
     if isinstance(v, np.ndarray):
+        if v.size != 1:
+            raise NIRFileError(f"{src}: metadata {key}: expected one value, got shape {v.shape}")
+        v = v.reshape(()).item()
+    if isinstance(v, np.generic):
         v = v.item()
+    if isinstance(v, bytes):
+        try:
+            v = v.decode()
+        except UnicodeDecodeError:
+            raise NIRFileError(f"{src}: metadata {key}: text is not UTF-8") from None
     return v
 
 
-def from_nir(graph: Any) -> Net:
-    """A spiking ``Net`` (MLP) rebuilt from a NIR graph written by :func:`to_nir`."""
+def _array(src: str, name: str, node: Any, attr: str, shape: tuple[int, ...] | None) -> np.ndarray:
+    """A finite float parameter of a node, of ``shape`` (any shape if None)."""
+    value = getattr(node, attr, None)
+    if value is None:
+        raise NIRFileError(f"{src}: node {name!r}: no {attr}")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise NIRFileError(f"{src}: node {name!r}: {attr} is not numeric (dtype {arr.dtype.str})")
+    arr = arr.astype(np.float64)
+    if shape is not None and arr.shape != shape:
+        raise NIRFileError(f"{src}: node {name!r}: {attr} has shape {arr.shape}, expected {shape}")
+    if not np.isfinite(arr).all():
+        raise NIRFileError(f"{src}: node {name!r}: {attr} holds NaN or inf")
+    return arr
+
+
+def _chain(graph: Any, src: str) -> list[str]:
+    """Node names from the Input to the Output node; the graph must be exactly that chain."""
     import nir
 
-    if isinstance(graph, str | Path):
-        graph = nir.read(graph)
-    dt = float(_meta(graph, "dt", 1e-3))
-    order, cur = [], "input"
-    nxt = {a: b for a, b in graph.edges}
-    while cur in nxt:
-        cur = nxt[cur]
+    nodes, edges = getattr(graph, "nodes", None), getattr(graph, "edges", None)
+    if not isinstance(nodes, dict) or not nodes:
+        raise NIRFileError(f"{src}: the graph has no nodes")
+    if edges is None or len(edges) == 0:
+        raise NIRFileError(f"{src}: the graph has no edges")
+    pairs: list[tuple[str, str]] = []
+    for edge in edges:
+        if not isinstance(edge, tuple | list) or len(edge) != 2 or not all(isinstance(e, str) for e in edge):
+            raise NIRFileError(f"{src}: edge {edge!r} is not a pair of node names")
+        a, b = str(edge[0]), str(edge[1])
+        for end in (a, b):
+            if end not in nodes:
+                raise NIRFileError(f"{src}: edge ({a!r}, {b!r}) refers to unknown node {end!r}")
+        if (a, b) in pairs:
+            raise NIRFileError(f"{src}: duplicate edge ({a!r}, {b!r})")
+        pairs.append((a, b))
+    for kind in (nir.Input, nir.Output):
+        found = [k for k, v in nodes.items() if isinstance(v, kind)]
+        if len(found) != 1:
+            raise NIRFileError(f"{src}: expected one {kind.__name__} node, found {len(found)}")
+    # Kahn's algorithm: whatever keeps an incoming edge is on a cycle.
+    indegree = dict.fromkeys(nodes, 0)
+    succ: dict[str, list[str]] = {k: [] for k in nodes}
+    for a, b in pairs:
+        indegree[b] += 1
+        succ[a].append(b)
+    ready = [k for k, d in indegree.items() if d == 0]
+    while ready:
+        for b in succ[ready.pop()]:
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                ready.append(b)
+    cyclic = sorted(k for k, d in indegree.items() if d > 0)
+    if cyclic:
+        raise NIRFileError(f"{src}: the edges form a cycle through {', '.join(map(repr, cyclic[:4]))}")
+    n_in = {k: 0 for k in nodes}
+    for _, b in pairs:
+        n_in[b] += 1
+    for k in nodes:
+        if len(succ[k]) > 1 or n_in[k] > 1:
+            raise NIRFileError(f"{src}: node {k!r} branches; only a chain from input to output "
+                               "can be rebuilt as a bioplaus MLP")
+    cur = next(k for k, v in nodes.items() if isinstance(v, nir.Input))
+    order = [cur]
+    while succ[cur]:
+        cur = succ[cur][0]
         order.append(cur)
-    syn = [graph.nodes[n] for n in order if n.startswith("syn")]
-    neu = [graph.nodes[n] for n in order if n.startswith("lif")]
-    if any(not isinstance(s, nir.Linear | nir.Affine) for s in syn):
-        raise BioplausError("import: only Linear/Affine synapses can be rebuilt as a bioplaus MLP")
+    if not isinstance(nodes[cur], nir.Output):
+        raise NIRFileError(f"{src}: the path from the input ends at {cur!r}, not at the output")
+    stray = sorted(set(nodes) - set(order))
+    if stray:
+        raise NIRFileError(f"{src}: node {stray[0]!r} is not on the path from input to output")
+    return order
+
+
+def from_nir(graph: Any) -> Net:
+    """A spiking ``Net`` (MLP) rebuilt from a NIR graph written by :func:`to_nir`.
+
+    ``graph`` is a ``nir.NIRGraph`` or the path of a NIR file (read with `read_nir`). The
+    graph is validated first: a chain input → [Flatten] → (Linear|Affine → LIF)* → LIF|LI →
+    output; finite parameters of matching shapes; one τ (> dt) and one threshold for every
+    neuron, with R = τ/dt and v_leak = 0 (the bioplaus LIF). Anything else raises
+    `NIRFileError` naming the node or field.
+    """
+    import nir
+
+    src = "NIR graph"
+    if isinstance(graph, str | Path):
+        src = str(graph)
+        graph = read_nir(graph)
+    if not isinstance(graph, nir.NIRGraph):
+        raise NIRFileError(f"{src}: expected a nir.NIRGraph, got {type(graph).__name__}")
+    order = _chain(graph, src)
+    nodes = graph.nodes
+    inner = order[1:-1]
+    if inner and isinstance(nodes[inner[0]], nir.Flatten):
+        inner = inner[1:]
+    if not inner or len(inner) % 2:
+        raise NIRFileError(f"{src}: expected synapse/neuron pairs between input and output ({_SUPPORTED})")
+    syn_names, neu_names = inner[0::2], inner[1::2]
+    for k in syn_names:
+        if not isinstance(nodes[k], nir.Linear | nir.Affine):
+            raise NIRFileError(f"{src}: node {k!r}: {type(nodes[k]).__name__} where a Linear/Affine "
+                               f"synapse was expected ({_SUPPORTED})")
+    for i, k in enumerate(neu_names):
+        allowed = (nir.LIF, nir.LI) if i == len(neu_names) - 1 else (nir.LIF,)
+        if not isinstance(nodes[k], allowed):
+            raise NIRFileError(f"{src}: node {k!r}: {type(nodes[k]).__name__} where a "
+                               f"{'/'.join(a.__name__ for a in allowed)} neuron was expected ({_SUPPORTED})")
+    kinds = {type(nodes[k]) for k in syn_names}
+    if len(kinds) > 1:
+        raise NIRFileError(f"{src}: mixes Linear and Affine synapses; a bioplaus net has bias "
+                           "in every layer or in none")
+    bias = nir.Affine in kinds
+
+    dt = _meta(graph, "dt", 1e-3, src)
+    if not isinstance(dt, int | float) or isinstance(dt, bool) or not (math.isfinite(dt) and dt > 0):
+        raise NIRFileError(f"{src}: metadata dt={dt!r}: expected a positive number of seconds")
+    dt = float(dt)
+    T = _meta(graph, "T", 20, src)
+    if not isinstance(T, int) or isinstance(T, bool) or not 1 <= T <= MAX_T:
+        raise NIRFileError(f"{src}: metadata T={T!r}: expected an integer in [1, {MAX_T}]")
+    texts = {}
+    for key, default in (("reset", "subtract"), ("surrogate", "atan"), ("readout", "mem_mean"),
+                         ("encoder", "direct")):
+        texts[key] = _meta(graph, key, default, src)
+        if not isinstance(texts[key], str):
+            raise NIRFileError(f"{src}: metadata {key}={texts[key]!r}: expected text")
+
+    in_type = getattr(nodes[order[0]], "input_type", None)
+    raw_shape = in_type.get("input") if isinstance(in_type, dict) else None
+    shape_arr = np.asarray(raw_shape) if raw_shape is not None else np.zeros(0)
+    if (shape_arr.ndim != 1 or not 1 <= shape_arr.size <= 3 or shape_arr.dtype.kind not in "iu"
+            or (shape_arr <= 0).any()):
+        raise NIRFileError(f"{src}: node {order[0]!r}: input shape {raw_shape!r}: expected 1 to 3 "
+                           "positive integers")
+    in_shape = tuple(int(v) for v in shape_arr)
+
+    weights, biases, taus, thresholds = [], [], [], []
+    n_in = math.prod(in_shape)
+    for s_name, n_name in zip(syn_names, neu_names):
+        w = _array(src, s_name, nodes[s_name], "weight", None)
+        if w.ndim != 2 or w.shape[1] != n_in or w.shape[0] == 0:
+            raise NIRFileError(f"{src}: node {s_name!r}: weight has shape {w.shape}, expected "
+                               f"(n_out, {n_in})")
+        n_out = w.shape[0]
+        weights.append(w)
+        if bias:
+            biases.append(_array(src, s_name, nodes[s_name], "bias", (n_out,)))
+        neu = nodes[n_name]
+        tau = _array(src, n_name, neu, "tau", (n_out,))
+        r = _array(src, n_name, neu, "r", (n_out,))
+        v_leak = _array(src, n_name, neu, "v_leak", (n_out,))
+        if (tau <= dt).any():
+            raise NIRFileError(f"{src}: node {n_name!r}: tau must exceed dt = {dt:g} s "
+                               f"(the discrete LIF needs 0 < beta < 1), got min {tau.min():g}")
+        if not np.allclose(r, tau / dt, rtol=1e-4):
+            raise NIRFileError(f"{src}: node {n_name!r}: r must be tau/dt for the bioplaus LIF")
+        if not np.allclose(v_leak, 0.0, atol=1e-9):
+            raise NIRFileError(f"{src}: node {n_name!r}: v_leak must be 0 for the bioplaus LIF")
+        taus.append(tau)
+        if isinstance(neu, nir.LIF):
+            thresholds.append(_array(src, n_name, neu, "v_threshold", (n_out,)))
+            _array(src, n_name, neu, "v_reset", (n_out,))
+        n_in = n_out
+    out_type = getattr(nodes[order[-1]], "output_type", None)
+    raw_out = out_type.get("output") if isinstance(out_type, dict) else None
+    if raw_out is not None:
+        out_arr = np.asarray(raw_out)
+        if out_arr.dtype.kind not in "iu" or int(np.prod(out_arr)) != n_in:
+            raise NIRFileError(f"{src}: node {order[-1]!r}: output shape {raw_out!r} does not "
+                               f"match the last layer's {n_in} neurons")
+    all_tau = np.concatenate(taus)
+    if not np.allclose(all_tau, all_tau[0], rtol=1e-6):
+        raise NIRFileError(f"{src}: tau differs between neurons; a bioplaus net has one tau")
+    thr = 1.0
+    if thresholds:
+        all_thr = np.concatenate(thresholds)
+        if not np.allclose(all_thr, all_thr[0], rtol=1e-6):
+            raise NIRFileError(f"{src}: v_threshold differs between neurons; a bioplaus net has one")
+        thr = float(all_thr[0])
     # invert τ_nir = dt / (1 − β) to the backend's τ, β = exp(−dt/τ)
-    beta = 1.0 - dt / float(np.asarray(neu[0].tau).flat[0])
-    tau = -dt / math.log(beta)
-    thr = float(np.asarray(neu[0].v_threshold).flat[0]) if isinstance(neu[0], nir.LIF) else 1.0
-    out_spikes = isinstance(neu[-1], nir.LIF)
-    bias = isinstance(syn[0], nir.Affine)
-    in_shape = tuple(int(v) for v in np.asarray(graph.nodes["input"].input_type["input"]))
-    hidden = [int(s.weight.shape[0]) for s in syn[:-1]]
-    cfg = NetworkConfig(
-        backend="spiking", arch="mlp", hidden=hidden, bias=bias,
-        spiking=SpikingConfig(
-            T=int(_meta(graph, "T", 20)), dt=dt, tau=tau, threshold=thr,
-            reset=str(_meta(graph, "reset", "subtract")), surrogate=str(_meta(graph, "surrogate", "atan")),
-            readout=str(_meta(graph, "readout", "mem_mean")), encoder=str(_meta(graph, "encoder", "direct")),
-            output_spikes=out_spikes,
-        ),
+    beta = 1.0 - dt / float(all_tau[0])
+    tau_backend = -dt / math.log(beta)
+    spiking = SpikingConfig(
+        T=T, dt=dt, tau=tau_backend, threshold=thr, reset=texts["reset"],
+        surrogate=texts["surrogate"], readout=texts["readout"], encoder=texts["encoder"],
+        output_spikes=isinstance(nodes[neu_names[-1]], nir.LIF),
     )
-    net = build_net(cfg, in_shape, int(syn[-1].weight.shape[0]))
+    try:
+        LIFParams(dt, tau_backend, thr, spiking.reset, spiking.surrogate).check("metadata")
+        check_choice(spiking.readout, ["mem_mean", "spike_count"], "metadata.readout")
+        check_choice(spiking.encoder, ["direct", "poisson", "latency"], "metadata.encoder")
+    except ConfigError as exc:
+        raise NIRFileError(f"{src}: {exc}") from None
+    cfg = NetworkConfig(backend="spiking", arch="mlp", hidden=[int(w.shape[0]) for w in weights[:-1]],
+                        bias=bias, spiking=spiking)
+    net = build_net(cfg, in_shape, int(weights[-1].shape[0]))
     with torch.no_grad():
-        for la, s in zip(net.layers, syn):
-            la.synapse.weight.copy_(torch.as_tensor(np.asarray(s.weight)))
+        for i, la in enumerate(net.layers):
+            la.synapse.weight.copy_(torch.as_tensor(weights[i]))
             if bias:
-                la.synapse.bias.copy_(torch.as_tensor(np.asarray(s.bias)))
+                la.synapse.bias.copy_(torch.as_tensor(biases[i]))
     return net
 
 
+def _positive_ints(value: Any, where: str, max_len: int) -> tuple[int, ...]:
+    arr = np.asarray(value) if isinstance(value, list | tuple | np.ndarray | int) else np.zeros(0)
+    if (arr.dtype.kind not in "iu" or arr.ndim > 1 or not 1 <= arr.size <= max_len
+            or (arr <= 0).any() or math.prod(int(v) for v in arr.ravel()) > 1 << 40):
+        raise RunFileError(f"{where}={value!r}: expected up to {max_len} positive integers")
+    return tuple(int(v) for v in arr.ravel())
+
+
 def load_net(run_path: str | Path) -> Net:
-    """The trained net saved in a run file (``/model/net``), rebuilt from the run's config."""
+    """The trained net saved in a run file (``/model/net``), rebuilt from the run's config.
+
+    The saved parameters must be finite and match, key for key and shape for shape, the
+    net the run's config builds (checked on torch's meta device before allocating);
+    otherwise `RunFileError` names the file and the parameter.
+    """
     from bioplaus.config import load_config
     from bioplaus.record import open_run
 
+    src = str(run_path)
     with open_run(run_path) as run:
-        cfg = load_config(run.config)
-        shape = run.attrs.get("input_shape")
-        n_classes = run.attrs.get("n_classes")
+        try:
+            cfg = load_config(run.config)
+        except RunFileError:
+            raise
+        except (BioplausError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise RunFileError(f"{src}: /: attribute config: {exc}") from None
+        attrs = run.attrs
+        shape = attrs.get("input_shape")
+        n_classes = attrs.get("n_classes")
         if shape is None or n_classes is None:
             raise BioplausError(f"{run_path}: the run file records no input shape / class count")
-        state = {}
-        for key in run.model_keys("net"):
-            state[key] = torch.as_tensor(np.asarray(run.array(f"/model/net/{key}")))
-    if not state:
+        in_shape = _positive_ints(shape, f"{src}: /: attribute input_shape", 3)
+        (classes,) = _positive_ints(n_classes, f"{src}: /: attribute n_classes", 1)
+        arrays = {key: run.array(f"/model/net/{key}") for key in run.model_keys("net")}
+    if not arrays:
         raise BioplausError(f"{run_path}: no saved model (record.save_model was off or the run did not finish)")
-    net = build_net(cfg.network, tuple(int(v) for v in shape), int(n_classes), seed=cfg.seed)
-    net.load_state_dict(state)
+    for key, arr in arrays.items():
+        where = f"{src}: /model/net/{key}"
+        if arr.dtype.kind not in "biuf":
+            raise RunFileError(f"{where}: expected a numeric array, got dtype {arr.dtype.str}")
+        if not np.isfinite(arr).all():
+            raise RunFileError(f"{where}: holds NaN or inf")
+    try:
+        with torch.device("meta"):
+            skeleton = build_net(cfg.network, in_shape, classes, seed=cfg.seed)
+    except ConfigError as exc:
+        raise RunFileError(f"{src}: /: attribute config: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        more = len(missing) + len(extra) - 1
+        raise RunFileError(f"{src}: /model/net: {what}{f' (and {more} more)' if more else ''}; "
+                           "the saved model does not match the run's config")
+    for key, arr in arrays.items():
+        if tuple(arr.shape) != expected[key]:
+            raise RunFileError(f"{src}: /model/net/{key}: shape {tuple(arr.shape)}, but the run's "
+                               f"config builds {expected[key]}")
+    net = build_net(cfg.network, in_shape, classes, seed=cfg.seed)
+    net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
     return net

@@ -4,11 +4,19 @@
 while being written, opens only this way) and falls back to a plain read-only open for
 files written without SWMR support. In SWMR mode every dataset is refreshed before it is
 read, so repeated calls see the rows appended since.
+
+Run files are untrusted input. Opening one validates its layout against
+``bioplaus/record/schema.md`` before anything is read: links other than hard links,
+external storage, virtual datasets, declared sizes that the stored bytes cannot back,
+deep JSON, malformed metrics, traces, weights and spike groups all raise
+`bioplaus.errors.RunFileError` (one line naming the file and the object). Checks that need
+the data itself (spike indices against the declared sizes, the size of a dense spike
+array) run when that data is read.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,25 +26,38 @@ from typing import Any
 import h5py
 import numpy as np
 
-from bioplaus.record.writer import FORMAT
+from bioplaus.errors import RunFileError
+from bioplaus.record import _untrusted as u
+from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
 
 _LOCK_WAIT_S = 2.0
+SUPPORTED_VERSIONS = (FORMAT_VERSION,)
+# Largest read of one dataset at once (a sparse or bomb-like dataset is refused earlier,
+# at open, by comparing its declared size with the bytes it stores).
+MAX_READ_BYTES = 2 << 30
+# Largest dense spike array `SpikeEvents.to_dense` builds (bool, one byte per entry).
+MAX_DENSE_BYTES = 1 << 30
+# Index ranges of the event columns (t int32, neuron uint32): larger declared sizes lie.
+_MAX_NEURONS = 1 << 32
+_MAX_TIME = 1 << 31
+_SPIKE_COLUMNS = ("step", "t", "neuron", "sample")
+_RECORD_COLUMNS = ("record_step", "record_sample_offset", "record_n_samples")
+# Attributes of traces that readers (figures) use as numbers or text.
+_TRACE_ATTRS = {"dt": "positive", "threshold": "finite", "every": "int", "unit": "text", "dims": "text"}
 
 
-def _decode(value: Any) -> Any:
-    """HDF5 attribute -> Python value; JSON text (objects, arrays, null) is decoded."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        if value.startswith(("{", "[")) or value == "null":
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError:
-                return value
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _scalar(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(eq=False)
@@ -45,7 +66,7 @@ class SpikeEvents:
 
     The time of an event is ``t * dt`` seconds; ``sample`` is the index of the sample
     within the records of that training ``step``. ``record_*`` list every recorded call
-    (also calls without any spike).
+    (also calls without any spike). ``source`` names where they were read from.
     """
 
     step: np.ndarray
@@ -58,6 +79,7 @@ class SpikeEvents:
     record_step: np.ndarray | None = None
     record_sample_offset: np.ndarray | None = None
     record_n_samples: np.ndarray | None = None
+    source: str = "spike events"
 
     @property
     def count(self) -> int:
@@ -79,7 +101,8 @@ class SpikeEvents:
     def to_dense(self, step: int | None = None) -> np.ndarray:
         """Spikes of one record step (default: the last) as a bool array [T, S, N].
 
-        T is the ``n_time`` attribute; S covers every sample recorded at that step.
+        T is the ``n_time`` attribute; S covers every sample recorded at that step. An
+        array larger than ``MAX_DENSE_BYTES`` raises `RunFileError` instead of allocating.
         """
         steps = self.steps
         if len(steps) == 0:
@@ -101,26 +124,35 @@ class SpikeEvents:
             if offsets is not None:
                 ends = ends + offsets[rmask].astype(np.int64)
             n_samples = max(n_samples, int(ends.max(initial=0)))
+        size = int(n_time) * int(n_samples) * int(self.n_neurons)
+        if size > MAX_DENSE_BYTES:
+            raise RunFileError(
+                f"{self.source}: step {step}: a dense [T, S, N] = [{n_time}, {n_samples}, "
+                f"{self.n_neurons}] array needs {u.size_text(size)}, more than the "
+                f"{u.size_text(MAX_DENSE_BYTES)} cap (reader.MAX_DENSE_BYTES)"
+            )
         out = np.zeros((n_time, n_samples, self.n_neurons), dtype=bool)
         out[t, s, n] = True
         return out
 
 
 class RunFile:
-    """A run file opened for reading; see ``bioplaus/record/schema.md`` for the layout."""
+    """A run file opened for reading; see ``bioplaus/record/schema.md`` for the layout.
+
+    Opening validates the file (see the module docstring); every problem with the file
+    raises `RunFileError`. Asking for a name the file does not hold raises KeyError.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"run file not found: {self.path}")
         self._f, self._swmr = self._open(self.path)
-        fmt = _decode(self._f.attrs.get("format"))
-        if fmt != FORMAT:
+        try:
+            self._validate()
+        except BaseException:
             self._f.close()
-            raise ValueError(
-                f"{self.path} is not a bioplaus run file (root attribute format={fmt!r}, "
-                f"expected {FORMAT!r})"
-            )
+            raise
 
     @staticmethod
     def _open(path: Path) -> tuple[h5py.File, bool]:
@@ -154,7 +186,192 @@ class RunFile:
             )
         elif any("signature" in e for e in errors):
             hint = " (not an HDF5 file)"
-        raise ValueError(f"cannot open run file {path}{hint}: {errors[-1]}")
+        elif any("truncated" in e for e in errors):
+            hint = " (truncated HDF5 file)"
+        raise RunFileError(f"cannot open run file {path}{hint}: {errors[-1]}")
+
+    # ------------------------------------------------------------------ validation
+
+    def _err(self, where: str, message: str) -> RunFileError:
+        return RunFileError(f"{self.path}: {where}: {message}")
+
+    def _validate(self) -> None:
+        """The checks of the module docstring that need no bulk data."""
+        fmt = u.read_attr(self._f, "format", f"{self.path}: /", RunFileError)
+        if u.as_text(fmt) != FORMAT:
+            raise RunFileError(
+                f"{self.path} is not a bioplaus run file (root attribute format="
+                f"{u.brief(fmt)}, expected {FORMAT!r})"
+            )
+        version = _scalar(u.read_attr(self._f, "format_version", f"{self.path}: /", RunFileError))
+        if version is None:
+            raise self._err("/", "no root attribute format_version")
+        if not _is_int(version) or version not in SUPPORTED_VERSIONS:
+            raise self._err(
+                "/", f"format_version {u.brief(version)} is not supported (this bioplaus reads "
+                f"{', '.join(map(str, SUPPORTED_VERSIONS))})"
+            )
+        u.check_tree(self._f, str(self.path), RunFileError)
+        live = self.status == "running"
+        _ = self.config, self.seed
+        for name in self._names("metrics"):
+            self._series("metrics", name, one_d=True, live=live)
+        for name in self._names("traces"):
+            self._series("traces", name, one_d=False, live=live)
+            self._trace_attrs(name)
+        for name in self._names("weights"):
+            self._series("weights", name, one_d=False, live=live)
+        for population in self.populations:
+            self._spike_group(population, live=live)
+        acc = self._dataset("continual/acc_matrix")
+        if acc is not None and (acc.ndim != 2 or acc.dtype.kind not in "iuf"):
+            raise self._err(
+                "/continual/acc_matrix",
+                f"expected a 2-D numeric dataset, got dtype {acc.dtype.str}, shape {acc.shape}",
+            )
+
+    def _get(self, path: str) -> Any:
+        return u.get(self._f, path, str(self.path), RunFileError)
+
+    def _dataset(self, path: str) -> h5py.Dataset | None:
+        """The checked dataset at ``path``, None if absent; another object raises."""
+        obj = self._get(path)
+        if obj is None:
+            return None
+        if not isinstance(obj, h5py.Dataset):
+            raise self._err("/" + path.strip("/"), "expected a dataset, found a group")
+        if self._swmr:
+            obj.refresh()
+        u.check_dataset(obj, "/" + path.strip("/"), str(self.path), RunFileError)
+        return obj
+
+    def _read(self, ds: h5py.Dataset, rows: int | None = None) -> Any:
+        return u.read(ds, ds.name, str(self.path), RunFileError, rows=rows, cap=MAX_READ_BYTES)
+
+    def _group(self, path: str) -> h5py.Group | None:
+        obj = self._get(path)
+        if obj is not None and not isinstance(obj, h5py.Group):
+            raise self._err("/" + path.strip("/"), "expected a group, found a dataset")
+        return obj
+
+    def _series(
+        self, group: str, name: str, *, one_d: bool, live: bool | None = None
+    ) -> tuple[h5py.Dataset, h5py.Dataset, int]:
+        """(values, steps, rows) of ``<group>/<name>`` and its ``_step`` companion."""
+        base = f"{group}/{name}"
+        where = "/" + base
+        ds = self._dataset(base)
+        if ds is None:
+            raise KeyError(f"{self.path}: no dataset {where!r}")
+        if ds.dtype.kind not in "iuf" or (ds.ndim != 1 if one_d else ds.ndim < 1):
+            raise self._err(
+                where,
+                f"expected a {'1-D' if one_d else '[rows, ...]'} numeric dataset, got dtype "
+                f"{ds.dtype.str}, shape {ds.shape}",
+            )
+        steps = self._dataset(base + "_step")
+        if steps is None:
+            raise self._err(where, f"no {where}_step dataset (the training step of each row)")
+        if steps.dtype.kind not in "iu" or steps.ndim != 1:
+            raise self._err(
+                where + "_step",
+                f"expected a 1-D integer dataset, got dtype {steps.dtype.str}, shape {steps.shape}",
+            )
+        n_values, n_steps = ds.shape[0], steps.shape[0]
+        if n_values != n_steps:
+            # A live (or killed) writer may be one flush ahead on one of them; a closed
+            # file with unequal lengths is damaged.
+            if live is None:
+                live = self.status == "running"
+            if not live:
+                raise self._err(where, f"{n_values} rows but {where}_step has {n_steps}")
+        return ds, steps, min(n_values, n_steps)
+
+    def _trace_attrs(self, name: str) -> dict[str, Any]:
+        where = f"/traces/{name}"
+        ds = self._dataset(f"traces/{name}")
+        assert ds is not None
+        info = u.read_attrs(ds, f"{self.path}: {where}", RunFileError)
+        for key, kind in _TRACE_ATTRS.items():
+            if key not in info:
+                continue
+            v = info[key]
+            ok = {
+                "positive": _is_real(v) and math.isfinite(v) and v > 0,
+                "finite": _is_real(v) and math.isfinite(v),
+                "int": _is_int(v),
+                "text": isinstance(v, str),
+            }[kind]
+            if not ok:
+                want = {"positive": "a positive number", "finite": "a finite number",
+                        "int": "an integer", "text": "text"}[kind]
+                raise self._err(where, f"attribute {key}={u.brief(v)}: expected {want}")
+        return info
+
+    def _attr_number(
+        self, obj: Any, key: str, where: str, *, integer: bool, lo: float, hi: float,
+        required: bool,
+    ) -> Any:
+        raw = u.read_attr(obj, key, f"{self.path}: {where}", RunFileError)
+        if raw is None:
+            if required:
+                raise self._err(where, f"no attribute {key}")
+            return None
+        v = _scalar(raw)
+        ok = _is_int(v) if integer else _is_real(v) and math.isfinite(v)
+        if not ok or not lo <= v <= hi:
+            kind = "an integer" if integer else "a finite number"
+            bounds = f" in [{lo}, {hi}]" if math.isfinite(hi) else f" >= {lo}"
+            raise self._err(where, f"attribute {key}={u.brief(v)}: expected {kind}{bounds}")
+        return v
+
+    def _spike_group(
+        self, population: str, *, live: bool | None = None
+    ) -> tuple[dict[str, h5py.Dataset], dict[str, h5py.Dataset], int, int, dict[str, Any]]:
+        """(event columns, record columns, events, records, attrs) of a population, checked."""
+        where = f"/spikes/{population}"
+        grp = self._get(f"spikes/{population}")
+        if grp is None:
+            known = ", ".join(self.populations) or "none"
+            raise KeyError(f"{self.path}: no spike population {population!r} (have: {known})")
+        if not isinstance(grp, h5py.Group):
+            raise self._err(where, "expected a group of spike events, found a dataset")
+        cols: dict[str, h5py.Dataset] = {}
+        recs: dict[str, h5py.Dataset] = {}
+        for key in (*_SPIKE_COLUMNS, *_RECORD_COLUMNS):
+            ds = self._dataset(f"spikes/{population}/{key}")
+            if ds is None:
+                if key in _SPIKE_COLUMNS:
+                    raise self._err(f"{where}/{key}", "missing (a population has step, t, neuron, sample)")
+                continue
+            if ds.ndim != 1 or ds.dtype.kind not in "iu":
+                raise self._err(
+                    f"{where}/{key}",
+                    f"expected a 1-D integer dataset, got dtype {ds.dtype.str}, shape {ds.shape}",
+                )
+            (cols if key in _SPIKE_COLUMNS else recs)[key] = ds
+        if recs and len(recs) != len(_RECORD_COLUMNS):
+            missing = [k for k in _RECORD_COLUMNS if k not in recs]
+            raise self._err(f"{where}/{missing[0]}", "missing (the record_* columns come together)")
+        attrs = {
+            "n_neurons": self._attr_number(grp, "n_neurons", where, integer=True, lo=0,
+                                           hi=_MAX_NEURONS, required=True),
+            "dt": self._attr_number(grp, "dt", where, integer=False, lo=0, hi=math.inf,
+                                    required=True),
+            "n_time": self._attr_number(grp, "n_time", where, integer=True, lo=0,
+                                        hi=_MAX_TIME, required=False),
+        }
+        if attrs["dt"] <= 0:
+            raise self._err(where, f"attribute dt={attrs['dt']!r}: expected a positive number")
+        counts = [ds.shape[0] for ds in cols.values()]
+        rec_counts = [ds.shape[0] for ds in recs.values()]
+        if len(set(counts)) > 1 or len(set(rec_counts)) > 1:
+            if live is None:
+                live = self.status == "running"
+            if not live:
+                lengths = ", ".join(f"{k} {ds.shape[0]}" for k, ds in {**cols, **recs}.items())
+                raise self._err(where, f"columns of unequal length ({lengths})")
+        return cols, recs, min(counts), min(rec_counts, default=0), attrs
 
     # ------------------------------------------------------------------ basics
 
@@ -175,23 +392,21 @@ class RunFile:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RunFile({str(self.path)!r}, status={self.status!r})"
-
-    def _ds(self, path: str) -> h5py.Dataset:
-        obj = self._f.get(path)
-        if not isinstance(obj, h5py.Dataset):
-            raise KeyError(f"{self.path}: no dataset {path!r}")
-        if self._swmr:
-            obj.refresh()
-        return obj
+        try:
+            status = self.status
+        except (RunFileError, ValueError):
+            status = "invalid"
+        return f"RunFile({str(self.path)!r}, status={status!r})"
 
     def _names(self, group: str, skip_steps: bool = True) -> list[str]:
         """Dataset names under ``group`` (recursive), without the ``<name>_step`` companions."""
-        grp = self._f.get(group)
-        if not isinstance(grp, h5py.Group):
+        grp = self._group(group)
+        if grp is None:
             return []
-        names: list[str] = []
-        grp.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        names = [
+            n for n, o in u.walk(grp, str(self.path), RunFileError, group)
+            if isinstance(o, h5py.Dataset)
+        ]
         if skip_steps:
             present = set(names)
             names = [n for n in names if not (n.endswith("_step") and n[:-5] in present)]
@@ -200,7 +415,7 @@ class RunFile:
     @property
     def attrs(self) -> dict[str, Any]:
         """Root attributes, JSON text decoded (``config``, ``versions``, meta items)."""
-        return {k: _decode(v) for k, v in self._f.attrs.items()}
+        return u.read_attrs(self._f, f"{self.path}: /", RunFileError)
 
     @property
     def status(self) -> str:
@@ -208,25 +423,47 @@ class RunFile:
 
         The root attribute is final once the writer closed; while it says "running" the
         ``/status`` dataset, which the writer updates in place under SWMR, is the truth.
+        Any other value raises `RunFileError`.
         """
-        status = str(_decode(self._f.attrs.get("status", "running")))
-        if status == "running" and isinstance(self._f.get("status"), h5py.Dataset):
-            value = self._ds("status")[()]
-            status = value.decode() if isinstance(value, bytes) else str(value)
-            status = status.rstrip("\x00").strip() or "running"
+        raw = u.read_attr(self._f, "status", f"{self.path}: /", RunFileError, "running")
+        status, where = u.as_text(raw), "/: attribute status"
+        if status == "running":
+            ds = self._dataset("status")
+            if ds is not None:
+                where = "/status"
+                if ds.shape != () or ds.dtype.kind not in "SOU":
+                    raise self._err(where, f"expected a scalar string, got dtype {ds.dtype.str}, shape {ds.shape}")
+                status = u.as_text(self._read(ds))
+                status = None if status is None else status.rstrip("\x00").strip() or "running"
+        if status not in STATUSES:
+            raise self._err(
+                where, f"invalid status {u.brief(status if status is not None else raw)} "
+                f"(expected one of {', '.join(STATUSES)})"
+            )
         return status
 
     @property
     def config(self) -> dict[str, Any]:
         """The experiment configuration as stored at the start of the run."""
-        cfg = _decode(self._f.attrs.get("config", "{}"))
-        return cfg if isinstance(cfg, dict) else {}
+        where = f"{self.path}: /: attribute config"
+        raw = u.read_attr(self._f, "config", where, RunFileError)
+        if raw is None:
+            return {}
+        text = u.as_text(raw)
+        if text is None:
+            raise RunFileError(f"{where}: expected JSON text, got {u.brief(raw)}")
+        cfg = u.load_json(text, where, RunFileError, strict=True)
+        if not isinstance(cfg, dict):
+            raise RunFileError(f"{where}: expected a JSON object, got {type(cfg).__name__}")
+        return cfg
 
     @property
     def seed(self) -> int | None:
         """The run's seed."""
-        seed = self._f.attrs.get("seed")
-        return None if seed is None else int(seed)
+        seed = _scalar(u.read_attr(self._f, "seed", f"{self.path}: /", RunFileError))
+        if seed is not None and not _is_int(seed):
+            raise self._err("/", f"attribute seed={u.brief(seed)}: expected an integer")
+        return seed
 
     @property
     def name(self) -> str:
@@ -245,14 +482,12 @@ class RunFile:
         return {name: self.metric(name) for name in self._names("metrics")}
 
     def _metric_pair(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if f"metrics/{name}" not in self._f:
+        if self._get(f"metrics/{name}") is None:
             known = ", ".join(self._names("metrics")) or "none"
             raise KeyError(f"{self.path}: no metric {name!r} (metrics: {known})")
-        values = self._ds(f"metrics/{name}")[()]
-        steps = self._ds(f"metrics/{name}_step")[()]
+        ds, steps, n = self._series("metrics", name, one_d=True)
         # A reader can catch a flush between the two datasets: keep whole rows only.
-        n = min(len(values), len(steps))
-        return steps[:n], values[:n]
+        return self._read(steps, n), self._read(ds, n)
 
     def metric(self, name: str) -> np.ndarray:
         """Values of one metric."""
@@ -267,35 +502,36 @@ class RunFile:
     @property
     def populations(self) -> list[str]:
         """Populations with spike records."""
-        grp = self._f.get("spikes")
-        return sorted(grp.keys()) if isinstance(grp, h5py.Group) else []
+        grp = self._group("spikes")
+        return sorted(grp.keys()) if grp is not None else []
 
     def spikes(self, population: str) -> SpikeEvents:
-        """All spike events of one population."""
-        grp = self._f.get(f"spikes/{population}")
-        if not isinstance(grp, h5py.Group):
-            known = ", ".join(self.populations) or "none"
-            raise KeyError(f"{self.path}: no spike population {population!r} (have: {known})")
-        base = f"spikes/{population}"
-        cols = {k: self._ds(f"{base}/{k}")[()] for k in ("step", "t", "neuron", "sample")}
-        n = min(len(v) for v in cols.values())
-        recs: dict[str, np.ndarray | None] = {}
-        for key in ("record_step", "record_sample_offset", "record_n_samples"):
-            recs[key] = self._ds(f"{base}/{key}")[()] if f"{base}/{key}" in self._f else None
-        lengths = [len(v) for v in recs.values() if v is not None]
-        if lengths:
-            m = min(lengths)
-            recs = {k: None if v is None else v[:m] for k, v in recs.items()}
-        n_time = grp.attrs.get("n_time")
+        """All spike events of one population (indices checked against the declared sizes)."""
+        cols, recs, n, m, attrs = self._spike_group(population)
+        where = f"/spikes/{population}"
+        data = {k: self._read(ds, n) for k, ds in cols.items()}
+        rec_data = {k: self._read(ds, m) for k, ds in recs.items()}
+        limits = {"t": attrs["n_time"], "neuron": attrs["n_neurons"]}
+        for key, values in {**data, **rec_data}.items():
+            if not len(values):
+                continue
+            lo, hi = int(values.min()), int(values.max())
+            top = limits.get(key)
+            if lo < 0 or (top is not None and hi >= top):
+                bound = f"[0, {top})" if top is not None else "non-negative"
+                raise self._err(f"{where}/{key}", f"values {lo}..{hi} outside {bound}")
         return SpikeEvents(
-            step=cols["step"][:n],
-            t=cols["t"][:n],
-            neuron=cols["neuron"][:n],
-            sample=cols["sample"][:n],
-            n_neurons=int(grp.attrs["n_neurons"]),
-            dt=float(grp.attrs["dt"]),
-            n_time=None if n_time is None else int(n_time),
-            **recs,
+            step=data["step"],
+            t=data["t"],
+            neuron=data["neuron"],
+            sample=data["sample"],
+            n_neurons=attrs["n_neurons"],
+            dt=float(attrs["dt"]),
+            n_time=attrs["n_time"],
+            record_step=rec_data.get("record_step"),
+            record_sample_offset=rec_data.get("record_sample_offset"),
+            record_n_samples=rec_data.get("record_n_samples"),
+            source=f"{self.path}: {where}",
         )
 
     # ------------------------------------------------------------------ traces, weights
@@ -306,25 +542,22 @@ class RunFile:
         return self._names("traces")
 
     def _require(self, group: str, name: str, what: str) -> None:
-        if not isinstance(self._f.get(f"{group}/{name}"), h5py.Dataset):
+        if not isinstance(self._get(f"{group}/{name}"), h5py.Dataset):
             known = ", ".join(self._names(group)) or "none"
             raise KeyError(f"{self.path}: no {what} {name!r} (have: {known})")
 
     def trace(self, name: str) -> np.ndarray:
         """All records of one trace, float32 [n_records, ...] (axes in ``trace_info``)."""
         self._require("traces", name, "trace")
-        data = self._ds(f"traces/{name}")[()]
-        steps = self._ds(f"traces/{name}_step")
-        return data[: min(len(data), steps.shape[0])]
+        ds, _, n = self._series("traces", name, one_d=False)
+        return self._read(ds, n)
 
     def trace_info(self, name: str) -> dict[str, Any]:
         """Attributes of a trace (unit, dt, every, dims, ...) plus ``steps`` and ``shape``."""
         self._require("traces", name, "trace")
-        ds = self._ds(f"traces/{name}")
-        info = {k: _decode(v) for k, v in ds.attrs.items()}
-        steps = self._ds(f"traces/{name}_step")[()]
-        n = min(len(steps), ds.shape[0])
-        info["steps"] = steps[:n]
+        ds, steps, n = self._series("traces", name, one_d=False)
+        info = self._trace_attrs(name)
+        info["steps"] = self._read(steps, n)
         info["shape"] = (n, *ds.shape[1:])
         return info
 
@@ -336,16 +569,14 @@ class RunFile:
     def weights(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps [S], snapshots float32 [S, ...]) of one layer."""
         self._require("weights", layer, "weights of layer")
-        data = self._ds(f"weights/{layer}")[()]
-        steps = self._ds(f"weights/{layer}_step")[()]
-        n = min(len(data), len(steps))
-        return steps[:n], data[:n]
+        ds, steps, n = self._series("weights", layer, one_d=False)
+        return self._read(steps, n), self._read(ds, n)
 
     # ------------------------------------------------------------------ anything else
 
     def has(self, path: str) -> bool:
         """True if an object exists at ``path``."""
-        return path.strip("/") in self._f if path.strip("/") else True
+        return self._get(path) is not None if path.strip("/") else True
 
     def model_keys(self, part: str = "net") -> list[str]:
         """Parameter names saved under ``/model/<part>`` (e.g. ``layers.0.synapse.weight``)."""
@@ -353,7 +584,12 @@ class RunFile:
 
     def array(self, path: str) -> np.ndarray:
         """Any dataset by path, e.g. ``/continual/acc_matrix`` or ``/model/fc1.weight``."""
-        value = self._ds(path.strip("/"))[()]
+        obj = self._get(path)
+        if not isinstance(obj, h5py.Dataset):
+            raise KeyError(f"{self.path}: no dataset {path.strip('/')!r}")
+        ds = self._dataset(path)
+        assert ds is not None
+        value = self._read(ds)
         if isinstance(value, bytes):
             return np.array(value.decode("utf-8", errors="replace"))
         return np.asarray(value)
@@ -361,13 +597,17 @@ class RunFile:
     def attrs_of(self, path: str) -> dict[str, Any]:
         """Attributes of any object by path (JSON text decoded)."""
         p = path.strip("/")
-        obj = self._f if not p else self._f.get(p)
+        obj = self._f if not p else self._get(p)
         if obj is None:
             raise KeyError(f"{self.path}: no object {path!r}")
-        return {k: _decode(v) for k, v in obj.attrs.items()}
+        return u.read_attrs(obj, f"{self.path}: /{p}", RunFileError)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly overview used by ``bioplaus inspect``."""
+        """JSON-friendly overview used by ``bioplaus inspect``.
+
+        Reads no bulk data except the metrics; a malformed object raises `RunFileError`
+        (nothing is skipped silently).
+        """
         attrs = self.attrs
         metrics: dict[str, float] = {}
         last_step: int | None = None
@@ -376,12 +616,12 @@ class RunFile:
             if len(values):
                 metrics[name] = float(values[-1])
                 last_step = max(int(steps[-1]), last_step if last_step is not None else -1)
-        populations = {p: int(self._ds(f"spikes/{p}/t").shape[0]) for p in self.populations}
+        populations = {p: int(self._spike_group(p)[2]) for p in self.populations}
         traces = {n: list(self.trace_info(n)["shape"]) for n in self.traces}
         weights: dict[str, list[int]] = {}
         for layer in self.layers_with_weights:
-            n = int(self._ds(f"weights/{layer}_step").shape[0])
-            weights[layer] = [n, *self._f[f"weights/{layer}"].shape[1:]]
+            ds, _, n = self._series("weights", layer, one_d=False)
+            weights[layer] = [n, *ds.shape[1:]]
         arrays: dict[str, list[int]] = {}
         streamed = {"metrics", "traces", "spikes", "weights", "status"}
 
@@ -404,7 +644,7 @@ class RunFile:
             "traces": traces,
             "weights": weights,
             "arrays": arrays,
-            "groups": sorted(k for k, v in self._f.items() if isinstance(v, h5py.Group)),
+            "groups": sorted(k for k in self._f.keys() if isinstance(self._get(k), h5py.Group)),
         }
         if "error" in attrs:
             summary["error"] = attrs["error"]
