@@ -22,9 +22,9 @@ TINY: dict[str, Any] = {
 }
 
 
-def tiny_config(**sections: Any) -> dict[str, Any]:
-    """`TINY` with whole tables replaced or ``table__field`` set: ``tiny_config(rule__lr=0.5)``."""
-    d = copy.deepcopy(TINY)
+def with_tables(base: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    """A copy of ``base`` with whole tables replaced or ``table__field`` set (``rule__lr=0.5``)."""
+    d = copy.deepcopy(base)
     for key, value in sections.items():
         table, _, field = key.partition("__")
         if field:
@@ -32,6 +32,11 @@ def tiny_config(**sections: Any) -> dict[str, Any]:
         else:
             d[table] = value
     return d
+
+
+def tiny_config(**sections: Any) -> dict[str, Any]:
+    """`TINY` with ``sections`` applied as in `with_tables`."""
+    return with_tables(TINY, **sections)
 
 
 @pytest.fixture

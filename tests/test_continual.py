@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import with_tables
 
 import neuro_data
 from bioplaus.config import load_config
@@ -18,22 +19,18 @@ from neuro_data.streams import PermutedArray
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+CL = {
+    "name": "cl",
+    "data": {"dataset": "digits", "val_fraction": 0.0, "batch_size": 32, "normalize": "standard"},
+    "network": {"backend": "rate", "hidden": [32], "activation": "relu", "spiking": {"T": 4}},
+    "rule": {"name": "backprop", "lr": 0.05},
+    "train": {"report": False, "progress": False, "log_every": 5},
+    "continual": {"stream": "permuted", "n_tasks": 3, "epochs_per_task": 1},
+}
+
+
 def _cfg(**over: object) -> dict:
-    d = {
-        "name": "cl",
-        "data": {"dataset": "digits", "val_fraction": 0.0, "batch_size": 32, "normalize": "standard"},
-        "network": {"backend": "rate", "hidden": [32], "activation": "relu", "spiking": {"T": 4}},
-        "rule": {"name": "backprop", "lr": 0.05},
-        "train": {"report": False, "progress": False, "log_every": 5},
-        "continual": {"stream": "permuted", "n_tasks": 3, "epochs_per_task": 1},
-    }
-    for key, value in over.items():
-        sect, _, field = key.partition("__")
-        if field:
-            d.setdefault(sect, {})[field] = value
-        else:
-            d[sect] = value
-    return d
+    return with_tables(CL, **over)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -174,3 +174,22 @@ def test_hand_written_loop_with_the_public_pieces(tmp_path: Path) -> None:
         assert f.metrics["loss"][-1] < f.metrics["loss"][0]
     with pytest.raises(ConfigError, match="rule.nope: unknown key"):
         bioplaus.build_rule("ccl", nope=1)
+
+
+def test_plugins_act_on_the_layers_a_rule_declares() -> None:
+    """HLOP and EWC take their layers from the rule, not from a net attribute."""
+    from bioplaus.rules.backprop import Backprop
+
+    class OutputOnly(Backprop):
+        def protected_layers(self) -> list:
+            return [self.net.output_layer]
+
+    net = bioplaus.build_net(64, 10, hidden=[16, 12])
+    hlop, ewc = bioplaus.build_plugin("hlop", neurons_first=[4], neurons_per_task=[2]), bioplaus.build_plugin("ewc")
+    bioplaus.setup(OutputOnly(bioplaus.build_rule("backprop").cfg), net, 10, plugins=[hlop, ewc])
+    assert hlop.net_layers == [net.output_layer] and list(hlop.lateral) == [0]
+    assert hlop.lateral[0].n == 12  # the output layer's presynaptic width
+    assert ewc.params == list(net.output_layer.parameters())
+    with pytest.raises(ConfigError, match=r"plugins.hlop.layers: layer 1 does not exist"):
+        bioplaus.setup(OutputOnly(bioplaus.build_rule("backprop").cfg), net, 10,
+                       plugins=[bioplaus.build_plugin("hlop", layers=[1])])

@@ -328,6 +328,14 @@ class Continual(GradientExperiment):
         )
         return summary
 
+    def _matrix_row(self) -> tuple[np.ndarray, dict[str, float]]:
+        """Evaluate every task, append the row to the matrix, write it and the per-task metrics."""
+        accs, losses = self._evaluate_all()
+        self.rows.append(accs)
+        summary = self._write_matrix()
+        self._log_eval(self.ctx.step, accs, losses)
+        return accs, summary
+
     def _train_sequential(self) -> dict[str, float]:
         c = self.options
         summary: dict[str, float] = {}
@@ -358,11 +366,8 @@ class Continual(GradientExperiment):
             plugins.after_task(k, task.train)
             self._set_task(None)
             self.train_seconds += time.perf_counter() - t0
-            accs, losses = self._evaluate_all()
-            self.rows.append(accs)
-            summary = self._write_matrix()
+            accs, summary = self._matrix_row()
             step = self.ctx.step
-            self._log_eval(step, accs, losses)
             seen = float(np.mean(accs[: k + 1]))
             self.ctx.log(
                 step,
@@ -415,11 +420,8 @@ class Continual(GradientExperiment):
         self._set_task(None)
         plugins.after_task(0, self.tasks[0].train)
         self.train_seconds += time.perf_counter() - t0
-        accs, losses = self._evaluate_all()
-        self.rows.append(accs)
-        summary = self._write_matrix()
+        accs, summary = self._matrix_row()
         step = self.ctx.step
-        self._log_eval(step, accs, losses)
         self.ctx.log(
             step, task=float(len(self.tasks) - 1), test_acc=summary["ACC"],
             train_loss_task=loss_sum / max(count, 1), train_acc_task=acc_sum / max(count, 1),
