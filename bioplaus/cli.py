@@ -6,14 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from bioplaus import __version__
 from bioplaus.errors import BioplausError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bioplaus.config import load_config
+    from bioplaus.sims import resolve_config
     from bioplaus.train import run_experiment
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(resolve_config(args.config), args.set)
     if args.no_report:
         cfg.train.report = False
     progress = False if args.quiet else None
@@ -51,11 +53,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from bioplaus import registry
+    from bioplaus.sims import sim_names
 
     print("rules:    " + ", ".join(registry.rule_names()))
     print("plugins:  " + ", ".join(registry.plugin_names()))
     print("backends: " + ", ".join(registry.backend_names()))
     print("datasets: " + ", ".join(registry.dataset_names()))
+    print("sims:     " + ", ".join(sim_names()) + "   (bioplaus run NAME)")
     return 0
 
 
@@ -69,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bioplaus",
         description="Biologically plausible and spiking learning rules; every run recorded to HDF5.",
     )
+    ap.add_argument("--version", action="version", version=f"bioplaus {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the experiment described by a TOML file")
-    r.add_argument("config", help="experiment TOML file (see sims/)")
+    r.add_argument("config", help="experiment TOML file, or the name of a packaged sim "
+                   "(e.g. quickstart; see bioplaus list)")
     r.add_argument("--out", help="run file to write (default runs/<name>.h5)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rule.lr=0.05 (repeatable)")
@@ -85,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", help="directory for the figures (default <run>_figures/)")
     p.set_defaults(func=_cmd_report)
-    sub.add_parser("list", help="registered rules, plugins, backends, data sets").set_defaults(func=_cmd_list)
+    sub.add_parser("list", help="registered rules, plugins, backends, data sets, sims").set_defaults(func=_cmd_list)
     _add_optional_commands(sub)
     return ap
 
