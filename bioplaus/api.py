@@ -34,7 +34,8 @@ def run(
 ) -> RunResult:
     """Run one experiment and return its result (``result.path`` is the run file).
 
-    ``config``: a TOML path, a dict shaped like the TOML, or an `ExperimentConfig`.
+    ``config``: a TOML path, the name of a ready sim (``"quickstart"``, see ``bioplaus
+    list``), a dict shaped like the TOML, or an `ExperimentConfig`.
     ``overrides``: ``["rule.lr=0.05", ...]`` or ``{"rule.lr": 0.05}``. ``data``: a
     ``neuro_data.Dataset`` (e.g. from ``neuro_data.from_arrays``) used instead of ``[data]``.
     Bad input raises a `bioplaus.BioplausError` subclass naming the field.
@@ -43,6 +44,10 @@ def run(
         items = [f"{k}={_toml_value(v)}" for k, v in overrides.items()]
     else:
         items = list(overrides or [])
+    if isinstance(config, str | Path):
+        from bioplaus.sims import resolve_config
+
+        config = resolve_config(str(config))  # a ready sim by name, e.g. "quickstart"
     cfg = load_config(dict(config) if isinstance(config, Mapping) else config, items)
     if report is not None:
         cfg.train.report = report

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bioplaus import __version__
 from bioplaus.errors import BioplausError
 
 
@@ -47,10 +48,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from bioplaus.registry import GROUPS
+    from bioplaus.sims import sim_names
 
     width = max(len(g) for g in GROUPS) + 1
     for group, reg in GROUPS.items():
         print(f"{group + ':':<{width}} " + ", ".join(reg.names()))
+    print(f"{'sims:':<{width}} " + ", ".join(sim_names()) + "   (bioplaus run NAME)")
     return 0
 
 
@@ -64,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bioplaus",
         description="Biologically plausible and spiking learning rules; every run recorded to HDF5.",
     )
+    ap.add_argument("--version", action="version", version=f"bioplaus {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the experiment described by a TOML file")
-    r.add_argument("config", help="experiment TOML file (see sims/)")
+    r.add_argument("config", help="experiment TOML file, or the name of a packaged sim "
+                   "(e.g. quickstart; see bioplaus list)")
     r.add_argument("--out", help="run file to write (default runs/<name>.h5)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rule.lr=0.05 (repeatable)")
@@ -80,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", help="directory for the figures (default <run>_figures/)")
     p.set_defaults(func=_cmd_report)
-    sub.add_parser("list", help="registered experiment kinds, rules, plugins, backends, data sets, figures").set_defaults(func=_cmd_list)
+    sub.add_parser("list", help="registered experiment kinds, rules, plugins, backends, data sets, figures; sims").set_defaults(func=_cmd_list)
     _add_optional_commands(sub)
     return ap
 

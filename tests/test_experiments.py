@@ -99,7 +99,7 @@ def test_kind_is_inferred_and_tables_belong_to_their_kind() -> None:
 def test_every_registry_group_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines] == list(GROUPS)
+    assert [line.split(":")[0] for line in lines][: len(GROUPS)] == list(GROUPS)
     assert {"supervised", "continual"} <= set(EXPERIMENTS.names())
     assert {"learning_curves", "acc_matrix", "spikes", "weights"} <= set(FIGURES.names())
 

@@ -21,8 +21,10 @@ of replaying a per-step autograd graph.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,9 +132,10 @@ def kernel() -> Any:
     try:
         from torch.utils.cpp_extension import load
 
-        src = Path(__file__).with_name("lif_kernel.cpp")
+        _ninja_on_path()
+        src = Path(__file__).resolve().with_name("lif_kernel.cpp")
         _KERNEL = load(
-            name="bioplaus_lif_kernel",
+            name=_kernel_build_name(src),
             sources=[str(src)],
             extra_cflags=["-O3", "-ffp-contract=off"],
             verbose=False,
@@ -147,6 +150,33 @@ def kernel() -> Any:
         )
         _KERNEL = None
     return _KERNEL
+
+
+def _kernel_build_name(src: Path) -> str:
+    """One build directory per (kernel source, torch) install, under torch's extension cache.
+
+    torch rewrites the build file with the source and include paths on each first load, so
+    two installs sharing one name (a checkout and a wheel venv, two worktrees) would recompile
+    (~30 s) every time the user switches between them.
+    """
+    tag = hashlib.sha1(f"{src}\n{Path(torch.__file__).resolve()}".encode()).hexdigest()[:10]
+    return f"bioplaus_lif_kernel_{tag}"
+
+
+def _ninja_on_path() -> None:
+    """Put the ``ninja`` wheel's binary on PATH if no ninja is there, for torch's JIT build.
+
+    The wheel installs it into the environment's ``bin/``, which is not on PATH when bioplaus
+    runs without activating its venv (pipx, cron, a full path to the script); the build (and
+    with it the fast kernel) would then be skipped.
+    """
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
 def _use_kernel(x: Tensor) -> Any:
