@@ -270,7 +270,8 @@ class Continual(GradientExperiment):
             "mode": c.mode,
         }
         self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, extra)
-        self.setup_rule(next(iter(self.tasks[0].test))[0][:64])
+        probe_x, probe_y = next(iter(self.tasks[0].test))[:2]
+        self.setup_rule(probe_x[:64], probe_y[:64])
 
     def meta(self) -> dict[str, Any]:
         return {
