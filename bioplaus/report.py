@@ -520,8 +520,8 @@ def make_report(run_path: str | Path, out_dir: str | Path) -> list[Path]:
             except BioplausError:
                 raise
             except (ValueError, LookupError, OSError) as exc:
-                # The reader checked the layout; values it allows can still defeat figure
-                # code (scalar trace rows, empty task metrics, names too long for a file).
+                # The reader checked the layout and the figures skip what they cannot draw;
+                # a value nobody anticipated still gives one line, not a traceback.
                 raise BioplausError(one_line(
                     f"{run_path}: report: cannot draw figure {name!r} ({type(exc).__name__}: {str(exc)[:200]})"
                 )) from None
