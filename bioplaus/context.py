@@ -88,8 +88,12 @@ class Progress:
     """A tqdm bar on a terminal, one line per epoch otherwise (logs stay readable).
 
     Shows the declared ``progress`` metrics of each step and the ``summary`` metrics of
-    each epoch line.
+    each epoch line, values to 4 significant digits. An epoch line stays within ``WIDTH``
+    characters: the headline metric and the loss of each split come first; other summary
+    metrics are shown while they fit (every value is in the run file).
     """
+
+    WIDTH = 100
 
     def __init__(self, total: int, enabled: bool, desc: str, declared: Iterable[Metric] = ()) -> None:
         self.enabled = enabled
@@ -114,12 +118,34 @@ class Progress:
             shown = " ".join(f"{k} {v:.4g}" for k, v in self._pick(values, "progress"))
             self.bar.set_postfix_str(f"{position} {shown}".strip(), refresh=False)
 
+    def _priority(self, name: str) -> int:
+        """0: the headline; 1: a split's loss (``val_loss``, ``train_loss_epoch``); 2: others."""
+        m = find_metric(self.declared, name)
+        if m is not None and m.headline:
+            return 0
+        base = name.split("_", 1)[1] if name.startswith(("train_", "val_", "test_")) else name
+        return 1 if base in ("loss", "loss_epoch", "loss_task") else 2
+
+    def format_line(self, label: str, values: Mapping[str, float], seconds: float) -> str:
+        """The text of `line`: within ``WIDTH`` characters unless the essentials need more."""
+        picked = self._pick(values, "summary")
+        items = {k: f"{k}={v:.4g}" for k, v in picked}
+        tail = f" ({seconds:.1f} s)"
+        room = self.WIDTH - len(label) - 2 - len(tail)
+        keep: set[str] = set()
+        for k in sorted(items, key=lambda k: (self._priority(k), list(items).index(k))):
+            cost = len(items[k]) + (1 if keep else 0)
+            if cost <= room or self._priority(k) <= 1:
+                keep.add(k)
+                room -= cost
+        text = " ".join(items[k] for k in items if k in keep)
+        return f"{label}: {text}{tail}"
+
     def line(self, label: str, values: Mapping[str, float], seconds: float) -> None:
         """One line for an epoch (or task): its summary metrics and the time it took."""
         if not self.enabled:
             return
-        text = " ".join(f"{k}={v:.4f}" for k, v in self._pick(values, "summary"))
-        self.write(f"{label}: {text} ({seconds:.1f} s)")
+        self.write(self.format_line(label, values, seconds))
 
     def write(self, line: str) -> None:
         """A line above the bar (or on stderr without one); nothing when disabled."""

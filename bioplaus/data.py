@@ -36,6 +36,7 @@ class DataBundle:
     n_classes: int
     classes: list[str]
     probe_x: torch.Tensor
+    probe_y: torch.Tensor | None = None  # labels of probe_x (raster and membrane figures)
 
 
 def load_data(cfg: ExperimentConfig, data: Any = None) -> Any:
@@ -73,8 +74,8 @@ def _keywords(fn: Any) -> set[str] | None:
 
 def prepare_arrays(
     cfg: ExperimentConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
-) -> tuple[Any, Any, Any, np.ndarray]:
-    """Seeded split, limits and normalisation; returns (train, val, test) loaders and probe x."""
+) -> tuple[Any, Any, Any, np.ndarray, np.ndarray]:
+    """Seeded split, limits and normalisation; returns (train, val, test) loaders, probe x and y."""
     d = cfg.data
     if d.val_fraction > 0:
         x_tr, y_tr, x_val, y_val = neuro_data.split(x_train, y_train, d.val_fraction, cfg.seed)
@@ -94,14 +95,15 @@ def prepare_arrays(
     if x_val is not None and len(x_val):
         x_val = norm(x_val)
         val = neuro_data.ArrayLoader(x_val, y_val, d.eval_batch_size, shuffle=False)
-    probe_src = x_val if x_val is not None and len(x_val) else x_test
-    return train, val, test, np.ascontiguousarray(probe_src[:64])
+    probe_src, probe_y = (x_val, y_val) if x_val is not None and len(x_val) else (x_test, y_test)
+    return train, val, test, np.ascontiguousarray(probe_src[:64]), np.ascontiguousarray(probe_y[:64])
 
 
 def prepare_data(cfg: ExperimentConfig, data: Any = None) -> DataBundle:
     """Load (or take) the data set and batch it as ``[data]`` says."""
     ds = load_data(cfg, data)
-    train, val, test, probe = prepare_arrays(cfg, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    train, val, test, probe, probe_y = prepare_arrays(cfg, ds.x_train, ds.y_train, ds.x_test, ds.y_test)
     return DataBundle(
-        train, val, test, tuple(ds.shape), len(ds.classes), list(ds.classes), torch.as_tensor(probe)
+        train, val, test, tuple(ds.shape), len(ds.classes), list(ds.classes), torch.as_tensor(probe),
+        torch.as_tensor(probe_y),
     )

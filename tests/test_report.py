@@ -30,7 +30,9 @@ def _lif(current: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
 def build_run(path: Path, *, seed: int = 0) -> Path:
     """A run with learning curves, per-layer metrics, spikes, a .mem trace, weights, ACC."""
     rng = np.random.default_rng(seed)
-    with Recorder(path, {"name": "synthetic", "rule": {"name": "ccl"}}, seed=seed) as rec:
+    # kind "continual": its module registers acc_matrix (a figure of that kind).
+    config = {"name": "synthetic", "kind": "continual", "rule": {"name": "ccl"}}
+    with Recorder(path, config, seed=seed) as rec:
         steps = np.arange(0, 600, 5)
         for i, step in enumerate(steps):
             decay = np.exp(-step / 150)
@@ -135,7 +137,7 @@ def test_make_report_on_missing_file(tmp_path: Path) -> None:
 
 def test_task_curves_for_continual_runs(tmp_path: Path) -> None:
     path = tmp_path / "cl.h5"
-    with Recorder(path, {"name": "cl"}, seed=0) as rec:
+    with Recorder(path, {"name": "cl", "kind": "continual"}, seed=0) as rec:
         for i in range(3):
             step = 100 * i
             rec.log_metrics(step, task=float(i), **{f"task{j}/test_acc": (0.9 if j <= i else 0.1) for j in range(3)})
@@ -143,3 +145,155 @@ def test_task_curves_for_continual_runs(tmp_path: Path) -> None:
     names = [p.name for p in files]
     assert "task_curves.png" in names
     assert (tmp_path / "figs" / "task_curves.png").stat().st_size > 5_000
+
+
+# ---------------------------------------------------------------------- fixed defects
+
+
+def _axes_of(fig_fn, run_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    """The axes of the figure ``fig_fn`` draws (captured before the figure is saved)."""
+    from bioplaus import report
+    from bioplaus.record import open_run
+
+    seen: list = []
+
+    def keep(fig, out_dir, name):  # noqa: ANN001, ANN202
+        seen.extend(fig.axes)
+        return [out_dir / name]
+
+    monkeypatch.setattr(report, "save_figure", keep)
+    out.mkdir(parents=True, exist_ok=True)
+    with open_run(run_path) as run:
+        assert fig_fn(run, out)
+    return seen
+
+
+def test_one_point_series_has_a_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bioplaus import report
+
+    path = tmp_path / "short.h5"
+    with Recorder(path, {"name": "short"}, seed=0) as rec:
+        rec.log_metrics(20, **{"layer0/alignment": 0.1, "layer1/alignment": 0.2}, lr=0.1)
+    for fn in (report.layer_metrics, report.learning_curves):
+        axes = _axes_of(fn, path, tmp_path / "figs", monkeypatch)
+        lines = [ln for ax in axes for ln in ax.get_lines()]
+        assert lines and all(ln.get_marker() not in (None, "", "None") for ln in lines), fn.__name__
+
+
+def test_no_two_lines_of_a_panel_look_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from bioplaus import report
+    from bioplaus.context import Metric
+
+    # as ccl_ae declares them: the local loss in the loss panel
+    declared = [Metric(n, "min", panel="loss").to_json()
+                for n in ("train_loss", "train_local_loss", "train_loss_epoch", "val_loss")]
+    path = tmp_path / "losses.h5"
+    with Recorder(path, {"name": "losses"}, seed=0, meta={"declared_metrics": json.dumps(declared)}) as rec:
+        for step in range(0, 200, 5):
+            rec.log_metrics(step, train_loss=1.0 / (step + 1), train_local_loss=2.0 / (step + 1))
+            if step % 50 == 0:
+                rec.log_metrics(step, train_loss_epoch=1.0 / (step + 2), val_loss=1.5 / (step + 2))
+    axes = _axes_of(report.learning_curves, path, tmp_path / "figs", monkeypatch)
+    (loss,) = [ax for ax in axes if ax.get_title() == "loss"]
+    looks = [(ln.get_color(), ln.get_linestyle(), ln.get_marker()) for ln in loss.get_lines()]
+    assert len(looks) == 4 and len(set(looks)) == 4, looks
+    # a family shares its colour: the train split is one colour, val another
+    colors = {ln.get_label(): ln.get_color() for ln in loss.get_lines()}
+    assert colors["train_loss"] == colors["train_loss_epoch"] == colors["train_local_loss"] != colors["val_loss"]
+
+
+def test_membrane_shows_threshold_and_spikes(run_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bioplaus import report
+
+    (ax,) = _axes_of(report.membrane, run_file, tmp_path / "figs", monkeypatch)
+    lines = ax.get_lines()
+    flat = [ln for ln in lines if len(set(np.asarray(ln.get_ydata(), dtype=float))) == 1 and ln.get_linestyle() == "--"]
+    assert any(float(ln.get_ydata()[0]) == THRESHOLD for ln in flat), "no threshold line"
+    spikes = [ln for ln in lines if ln.get_marker() == "^" and ln.get_linestyle() == "None" and len(ln.get_xdata())]
+    assert spikes, "no spike marks"
+    assert any("spike" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_raster_rows_name_the_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bioplaus import report
+
+    path = tmp_path / "labels.h5"
+    rng = np.random.default_rng(0)
+    with Recorder(path, {"name": "labels"}, seed=0, meta={"classes": ["cat", "dog", "2"]}) as rec:
+        rec.log_spikes("hidden", 5, rng.random((10, 3, 8)) < 0.3, dt=DT)
+        rec.set_attrs("/spikes/hidden", labels=np.array([1, 0, 2]))
+    axes = _axes_of(report.spikes, path, tmp_path / "figs", monkeypatch)
+    titles = [ax.get_title(loc="left") for ax in axes]
+    assert titles == ["sample 0 (class 1: dog)", "sample 1 (class 0: cat)", "sample 2 (class 2)"]
+
+
+def test_weights_titles_do_not_overlap(tmp_path: Path) -> None:
+    """Six layers (CCL's MLP): the suptitle above every subplot title, tick labels apart."""
+    from matplotlib.figure import Figure
+
+    from bioplaus import report
+
+    run_file = tmp_path / "six.h5"
+    rng = np.random.default_rng(0)
+    with Recorder(run_file, {"name": "six_layers"}, seed=0) as rec:
+        for k in range(6):
+            for step in (0, 40):
+                rec.log_weights(f"layer{k}", step, rng.uniform(-0.0834, 0.0834, size=(64, 64)) * (1 + step / 100))
+
+    fig: list[Figure] = []
+    real_save = report.save_figure
+
+    def keep(f: Figure, out_dir: Path, name: str) -> list[Path]:
+        fig.append(f)
+        return real_save(f, out_dir, name)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "save_figure", keep)
+        (tmp_path / "figs").mkdir()
+        from bioplaus.record import open_run
+
+        with open_run(run_file) as run:
+            report.weights(run, tmp_path / "figs")
+    (f,) = fig
+    renderer = f.canvas.get_renderer()
+    top = f._suptitle.get_window_extent(renderer)
+    for ax in f.axes:
+        title = ax.title.get_window_extent(renderer)
+        assert title.y1 <= top.y0 + 1, (ax.get_title(), title, top)
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for a, b in zip(boxes, boxes[1:]):
+            assert a.x1 < b.x0, "tick labels run together"
+
+
+def test_hostile_names_and_rows_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "odd.h5"
+    with Recorder(path, {"name": "odd", "kind": "continual"}, seed=0) as rec:
+        rec.log_metrics(1, **{"layer" + "1" * 5000 + "/loss": 1.0, "task0/test_acc": float("nan")})
+        rec.log_spikes("p" * 300, 1, np.ones((4, 1, 3), dtype=bool), dt=DT)
+        rec.log_trace("x.mem", 1, np.float32(0.5), unit="1", dt=None, every=1, dims="record")
+    names = [p.name for p in make_report(path, tmp_path / "figs")]
+    assert "layer_metrics.png" not in names and "task_curves.png" not in names
+    assert not any(n.startswith("membrane_") for n in names)
+    (raster,) = [n for n in names if n.startswith("spikes_")]
+    assert len(raster) < 100
+
+
+def test_epoch_line_width() -> None:
+    from bioplaus.config import load_config
+    from bioplaus.context import Progress
+    from bioplaus.registry import EXPERIMENTS
+
+    cfg = load_config({"name": "w", "data": {"dataset": "digits", "evaluate_on": "test"}, "rule": {"name": "backprop"}})
+    declared = EXPERIMENTS.get(cfg.kind).declared_metrics(cfg)
+    values = {
+        "train_loss_epoch": 0.012042318, "train_acc_epoch": 0.99923845,
+        "val_loss": 0.19848412, "val_acc": 0.9375, "test_loss": 0.16086314, "test_acc": 0.95543175,
+    }
+    line = Progress(10, False, "w", declared).format_line("epoch 115", values, 1234.56)
+    assert len(line) <= 100, line
+    assert "test_acc=0.9554" in line  # the headline, 4 significant digits
+    for split_loss in ("train_loss_epoch=", "val_loss=", "test_loss="):
+        assert split_loss in line, line

@@ -270,7 +270,8 @@ class Continual(GradientExperiment):
             "mode": c.mode,
         }
         self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, extra)
-        self.setup_rule(next(iter(self.tasks[0].test))[0][:64])
+        probe_x, probe_y = next(iter(self.tasks[0].test))[:2]
+        self.setup_rule(probe_x[:64], probe_y[:64])
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -500,7 +501,8 @@ def acc_matrix_figure(run: RunFile, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "acc_matrix.png")
 
 
-_TASK_METRIC = re.compile(r"^task(\d+)/test_acc$")
+# Task indices of a sane size only: int() of a 5000-digit string raises.
+_TASK_METRIC = re.compile(r"^task(\d{1,6})/test_acc$")
 
 
 @register_figure("task_curves")
@@ -509,23 +511,28 @@ def task_curves_figure(run: RunFile, out_dir: Path) -> list[Path]:
     tasks = sorted(
         (int(m.group(1)), n) for n in run.metrics if (m := _TASK_METRIC.match(n)) is not None
     )
+    series = {n: np.asarray(run.metric(n), dtype=float) for _, n in tasks}
+    tasks = [(j, n) for j, n in tasks if np.isfinite(series[n]).any()]  # empty or all-NaN: no line
     if not tasks:
         return []
     fig = new_figure(7.5, 4.2)
     ax = fig.subplots()
     cmap = matplotlib.colormaps["viridis"]
-    for j, name in tasks:
-        y = np.asarray(run.metric(name), dtype=float)
+    for i, (j, name) in enumerate(tasks):
+        y = series[name]
         scale = 100.0 if np.nanmax(y) <= 1.0 else 1.0
-        ax.plot(run.metric_steps(name), scale * y, marker="o", ms=3,
-                color=cmap(j / max(len(tasks) - 1, 1)), label=f"task {j}")
+        ax.plot(run.metric_steps(name), scale * y, marker=("o", "s", "^", "D", "v")[i % 5], ms=4,
+                ls=("-", "--", ":", "-.")[(i // 5) % 4], color=cmap(0.9 * i / max(len(tasks) - 1, 1)),
+                label=f"task {j}")
     if "task" in run.metrics:
         # a dotted line where each new task starts
         for st in run.metric_steps("task")[:-1]:
-            ax.axvline(st, color="0.8", lw=0.8, ls=":")
+            ax.axvline(st, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{run.name}: accuracy on each task while the stream is learned")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"{run.name[:60]}: accuracy on each task while the stream is learned", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(tasks) > 5 else 1, loc="lower left")
+    ax.legend(fontsize=7, ncol=2 if len(tasks) > 5 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0)
     return save_figure(fig, out_dir, "task_curves.png")

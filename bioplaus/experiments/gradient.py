@@ -108,12 +108,12 @@ class GradientExperiment(Experiment):
         self.user_plugins = [PLUGINS.get(p.name)(p.options) for p in cfg.plugins]
         self.plugins = PluginList()
 
-    def setup_rule(self, probe_x: Tensor) -> None:
+    def setup_rule(self, probe_x: Tensor, probe_y: Tensor | None = None) -> None:
         """Set up the rule on its model, then the plugins and the probes (before the file)."""
         from bioplaus.plugins.probes import Probes
 
         cfg = self.cfg
-        probes = Probes(cfg.record.probes, probe_x) if cfg.record.probes else None
+        probes = Probes(cfg.record.probes, probe_x, probe_y) if cfg.record.probes else None
         self.probes = probes
         self.plugins = PluginList(self.user_plugins + ([probes] if probes else []))
         self.rule.plugins = self.plugins

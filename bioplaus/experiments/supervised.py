@@ -46,7 +46,7 @@ class Supervised(GradientExperiment):
             total = min(total, cfg.train.max_steps)
         self.total_steps = total
         self.build_rule(d.n_classes, d.input_shape, steps_per_epoch, total)
-        self.setup_rule(d.probe_x)
+        self.setup_rule(d.probe_x, d.probe_y)
 
     def meta(self) -> dict[str, Any]:
         d = self.data

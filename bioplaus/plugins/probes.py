@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,15 +35,20 @@ class Probes(Plugin):
     The layers are the rule's ``probe_points()``. Spikes go to ``/spikes/<layer>`` as event
     lists; membrane, current, input and rate activity go to ``/traces/<layer>.<variable>`` as
     ``[record, time, sample, neuron]`` (spiking) or ``[record, sample, neuron]`` (rate).
+    Attributes for the figures: ``labels`` (class of each probe sample, when ``probe_y`` is
+    given) on every spike population and trace, ``threshold`` (the LIF threshold) on
+    ``*.mem`` traces.
     """
 
     name = "probes"
 
-    def __init__(self, probes: list[ProbeConfig], probe_x: Tensor) -> None:
+    def __init__(self, probes: list[ProbeConfig], probe_x: Tensor, probe_y: Tensor | None = None) -> None:
         super().__init__({})
         self.probes = probes
         self.x = probe_x
+        self.y = probe_y
         self.events_logged: dict[str, int] = {}
+        self._described: set[str] = set()
 
     def setup(self, rule: Any, ctx: Any) -> None:
         self.rule = rule
@@ -54,6 +60,19 @@ class Probes(Plugin):
         for i, p in enumerate(self.probes):
             if step % p.every == 0:
                 self.record(step, i)
+
+    def _describe(self, path: str, samples: int, threshold: float | None = None) -> None:
+        """Attributes of a population or trace, set once (labels, threshold)."""
+        if path in self._described:
+            return
+        self._described.add(path)
+        attrs: dict[str, Any] = {}
+        if self.y is not None:
+            attrs["labels"] = self.y[:samples].detach().cpu().numpy().astype("i8")
+        if threshold is not None and math.isfinite(float(threshold)):  # an integrator's is inf
+            attrs["threshold"] = float(threshold)
+        if attrs:
+            self.run.set_attrs(path, **attrs)
 
     @torch.no_grad()
     def record(self, step: int, i: int) -> None:
@@ -74,13 +93,18 @@ class Probes(Plugin):
                     pop = layer.name + suffix
                     n = self.run.log_spikes(pop, spk.numpy().astype(bool), step=step, dt=dt)
                     self.events_logged[pop] = self.events_logged.get(pop, 0) + int(n)
+                    self._describe(f"/spikes/{pop}", spk.shape[1])
                     continue
                 t = getattr(st, var, None)
                 if t is None:
                     continue
                 arr = t.flatten(2) if temporal else t.flatten(1)
                 unit = {"mem": "threshold units", "current": "threshold units"}.get(var, "1")
+                name = f"{layer.name}.{var}{suffix}"
                 self.run.log_trace(
-                    f"{layer.name}.{var}{suffix}", arr.float().numpy(), step=step, unit=unit, dt=dt,
+                    name, arr.float().numpy(), step=step, unit=unit, dt=dt,
                     every=p.every, dims=dims,
                 )
+                params = getattr(getattr(layer, "neuron", None), "params", None)
+                threshold = getattr(params, "threshold", None) if var == "mem" else None
+                self._describe(f"/traces/{name}", arr.shape[-2], threshold)
