@@ -108,7 +108,10 @@ DATASETS: Registry[Callable[..., Any]] = Registry("datasets", "data.dataset", ("
 EXPERIMENTS: Registry[type] = Registry(
     "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual")
 )
-FIGURES: Registry[Callable[..., Any]] = Registry("figures", "figures", ("bioplaus.report",))
+# Built-in kinds register their own figures (continual: acc_matrix, task_curves).
+FIGURES: Registry[Callable[..., Any]] = Registry(
+    "figures", "figures", ("bioplaus.report", "bioplaus.experiments.supervised", "bioplaus.experiments.continual")
+)
 
 GROUPS: dict[str, Registry[Any]] = {
     r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, BACKENDS, DATASETS, FIGURES)
