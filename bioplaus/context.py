@@ -119,12 +119,11 @@ class Progress:
             self.bar.set_postfix_str(f"{position} {shown}".strip(), refresh=False)
 
     def _priority(self, name: str) -> int:
-        """0: the headline; 1: a split's loss (``val_loss``, ``train_loss_epoch``); 2: others."""
+        """0: the headline; 1: metrics to minimise (each split's loss); 2: the others."""
         m = find_metric(self.declared, name)
         if m is not None and m.headline:
             return 0
-        base = name.split("_", 1)[1] if name.startswith(("train_", "val_", "test_")) else name
-        return 1 if base in ("loss", "loss_epoch", "loss_task") else 2
+        return 1 if m is not None and m.direction == "min" else 2
 
     def format_line(self, label: str, values: Mapping[str, float], seconds: float) -> str:
         """The text of `line`: within ``WIDTH`` characters unless the essentials need more."""

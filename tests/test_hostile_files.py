@@ -278,8 +278,9 @@ RUN_CASES = [
     Case("spikes_no_dt", _del_attr("dt", "spikes/hidden"), match="/spikes/hidden: no attribute dt"),
     Case("spikes_float_column", _data("spikes/hidden/t", data=np.zeros(3)), match="/spikes/hidden/t"),
     Case("spikes_member_is_dataset", _data("spikes/stray", data=np.arange(3)), match="/spikes/stray"),
+    # The kind's own array: the generic reader accepts it, its figure skips what it cannot draw.
     Case("acc_matrix_strings", _data("continual/acc_matrix", data=np.array([b"a", b"b"])),
-         match="/continual/acc_matrix: expected a 2-D numeric"),
+         fails=frozenset(), figures="-acc_matrix.png"),
     Case("config_json_100000_deep", _attr("config", "[" * 100_000 + "]" * 100_000),
          match="JSON nested too deeply"),
     Case("config_json_100_deep", _attr("config", '{"a": ' * 100 + "1" + "}" * 100),

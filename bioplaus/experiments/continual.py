@@ -463,7 +463,7 @@ class Continual(GradientExperiment):
 def acc_matrix_figure(run: RunFile, out_dir: Path) -> list[Path]:
     """The accuracy matrix R[i, j] with ACC and BWT in the title."""
     path = "/continual/acc_matrix"
-    if not run.has(path):
+    if not run.has(path) or run.array(path).dtype.kind not in "iuf":
         return []
     mat = np.asarray(run.array(path), dtype=float)
     if mat.ndim != 2 or mat.size == 0:

@@ -223,12 +223,6 @@ class RunFile:
             self._series("weights", name, one_d=False, live=live)
         for population in self.populations:
             self._spike_group(population, live=live)
-        acc = self._dataset("continual/acc_matrix")
-        if acc is not None and (acc.ndim != 2 or acc.dtype.kind not in "iuf"):
-            raise self._err(
-                "/continual/acc_matrix",
-                f"expected a 2-D numeric dataset, got dtype {acc.dtype.str}, shape {acc.shape}",
-            )
 
     def _get(self, path: str) -> Any:
         return u.get(self._f, path, str(self.path), RunFileError)
@@ -583,7 +577,7 @@ class RunFile:
         return self._names(f"model/{part}", skip_steps=False)
 
     def array(self, path: str) -> np.ndarray:
-        """Any dataset by path, e.g. ``/continual/acc_matrix`` or ``/model/fc1.weight``."""
+        """Any dataset by path, e.g. ``/model/net/layers.0.synapse.weight``."""
         obj = self._get(path)
         if not isinstance(obj, h5py.Dataset):
             raise KeyError(f"{self.path}: no dataset {path.strip('/')!r}")

@@ -535,7 +535,7 @@ class Recorder:
             self._after_append(table)
 
     def log_array(self, path: str, array: Any, **attrs: Any) -> None:
-        """Write or overwrite a fixed dataset at ``path`` (e.g. ``/continual/acc_matrix``).
+        """Write or overwrite a fixed dataset at ``path`` (e.g. a kind's result matrix).
 
         ``bytes`` are stored as uint8, ``str`` as a scalar string. During SWMR an existing
         dataset of the same shape and dtype is overwritten in place at once; anything else
