@@ -140,7 +140,10 @@ def test_process_pool_gives_the_serial_numbers(serial_sweep: tuple[Path, Any], t
     for r in rows_of(out / "index.csv"):
         s = serial[r["file"]]
         finals = [k for k in r if k.startswith("final_")]
-        assert finals and {k: r[k] for k in finals} == {k: s[k] for k in finals}
+        assert finals and r["steps"] == s["steps"]
+        # serial: cores threads, pool: cores // 2; summation order may move the last digits
+        for k in finals:
+            assert float(r[k]) == pytest.approx(float(s[k]), rel=1e-5, abs=1e-7), k
 
 
 # ---------------------------------------------------------------------- compare

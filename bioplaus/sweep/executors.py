@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -96,10 +97,45 @@ def run_serial(specs: Sequence[RunSpec], out: Path, on_start: OnStart, on_done: 
     return False
 
 
-def _worker_init() -> None:
+_BUSY = threading.Event()  # set while a pool worker runs a run
+
+
+def _pool_run_one(config: dict[str, Any], path: str) -> dict[str, Any]:
+    _BUSY.set()
+    try:
+        return run_one(config, path)
+    finally:
+        _BUSY.clear()
+
+
+def _worker_init(parent: int) -> None:
     # Ctrl-C reaches every process of the terminal's group: between runs a worker ignores
     # it (the parent decides); during a run the RunContext's handler stops the run cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="sweep-watchdog").start()
+
+
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    """Leave when the sweep process is gone (SIGKILL): no orphan keeps writing a run file.
+
+    A running run gets SIGINT (closed ``interrupted`` at its next step, as on Ctrl-C), then
+    the worker exits; an idle worker exits at once.
+    """
+    signalled = False
+    while True:
+        time.sleep(every_s)
+        try:
+            os.kill(parent, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # a pid reused by another user's process: the sweep is gone too
+            pass
+        if not _BUSY.is_set():
+            os._exit(1)
+        if not signalled:
+            signalled = True
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _mp_context() -> Any:
@@ -125,12 +161,12 @@ def run_pool(specs: Sequence[RunSpec], out: Path, workers: int, on_start: OnStar
     pending = deque(specs)
     inflight: dict[Future[dict[str, Any]], RunSpec] = {}
     stopping = False
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_worker_init)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(os.getpid(),))
     try:
         while pending or inflight:
             while pending and not stopping and len(inflight) < workers:
                 spec = pending.popleft()
-                inflight[ex.submit(run_one, spec.config, str(out / spec.file))] = spec
+                inflight[ex.submit(_pool_run_one, spec.config, str(out / spec.file))] = spec
                 on_start(spec)
             if not inflight:
                 break
@@ -154,7 +190,7 @@ def run_pool(specs: Sequence[RunSpec], out: Path, workers: int, on_start: OnStar
                 stopping = stopping or outcome["status"] == "interrupted"
             if broken and pending and not stopping:
                 ex.shutdown(wait=True, cancel_futures=True)
-                ex = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_worker_init)
+                ex = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(os.getpid(),))
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
     return stopping
