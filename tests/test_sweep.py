@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,15 @@ def test_bad_grid_value_exits_2_with_one_line_and_writes_nothing(tmp_path: Path,
     assert not out.exists()
 
 
+def test_one_sweep_per_directory(tmp_path: Path) -> None:
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / ".sweep.lock").write_text(str(os.getppid()))  # a live process that is not us
+    with pytest.raises(ConfigError, match="another sweep"):
+        sweep(small_config(), grid={"rule.lr": [0.05]}, out=out, workers=1, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [".sweep.lock"]
+
+
 # ---------------------------------------------------------------------- running
 
 
@@ -134,8 +144,11 @@ def test_resume_skips_done_runs_and_reruns_failed(serial_sweep: tuple[Path, Any]
 def test_process_pool_gives_the_serial_numbers(serial_sweep: tuple[Path, Any], tmp_path: Path) -> None:
     serial_out, _ = serial_sweep
     out = tmp_path / "pool"
+    # a run killed earlier: its file is moved aside and the run done again
+    Recorder(out / "tiny__rule.lr=0.05__seed=1.h5", {}, seed=1).close("interrupted")
     res = sweep(small_config(), grid={"rule.lr": [0.05]}, seeds=2, out=out, workers=2, progress=False)
     assert res.ok
+    assert [p.name for p in (out / "previous").iterdir()] == ["tiny__rule.lr=0.05__seed=1.attempt1.h5"]
     serial = {r["file"]: r for r in rows_of(serial_out / "index.csv")}
     for r in rows_of(out / "index.csv"):
         s = serial[r["file"]]

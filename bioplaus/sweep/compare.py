@@ -125,9 +125,15 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[RunInfo], int]:
 
 
 def _key(v: Any) -> tuple[int, Any]:
-    if isinstance(v, int | float) and not isinstance(v, bool):
+    """Sort key: numbers, then lists of numbers ([8] before [32]), then the rest as text."""
+    def num(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+
+    if num(v):
         return (0, float(v))
-    return (1, _fmt(v))
+    if isinstance(v, list) and all(num(x) for x in v):
+        return (1, tuple(float(x) for x in v))
+    return (2, _fmt(v))
 
 
 def differing(runs: Sequence[RunInfo]) -> list[str]:
