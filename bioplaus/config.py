@@ -397,10 +397,12 @@ def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
                 return
             nxt = cur.get(p)
             if nxt is None:
+                if parts[i + 1].isascii() and parts[i + 1].isdigit():  # an entry of a missing list
+                    raise ConfigError(f"{item}: {'.'.join(parts[: i + 1])} has no entry {parts[i + 1]}")
                 nxt = cur[p] = {}
             cur = nxt
         else:
-            raise ConfigError(f"{item}: {here} is a {type(cur).__name__} value ({_short(cur)}), not a table or a list")
+            raise ConfigError(f"{item}: {here} = {_short(cur)} is not a table or a list")
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -476,7 +478,7 @@ def _check_depth(data: Any, where: str) -> None:
 
 def _read_config_file(p: Path) -> dict[str, Any]:
     """The TOML of config file ``p``: at most MAX_TOML_BYTES of UTF-8, one line on failure."""
-    name = _short(str(p), 120)
+    name = str(p) if len(str(p)) <= 200 else str(p)[:197] + "..."
     try:
         if not p.is_file():
             raise ConfigError(f"{name}: config file not found")

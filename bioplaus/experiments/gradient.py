@@ -46,8 +46,10 @@ class GradientExperiment(Experiment):
         if n.arch == "cnn" and not n.channels:
             raise ConfigError("network.channels: a cnn needs at least one conv block, e.g. [32, 64]")
         # The smallest input (one value, one pixel) and two classes give a lower bound of
-        # the size; build_rule checks the exact one once the data's shape is known.
-        check_size(plan_net(n, (1, 1, 1) if n.arch == "cnn" else (1,), 2).params, "network")
+        # the size; build_rule checks the exact one once the data's shape is known. Conv
+        # widths count even for an mlp: rules that build their own model read them.
+        low = replace(n, arch="cnn") if n.channels else n
+        check_size(plan_net(low, (1, 1, 1) if low.arch == "cnn" else (1,), 2).params, "network")
         s = n.spiking
         check_choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
         check_choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
