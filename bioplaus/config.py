@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -21,6 +23,99 @@ from pathlib import Path
 from typing import Any
 
 from bioplaus.errors import ConfigError
+
+# ----------------------------------------------------------------------------- numbers
+
+INT64_MAX = 2**63 - 1  # TOML integers are 64-bit; torch and numpy take no wider ones
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeding accept 0 .. 2**32 - 1
+MAX_T = 1_000_000  # time steps of a simulation (as bioplaus.export.nir)
+MAX_LAYERS = 1_000  # entries of network.hidden / network.channels
+MAX_THREADS = 256
+MAX_TASKS = 1_000  # tasks of a stream; every task is evaluated after every task (T² evaluations)
+# Raw text limits, checked before tomllib sees the text: tomllib recurses per nesting level
+# and spends quadratic time and memory on long dotted keys.
+MAX_TOML_BYTES = 1 << 20
+MAX_DEPTH = 32  # nesting of tables and arrays in a config
+MAX_DOTS_PER_LINE = 256
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number field (of each number of a list field); None = unbounded.
+
+    ``finite`` refuses nan and ±inf; ``max_items`` bounds the length of a list field.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+    max_items: int | None = None
+    what: str = "values"  # what the numbers of a list are, for messages ("widths")
+
+    def describe(self) -> str:
+        """``positive`` (> 0, or >= 1), ``>= 0``, ``in [0, 1)``, ``<= 256``."""
+        lo = (">=", self.ge) if self.ge is not None else (">", self.gt) if self.gt is not None else None
+        hi = ("<=", self.le) if self.le is not None else ("<", self.lt) if self.lt is not None else None
+        if lo and hi:
+            return f"in {'[' if lo[0] == '>=' else '('}{_num(lo[1])}, {_num(hi[1])}{']' if hi[0] == '<=' else ')'}"
+        if lo in ((">", 0), (">=", 1)) and not hi:
+            return "positive"
+        op, v = lo or hi or ("", 0)
+        return f"{op} {_num(v)}" if op else "a finite number"
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e16 else repr(v)
+
+
+def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    """A dataclass field whose value (each number of a list) must lie in ``Range(**bounds)``.
+
+    ``from_dict`` checks it with `check_range`: ``lr: float = bounded(0.1, gt=0)``.
+    """
+    meta = {"range": Range(**bounds)}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_range(
+    value: Any,
+    where: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    finite: bool = True,
+) -> None:
+    """ConfigError naming ``where`` unless number ``value`` is finite and within the bounds."""
+    r = Range(ge, gt, le, lt, finite)
+    if isinstance(value, float) and finite and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value}")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {_short(value)}")
+    if (ge is not None and value < ge) or (gt is not None and value <= gt) or (
+        le is not None and value > le) or (lt is not None and value >= lt):
+        raise ConfigError(f"{where}: must be {r.describe()}, got {_short(value)}")
+
+
+def _check_field(value: Any, r: Range, where: str) -> None:
+    """Apply ``r`` to a number or to each number of a list (strings and None pass)."""
+    if isinstance(value, list):
+        if r.max_items is not None and len(value) > r.max_items:
+            raise ConfigError(f"{where}: at most {r.max_items} entries, got {len(value)}")
+        for i, v in enumerate(value):
+            try:
+                _check_field(v, r, where)
+            except ConfigError:
+                raise ConfigError(
+                    f"{where}: {r.what} must be {r.describe()}, got {_short(v)} at index {i}"
+                ) from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        check_range(value, where, ge=r.ge, gt=r.gt, le=r.le, lt=r.lt, finite=r.finite)
 
 
 @dataclass
@@ -31,31 +126,31 @@ class DataConfig:
     path: str | None = None
     data_dir: str | None = None
     download: bool = False
-    val_fraction: float = 0.1
+    val_fraction: float = bounded(0.1, ge=0, lt=1)
     normalize: str = "unit"  # none | unit | standard
-    batch_size: int = 64
-    eval_batch_size: int = 1000
-    limit_train: int = 0  # 0 = all samples; >0 keeps the first n (after the seeded split)
-    limit_test: int = 0
+    batch_size: int = bounded(64, ge=1)
+    eval_batch_size: int = bounded(1000, ge=1)
+    limit_train: int = bounded(0, ge=0)  # 0 = all samples; >0 keeps the first n (after the seeded split)
+    limit_test: int = bounded(0, ge=0)
     evaluate_on: str = "test"  # test | val : the split reported as the headline accuracy
-    scale: str | float = "auto"  # auto | uint8 | unit | none | a number to divide by
-    test_fraction: float | None = None  # test split of data without one; None = 0.2
-    split_seed: int | None = None  # seed of that split; None = 0 (passed as seed=)
+    scale: str | float = bounded("auto", gt=0)  # auto | uint8 | unit | none | a number to divide by
+    test_fraction: float | None = bounded(None, gt=0, lt=1)  # test split of data without one; None = 0.2
+    split_seed: int | None = bounded(None, ge=0, le=SEED_MAX)  # seed of that split; None = 0 (passed as seed=)
 
 
 @dataclass
 class SpikingConfig:
     """LIF dynamics and input encoding. β = exp(-dt/τ); time is explicit (seconds)."""
 
-    T: int = 20
-    dt: float = 1e-3
-    tau: float = 5e-3
-    threshold: float = 1.0
+    T: int = bounded(20, ge=1, le=MAX_T)
+    dt: float = bounded(1e-3, gt=0)
+    tau: float = bounded(5e-3, gt=0)
+    threshold: float = bounded(1.0, gt=0)
     reset: str = "subtract"  # subtract | zero
     surrogate: str = "atan"  # atan | fast_sigmoid | sigmoid | triangle
-    slope: float | None = None
+    slope: float | None = bounded(None, gt=0)
     encoder: str = "direct"  # direct | poisson | latency
-    max_rate: float | None = None  # Hz, poisson encoder; default 1/dt
+    max_rate: float | None = bounded(None, gt=0)  # Hz, poisson encoder; default 1/dt
     readout: str = "mem_mean"  # mem_mean | spike_count
     output_spikes: bool = True  # the output layer fires (False: leaky integrator, no reset)
 
@@ -66,14 +161,14 @@ class NetworkConfig:
 
     backend: str = "rate"  # rate | spiking
     arch: str = "mlp"  # mlp | cnn
-    hidden: list[int] = field(default_factory=lambda: [256])
+    hidden: list[int] = bounded(default_factory=lambda: [256], ge=1, max_items=MAX_LAYERS, what="widths")
     activation: str = "elu"
     bias: bool = False
-    channels: list[int] = field(default_factory=list)  # cnn: conv widths, one block each
-    kernel: int = 3
-    pool: int = 2  # cnn: max-pool size after each conv block (1 = none)
+    channels: list[int] = bounded(default_factory=list, ge=1, max_items=MAX_LAYERS, what="widths")  # cnn: conv widths, one block each
+    kernel: int = bounded(3, ge=1)  # cnn: square kernel, padding kernel // 2, stride 1
+    pool: int = bounded(2, ge=1)  # cnn: max-pool size after each conv block (1 = none)
     init: str = "default"  # default | kaiming | xavier | orthogonal
-    init_gain: float = 1.0
+    init_gain: float = bounded(1.0)
     spiking: SpikingConfig = field(default_factory=SpikingConfig)
 
 
@@ -83,11 +178,11 @@ class RuleConfig:
 
     name: str = "backprop"
     optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    lr: float = bounded(0.1, gt=0)
+    momentum: float = bounded(0.0, ge=0, lt=1)
+    weight_decay: float = bounded(0.0, ge=0)
     schedule: str = "none"  # none | cosine
-    clip: float = 0.0  # max gradient norm; 0 = off
+    clip: float = bounded(0.0, ge=0)  # max gradient norm; 0 = off
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,11 +190,11 @@ class RuleConfig:
 class TrainConfig:
     """How long to train and how often to evaluate and log."""
 
-    epochs: int = 1
-    max_steps: int = 0  # 0 = no limit
-    eval_every: int = 1  # epochs
-    log_every: int = 10  # steps between training-metric records
-    threads: int = 0  # torch threads; 0 = torch's default
+    epochs: int = bounded(1, ge=0)
+    max_steps: int = bounded(0, ge=0)  # 0 = no limit
+    eval_every: int = bounded(1, ge=1)  # epochs
+    log_every: int = bounded(10, ge=1)  # steps between training-metric records
+    threads: int = bounded(0, ge=0, le=MAX_THREADS)  # torch threads; 0 = torch's default
     progress: bool = True
     report: bool = True  # write figures next to the run file at the end
 
@@ -110,8 +205,8 @@ class ProbeConfig:
 
     layers: list[Any] = field(default_factory=lambda: ["all"])
     variables: list[str] = field(default_factory=lambda: ["spikes", "mem"])
-    every: int = 100  # steps
-    samples: int = 4
+    every: int = bounded(100, ge=1)  # steps
+    samples: int = bounded(4, ge=1)
 
 
 @dataclass
@@ -120,9 +215,9 @@ class RecordConfig:
 
     out: str = ""  # default runs/<name>.h5
     probes: list[ProbeConfig] = field(default_factory=list)
-    weights_every: int = 1  # epochs between weight snapshots; 0 = off
+    weights_every: int = bounded(1, ge=0)  # epochs between weight snapshots; 0 = off
     save_model: bool = True
-    flush_every_s: float = 30.0
+    flush_every_s: float = bounded(30.0, gt=0)
 
 
 @dataclass
@@ -138,7 +233,7 @@ class ExperimentConfig:
     """One experiment."""
 
     name: str = "run"
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
     description: str = ""
     kind: str = ""  # experiment kind; "" = inferred (see load_config)
     data: DataConfig = field(default_factory=DataConfig)
@@ -195,35 +290,45 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        # A value of the right type but out of range says so, not "expected a string".
+        errors.sort(key=lambda m: ": expected " in m)
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {_short(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__} {_short(value)}")
         return from_dict(tp, value, where)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {_short(value)}")
         (inner,) = args or (Any,)
         return [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise ConfigError(f"{where}: expected a table, got {_short(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise ConfigError(f"{where}: integer out of the 64-bit range, got {_short(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: must be a finite number, got {_short(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_short(value)}")
         return value
     raise ConfigError(f"{where}: cannot read a value of type {_type_name(tp)}")  # pragma: no cover
 
@@ -244,43 +349,150 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
             raise ConfigError(f"{path}: unknown key; valid keys in [{where or 'top level'}]: {', '.join(names)}")
     if cls in _OPEN_TABLES:
         kwargs["options"] = options
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):
+        r = f.metadata.get("range")
+        if r is not None:
+            _check_field(getattr(obj, f.name), r, f"{where}.{f.name}" if where else f.name)
+    return obj
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a message stays one readable line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {len(str(abs(value)))} digits" if value.bit_length() < 10_000 else "a huge integer"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur = d
-    for i, p in enumerate(parts[:-1]):
-        if p.isdigit():
-            if not isinstance(cur, list) or int(p) >= len(cur):
-                where = ".".join(parts[:i]) or "top level"
-                raise ConfigError(f"--set {dotted}: {where} has no entry {p}")
-            cur = cur[int(p)]
-            continue
-        nxt = cur.get(p)
-        if nxt is None:
-            nxt = cur[p] = {}
-        if not isinstance(nxt, dict | list):
-            raise ConfigError(f"--set {dotted}: {p} is not a table")
-        cur = nxt
-    last = parts[-1]
-    if isinstance(cur, list):
-        cur[int(last)] = value
-    else:
-        cur[last] = value
+    """Set ``value`` at the dotted path ``a.b.0.c`` of ``d`` (tables made as needed; list
+    entries by index); one ConfigError line for any path that cannot be followed."""
+    item = f"--set {_short(dotted)}"
+    parts = [p.strip() for p in dotted.split(".")]
+    if any(not p for p in parts):
+        raise ConfigError(f"{item}: empty key segment; expected key.sub=value, e.g. rule.lr=0.05")
+    if len(parts) > MAX_DEPTH:
+        raise ConfigError(f"{item}: more than {MAX_DEPTH} key segments")
+    cur: Any = d
+    for i, p in enumerate(parts):
+        here = ".".join(parts[:i]) or "the top level"
+        last = i == len(parts) - 1
+        if isinstance(cur, list):
+            if not (p.isascii() and p.isdigit()):
+                raise ConfigError(f"{item}: {here} is a list; {_short(p)} is not an index (0..{len(cur) - 1})")
+            k = int(p)
+            if k >= len(cur):
+                raise ConfigError(f"{item}: {here} has {len(cur)} entr{'y' if len(cur) == 1 else 'ies'}, no entry {k}")
+            if last:
+                cur[k] = value
+                return
+            cur = cur[k]
+        elif isinstance(cur, dict):
+            if last:
+                cur[p] = value
+                return
+            nxt = cur.get(p)
+            if nxt is None:
+                if parts[i + 1].isascii() and parts[i + 1].isdigit():  # an entry of a missing list
+                    raise ConfigError(f"{item}: {'.'.join(parts[: i + 1])} has no entry {parts[i + 1]}")
+                nxt = cur[p] = {}
+            cur = nxt
+        else:
+            raise ConfigError(f"{item}: {here} = {_short(cur)} is not a table or a list")
 
 
 def parse_override(item: str) -> tuple[str, Any]:
     """``key.sub=value`` with a TOML value (bare words are strings)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. rule.lr=0.05")
+        raise ConfigError(f"--set {_short(item)}: expected key=value, e.g. rule.lr=0.05")
     key, raw = item.split("=", 1)
     key, raw = key.strip(), raw.strip()
+    if not key:
+        raise ConfigError(f"--set {_short(item)}: no key before '='; expected key=value, e.g. rule.lr=0.05")
+    if "\n" in raw or "\r" in raw:
+        raise ConfigError(f"--set {_short(key)}: the value spans several lines")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+        value = _parse_toml(f"v = {raw}", f"--set {_short(key)}")["v"]
+    except _TOMLSyntaxError:
         value = raw
     return key, value
+
+
+class _TOMLSyntaxError(ConfigError):
+    """Malformed TOML (``--set`` then reads the value as a bare string)."""
+
+
+def _parse_toml(text: str, where: str) -> dict[str, Any]:
+    """``tomllib.loads`` of untrusted text: size and nesting checked first, one line on failure."""
+    if len(text) > MAX_TOML_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters; a config holds at most {MAX_TOML_BYTES}")
+    _check_toml_text(text, where)
+    try:
+        data = tomllib.loads(text)
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{where}: nested too deeply or too large for a config") from None
+    except ValueError as e:  # TOMLDecodeError, or an integer literal past Python's digit limit
+        raise _TOMLSyntaxError(f"{where}: malformed TOML: {e}") from None
+    _check_depth(data, where)
+    return data
+
+
+# Strings and comments, blanked before brackets and dots are counted.
+_TOML_STRINGS = re.compile(
+    r'"""(?:[^"\\]|\\.|"(?!""))*"""'
+    r"|'''(?:[^']|'(?!''))*'''"
+    r'|"(?:[^"\\\n]|\\.)*"'
+    r"|'[^'\n]*'"
+    r"|#[^\n]*"
+)
+
+
+def _check_toml_text(text: str, where: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and lines with more than MAX_DOTS_PER_LINE dots
+    outside strings (a dotted key of n parts costs tomllib O(n²) time and memory)."""
+    bare = _TOML_STRINGS.sub('""', text)
+    depth = 0
+    for m in re.finditer(r"[\[\]{}]", bare):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: arrays or tables nested more than {MAX_DEPTH} deep")
+    for n, line in enumerate(bare.split("\n"), start=1):
+        if line.count(".") > MAX_DOTS_PER_LINE:
+            raise ConfigError(f"{where}: line {n} has more than {MAX_DOTS_PER_LINE} dotted key parts")
+
+
+def _check_depth(data: Any, where: str) -> None:
+    """Refuse values (dicts from Python included) nested more than MAX_DEPTH deep."""
+    stack = [(data, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if isinstance(obj, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{where}: tables or arrays nested more than {MAX_DEPTH} deep")
+            stack.extend((v, depth + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
+
+
+def _read_config_file(p: Path) -> dict[str, Any]:
+    """The TOML of config file ``p``: at most MAX_TOML_BYTES of UTF-8, one line on failure."""
+    name = str(p) if len(str(p)) <= 200 else str(p)[:197] + "..."
+    try:
+        if not p.is_file():
+            raise ConfigError(f"{name}: config file not found")
+        with p.open("rb") as f:
+            data = f.read(MAX_TOML_BYTES + 1)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{name}: cannot read the config file ({type(e).__name__})") from None
+    if len(data) > MAX_TOML_BYTES:
+        raise ConfigError(f"{name}: larger than {MAX_TOML_BYTES} bytes; not a config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{name}: not UTF-8 text (byte {e.start})") from None
+    return _parse_toml(text, name)
 
 
 def load_config(
@@ -294,18 +506,16 @@ def load_config(
     if isinstance(source, ExperimentConfig):
         source = source.to_dict()
     if isinstance(source, dict):
+        _check_depth(source, "config")
         raw = copy.deepcopy(source)
         default_name = "run"
     else:
         p = Path(source)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: malformed TOML: {e}") from None
+        raw = _read_config_file(p)
         default_name = p.stem
     for item in overrides or []:
+        if not isinstance(item, str):
+            raise ConfigError(f"--set {_short(item)}: expected a 'key=value' string")
         key, value = parse_override(item)
         _set_path(raw, key, value)
     raw.setdefault("name", default_name)
@@ -314,7 +524,8 @@ def load_config(
     own = kind_cls.sections()
     for key, table in own.items():
         # A kind's table is always parsed (defaults when absent), so the kind can rely on it.
-        sections[key] = _convert(raw.pop(key, None) or {}, table, key)
+        value = raw.pop(key, None)
+        sections[key] = _convert({} if value is None else value, table, key)
     cfg = from_dict(ExperimentConfig, raw)
     cfg.kind = kind_cls.name
     cfg.sections = sections
@@ -328,7 +539,7 @@ def _kind_of(raw: dict[str, Any]) -> Any:
 
     kind = raw.get("kind") or ""
     if not isinstance(kind, str):
-        raise ConfigError(f"kind: expected a string, got {kind!r}")
+        raise ConfigError(f"kind: expected a string, got {_short(kind)}")
     owners = {
         key: name for name, cls in EXPERIMENTS.items() for key in cls.sections()
     }
@@ -348,21 +559,32 @@ def check_choice(value: str, valid: typing.Iterable[str], where: str) -> None:
     """ConfigError naming ``where`` unless ``value`` is one of ``valid``."""
     valid = list(valid)
     if value not in valid:
-        raise ConfigError(f"{where}: unknown value {value!r}; valid: {', '.join(valid)}")
+        raise ConfigError(f"{where}: unknown value {_short(value)}; valid: {', '.join(valid)}")
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Checks common to every kind (train, record), then the kind's own ``validate``."""
+    """Checks common to every kind (name, record), then the kind's own ``validate``.
+
+    Numbers were range-checked field by field when the config was read (see `bounded`).
+    """
     from bioplaus.registry import EXPERIMENTS
 
-    t = cfg.train
-    if t.epochs < 0 or t.max_steps < 0:
-        raise ConfigError("train.epochs: must be >= 0")
+    if not cfg.name or len(cfg.name) > 200 or cfg.name in (".", "..") or any(
+        c in cfg.name for c in "/\\\x00"
+    ) or not cfg.name.isprintable():
+        raise ConfigError(f"name: must be a plain file name (no path separators), got {_short(cfg.name)}")
     for i, pr in enumerate(cfg.record.probes):
         for v in pr.variables:
             check_choice(v, ["spikes", "mem", "current", "input", "out"], f"record.probes[{i}].variables")
-        if pr.every <= 0 or pr.samples <= 0:
-            raise ConfigError(f"record.probes[{i}]: every and samples must be positive")
+        for s in pr.layers:
+            if isinstance(s, bool) or not (
+                isinstance(s, int) and abs(s) <= INT64_MAX
+                or s == "all"
+                or isinstance(s, str) and re.fullmatch(r"layer[0-9]{1,9}", s)
+            ):
+                raise ConfigError(
+                    f"record.probes[{i}].layers: {_short(s)} is not a layer (use 'all', an index or 'layer<k>')"
+                )
     EXPERIMENTS.get(cfg.kind or "supervised", "kind").validate(cfg)
 
 

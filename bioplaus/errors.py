@@ -6,7 +6,15 @@ import re
 
 
 class BioplausError(Exception):
-    """Base of every error whose message is meant for the user, not a traceback."""
+    """Base of every error whose message is meant for the user, not a traceback.
+
+    The message is made one printable line (`one_line`): it may quote untrusted input.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (one_line(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(BioplausError):

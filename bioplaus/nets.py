@@ -9,6 +9,7 @@ the synapse runs once on the ``[(T*B), ...]`` view. After each forward a layer k
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,6 +205,107 @@ class Net(nn.Module):
         return f"{self.backend} {'-'.join(widths)}" + (f" T={self.T} dt={self.dt}" if self.temporal else "")
 
 
+# ----------------------------------------------------------------------------- sizes
+
+# Most parameters a network may have: past this a model is a mistake in the config, not a
+# model (and float32 weights alone would take 8 GB).
+MAX_PARAMS = 2_000_000_000
+# Bytes per parameter while training: weight, gradient, optimiser state (momentum or two
+# Adam moments), and a rule's second net (CCL's feedback) of about the same size.
+BYTES_PER_PARAM = 16
+
+
+def conv_out(size: int, kernel: int, padding: int, stride: int = 1) -> int:
+    """Output length of a convolution along one axis: ⌊(n + 2p - k) / s⌋ + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass
+class ConvPlan:
+    """One conv block: its input channels, output channels and the size it produces."""
+
+    c_in: int
+    c_out: int
+    conv_hw: tuple[int, int]  # after the convolution
+    pool: int  # max-pool actually applied (1 = none)
+    out_hw: tuple[int, int]  # after the pool
+
+
+@dataclass
+class NetPlan:
+    """Shapes and sizes of the layer stack ``build_net`` makes, computed without allocating."""
+
+    convs: list[ConvPlan]
+    linear: list[tuple[int, int]]  # (in, out) of each Linear, output layer last
+    params: int
+    units: int  # neurons of all layers for one sample (one time step)
+
+
+def plan_net(cfg: NetworkConfig, input_shape: tuple[int, ...], n_classes: int) -> NetPlan:
+    """The shapes of the net described by ``cfg``; ConfigError if an image shrinks to nothing.
+
+    A conv block pads by ⌊k/2⌋ with stride 1, so it maps H to H + 2⌊k/2⌋ - k + 1 (H for odd
+    k, H + 1 for even k); its max-pool (when H and W are both >= pool) then maps H to
+    ⌊H / pool⌋.
+    """
+    shape = tuple(int(v) for v in input_shape)
+    if not shape or any(v <= 0 for v in shape):
+        raise ConfigError(f"data: samples of shape {shape} have no values to learn from")
+    convs: list[ConvPlan] = []
+    params = units = 0
+    bias = int(bool(cfg.bias))
+    if cfg.arch == "cnn":
+        if len(shape) != 3:
+            raise ConfigError(f"network.arch: a cnn needs image input (C, H, W), got shape {shape}")
+        c, h, w = shape
+        k, pad = cfg.kernel, cfg.kernel // 2
+        for i, ch in enumerate(cfg.channels):
+            hc, wc = conv_out(h, k, pad), conv_out(w, k, pad)
+            if hc <= 0 or wc <= 0:
+                raise ConfigError(f"network.kernel: conv block {i} maps a {h}x{w} image to {hc}x{wc}")
+            pool = cfg.pool if min(hc, wc) >= cfg.pool else 1
+            convs.append(ConvPlan(c, ch, (hc, wc), pool, (hc // pool, wc // pool)))
+            params += ch * c * k * k + bias * ch
+            units += ch * hc * wc
+            c, h, w = ch, hc // pool, wc // pool
+        n_in = c * h * w
+    else:
+        n_in = math.prod(shape)
+    linear = []
+    for width in [*cfg.hidden, n_classes]:
+        linear.append((n_in, width))
+        params += n_in * width + bias * width
+        units += width
+        n_in = width
+    return NetPlan(convs, linear, params, units)
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (0 if unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_size(params: int, where: str, activations: int = 0) -> None:
+    """Refuse a model of more than MAX_PARAMS parameters, or whose training would need more
+    than this machine's memory (``activations``: float32 values alive during one step)."""
+    if params > MAX_PARAMS:
+        raise ConfigError(f"{where}: the network would have {_count(params)} parameters (at most {_count(MAX_PARAMS)})")
+    need = params * BYTES_PER_PARAM + activations * 4
+    ram = physical_memory()
+    if ram and need > ram:
+        raise ConfigError(
+            f"{where}: training this network needs about {need / 2**30:.1f} GiB "
+            f"({_count(params)} parameters), more than this machine's {ram / 2**30:.1f} GiB"
+        )
+
+
+def _count(n: int) -> str:
+    return f"{n:.3g}" if n < 10**15 else f"~1e{len(str(n)) - 1}"
+
+
 # ----------------------------------------------------------------------------- building
 
 
@@ -235,22 +337,16 @@ def build_net(
     from bioplaus.registry import BACKENDS
 
     BACKENDS.get(cfg.backend, "network.backend")
+    plan = plan_net(cfg, tuple(input_shape), n_classes)
+    check_size(plan.params, "network")
     torch.manual_seed(seed)
     temporal = cfg.backend == "spiking"
     layers: list[Layer] = []
     shape = tuple(input_shape)
-    if cfg.arch == "cnn":
-        if len(shape) != 3:
-            raise ConfigError(f"network.arch: a cnn needs image input (C, H, W), got shape {shape}")
-        c, h, w = shape
-        for ch in cfg.channels:
-            conv = nn.Conv2d(c, ch, cfg.kernel, padding=cfg.kernel // 2, bias=cfg.bias)
-            pool = cfg.pool if min(h, w) >= cfg.pool else 1
-            layers.append(Layer(conv, _neuron(cfg, False), pool=pool, temporal=temporal, index=len(layers)))
-            c, h, w = ch, h // pool, w // pool
-        n_in = c * h * w
-    else:
-        n_in = int(math.prod(shape))
+    for cp in plan.convs:
+        conv = nn.Conv2d(cp.c_in, cp.c_out, cfg.kernel, padding=cfg.kernel // 2, bias=cfg.bias)
+        layers.append(Layer(conv, _neuron(cfg, False), pool=cp.pool, temporal=temporal, index=len(layers)))
+    n_in = plan.linear[0][0]
     for width in cfg.hidden:
         lin = nn.Linear(n_in, width, bias=cfg.bias)
         layers.append(Layer(lin, _neuron(cfg, False), temporal=temporal, index=len(layers)))

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bioplaus.config import ExperimentConfig, check_choice
+from bioplaus.config import MAX_TASKS, ExperimentConfig, bounded, check_choice
 from bioplaus.context import Metric
 from bioplaus.data import load_data
 from bioplaus.errors import ConfigError, DataError
 from bioplaus.experiments.gradient import GradientExperiment
+from bioplaus.nets import physical_memory
 from bioplaus.record.reader import RunFile
 from bioplaus.registry import register_experiment, register_figure
 from bioplaus.report import fmt, new_figure, save_figure
@@ -51,10 +52,10 @@ class ContinualConfig:
     """``[continual]``: a task stream trained in order (see neuro_data.streams)."""
 
     stream: str = "permuted"  # permuted | split
-    n_tasks: int = 10
-    classes_per_task: int = 0  # split streams; 0 = n_classes / n_tasks
+    n_tasks: int = bounded(10, ge=1, le=MAX_TASKS)
+    classes_per_task: int = bounded(0, ge=0)  # split streams; 0 = n_classes / n_tasks
     setting: str = ""  # task | domain ; "" = the stream's own
-    epochs_per_task: int = 1
+    epochs_per_task: int = bounded(1, ge=1)
     mode: str = "sequential"  # sequential | joint (multitask upper bound)
     reset_optimizer: bool = True  # fresh optimiser state (momentum) at every task
 
@@ -166,6 +167,15 @@ def build_tasks(cfg: ExperimentConfig, dataset: Any | None = None) -> tuple[list
     x_tr = np.ascontiguousarray(norm(x_tr), dtype=np.float32)
     x_ev = np.ascontiguousarray(norm(x_ev), dtype=np.float32)
     base = Dataset(ds.name, x_tr, np.asarray(y_tr), x_ev, np.asarray(y_ev), list(ds.classes), tuple(ds.shape))
+    if c.stream == "permuted":
+        # Each task keeps its permutation twice (numpy and torch int64).
+        need = 16 * c.n_tasks * int(np.prod(ds.shape))
+        ram = physical_memory()
+        if ram and need > ram // 2:
+            raise ConfigError(
+                f"continual.n_tasks: {c.n_tasks} permutations of {int(np.prod(ds.shape))} inputs take "
+                f"{need / 2**30:.1f} GiB, more than half of this machine's memory"
+            )
     try:
         if c.stream == "permuted":
             stream = neuro_data.streams.permuted(base, c.n_tasks, seed=cfg.seed, lazy=True)
@@ -216,12 +226,6 @@ class Continual(GradientExperiment):
         check_choice(c.mode, ["sequential", "joint"], "continual.mode")
         if c.setting:
             check_choice(c.setting, ["task", "domain"], "continual.setting")
-        if c.n_tasks <= 0:
-            raise ConfigError(f"continual.n_tasks: must be positive, got {c.n_tasks}")
-        if c.epochs_per_task <= 0:
-            raise ConfigError(f"continual.epochs_per_task: must be positive, got {c.epochs_per_task}")
-        if c.classes_per_task < 0:
-            raise ConfigError(f"continual.classes_per_task: must be >= 0, got {c.classes_per_task}")
         if c.stream == "permuted" and c.setting == "task":
             raise ConfigError(
                 "continual.setting: permuted tasks share one label set, so a head per task "
@@ -269,7 +273,8 @@ class Continual(GradientExperiment):
             "task_classes": [t.classes for t in self.tasks],
             "mode": c.mode,
         }
-        self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, extra)
+        n_max = max(self.tasks[0].train.n, self.tasks[0].test.n)
+        self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, extra, n_samples=n_max)
         probe_x, probe_y = next(iter(self.tasks[0].test))[:2]
         self.setup_rule(probe_x[:64], probe_y[:64])
 

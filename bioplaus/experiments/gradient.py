@@ -9,6 +9,7 @@ A kind supplies its data, its loop and its metric declarations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from bioplaus.config import ExperimentConfig, check_choice
 from bioplaus.context import Metric, finite_or_raise
 from bioplaus.errors import ConfigError
 from bioplaus.experiments.base import Experiment
+from bioplaus.nets import check_size, plan_net
 from bioplaus.plugins.base import PluginList
 from bioplaus.registry import BACKENDS, DATASETS, PLUGINS, RULES
 from bioplaus.rules.base import LearningRule, RuleContext
@@ -36,22 +38,19 @@ class GradientExperiment(Experiment):
         check_choice(d.dataset, DATASETS.names(), "data.dataset")
         check_choice(d.normalize, ["none", "unit", "standard"], "data.normalize")
         check_choice(d.evaluate_on, ["test", "val"], "data.evaluate_on")
-        if not 0 <= d.val_fraction < 1:
-            raise ConfigError(f"data.val_fraction: must be in [0, 1), got {d.val_fraction}")
         if d.evaluate_on == "val" and d.val_fraction <= 0:
             raise ConfigError("data.evaluate_on: 'val' needs data.val_fraction > 0")
-        if d.batch_size <= 0 or d.eval_batch_size <= 0:
-            raise ConfigError("data.batch_size: must be a positive integer")
         check_choice(n.backend, BACKENDS.names(), "network.backend")
         check_choice(n.arch, ["mlp", "cnn"], "network.arch")
         check_choice(n.init, ["default", "kaiming", "xavier", "orthogonal"], "network.init")
-        if any(h <= 0 for h in n.hidden):
-            raise ConfigError(f"network.hidden: widths must be positive, got {n.hidden}")
         if n.arch == "cnn" and not n.channels:
             raise ConfigError("network.channels: a cnn needs at least one conv block, e.g. [32, 64]")
+        # The smallest input (one value, one pixel) and two classes give a lower bound of
+        # the size; build_rule checks the exact one once the data's shape is known. Conv
+        # widths count even for an mlp: rules that build their own model read them.
+        low = replace(n, arch="cnn") if n.channels else n
+        check_size(plan_net(low, (1, 1, 1) if low.arch == "cnn" else (1,), 2).params, "network")
         s = n.spiking
-        if s.T <= 0:
-            raise ConfigError(f"network.spiking.T: must be a positive integer, got {s.T}")
         check_choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
         check_choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
         from bioplaus.backends.spiking import LIFParams
@@ -64,8 +63,6 @@ class GradientExperiment(Experiment):
         rule_cls = RULES.get(r.name, "rule.name")
         check_choice(r.optimizer, ["sgd", "adam", "adamw"], "rule.optimizer")
         check_choice(r.schedule, ["none", "cosine"], "rule.schedule")
-        if r.lr <= 0:
-            raise ConfigError(f"rule.lr: must be > 0, got {r.lr}")
         if n.backend not in rule_cls.backends:
             raise ConfigError(
                 f"network.backend: rule {r.name!r} supports {', '.join(sorted(rule_cls.backends))}, "
@@ -97,9 +94,15 @@ class GradientExperiment(Experiment):
         steps_per_epoch: int,
         total_steps: int,
         extra: dict[str, Any] | None = None,
+        n_samples: int = 0,
     ) -> None:
-        """The rule, the model it builds and the plugins (not yet set up)."""
+        """The rule, the model it builds and the plugins (not yet set up).
+
+        ``n_samples``: the most samples a batch can hold (the larger split), for the
+        memory check; 0 = the configured batch sizes.
+        """
         cfg = self.cfg
+        self.check_memory(n_classes, input_shape, n_samples)
         self.rule = RULES.get(cfg.rule.name, "rule.name")(cfg.rule)
         self.rule_ctx = RuleContext(
             n_classes, tuple(input_shape), steps_per_epoch, total_steps, cfg.seed, cfg.network, self.ctx, extra or {}
@@ -107,6 +110,22 @@ class GradientExperiment(Experiment):
         self.model = self.rule.build_model(self.rule_ctx)
         self.user_plugins = [PLUGINS.get(p.name)(p.options) for p in cfg.plugins]
         self.plugins = PluginList()
+
+    def check_memory(self, n_classes: int, input_shape: tuple[int, ...], n_samples: int = 0) -> None:
+        """Refuse a ``[network]`` stack whose parameters and activations exceed the memory.
+
+        Activations: a batch of B samples keeps about 6 float32 values per neuron and time
+        step (input, current, membrane, output, their gradients), B·T·units·6 in all.
+        """
+        cfg = self.cfg
+        n = cfg.network
+        plan = plan_net(n, tuple(input_shape), n_classes)
+        steps = n.spiking.T if n.backend == "spiking" else 1
+        batch = max(cfg.data.batch_size, cfg.data.eval_batch_size)
+        if n_samples:
+            batch = min(batch, n_samples)
+        units = plan.units + math.prod(input_shape)
+        check_size(plan.params, "network", activations=6 * batch * steps * units)
 
     def setup_rule(self, probe_x: Tensor, probe_y: Tensor | None = None) -> None:
         """Set up the rule on its model, then the plugins and the probes (before the file)."""

@@ -45,7 +45,8 @@ class Supervised(GradientExperiment):
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)
         self.total_steps = total
-        self.build_rule(d.n_classes, d.input_shape, steps_per_epoch, total)
+        n_max = max(d.train.n, d.test.n, d.val.n if d.val is not None else 0)
+        self.build_rule(d.n_classes, d.input_shape, steps_per_epoch, total, n_samples=n_max)
         self.setup_rule(d.probe_x, d.probe_y)
 
     def meta(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 from bioplaus.backends.spiking import LIFParams
 from bioplaus.config import NetworkConfig, SpikingConfig, check_choice
 from bioplaus.errors import BioplausError, ConfigError, NIRFileError, RunFileError
-from bioplaus.nets import Net, build_net
+from bioplaus.nets import Net, build_net, conv_out
 
 
 def _lif_params(layer: Any, dt: float) -> tuple[float, float]:
@@ -59,7 +59,7 @@ def to_nir(net: Net) -> Any:
                 stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
                 groups=conv.groups, bias=bias,
             )
-            shape = (conv.out_channels, *shape[1:])
+            shape = (conv.out_channels, *(conv_out(n, k, pd) for n, k, pd in zip(shape[1:], conv.kernel_size, conv.padding)))
         else:
             if len(shape) > 1:
                 nodes[f"flat{i}"] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)

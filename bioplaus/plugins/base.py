@@ -29,7 +29,14 @@ class Plugin:
 
     @classmethod
     def parse_options(cls, options: dict[str, Any], where: str = "plugins") -> Any:
-        return parse_options(cls.Options, options, where)
+        """The checked ``Options`` (field types and ranges, then `check_options`)."""
+        opts = parse_options(cls.Options, options, where)
+        cls.check_options(opts, where)
+        return opts
+
+    @classmethod
+    def check_options(cls, opts: Any, where: str) -> None:
+        """Cross-field and choice checks of parsed options (run when the config is read)."""
 
     def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
         """Called once after the rule's own setup."""

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from bioplaus.config import bounded
 from bioplaus.context import Metric
-from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 from bioplaus.registry import register_plugin
 
@@ -45,16 +45,13 @@ class EWC(Plugin):
 
     @dataclass
     class Options:
-        lam: float = 100.0  # λ, strength of the penalty
-        gamma: float = 1.0  # decay of the accumulated Fisher (1 = sum over tasks)
-        samples: int = 200  # samples of each task for the Fisher estimate
+        lam: float = bounded(100.0, ge=0)  # λ, strength of the penalty
+        gamma: float = bounded(1.0, ge=0, le=1)  # decay of the accumulated Fisher (1 = sum over tasks)
+        samples: int = bounded(200, ge=1)  # samples of each task for the Fisher estimate
         cap: bool = True  # c = min(λF, 1/η)
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
-        o = self.opts
-        if o.lam < 0 or not 0 <= o.gamma <= 1 or o.samples < 1:
-            raise ConfigError(f"plugins.{self.name}: need lam >= 0, 0 <= gamma <= 1, samples >= 1")
         self.fisher: list[torch.Tensor] | None = None
         self.anchor: list[torch.Tensor] | None = None
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from bioplaus.config import check_choice
+from bioplaus.config import bounded, check_choice
 from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.plugins.projection import (
@@ -151,46 +151,45 @@ class HLOP(SubspaceProjection):
     class Options:
         layers: list[int] = field(default_factory=list)  # [] = every layer
         protect_output: bool = True  # False for multi-head (masked) output layers
-        neurons_first: list[int] = field(default_factory=lambda: [80, 200, 100])
-        neurons_per_task: list[int] = field(default_factory=lambda: [70, 70, 70])
-        decay_every: int = 3  # every n tasks the per-task count drops by `decay`
-        decay: int = 20
-        min_neurons: int = 0
-        lr: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.01])  # per protected layer
-        momentum: float = 0.9
-        iterations: int = 5  # Hebbian iterations per update
-        clip: float = 10.0
-        every: int = 1  # training steps between Hebbian updates
-        max_rows: int = 0  # rows (time steps x samples, patches) per update; 0 = all
+        neurons_first: list[int] = bounded(default_factory=lambda: [80, 200, 100], ge=0)
+        neurons_per_task: list[int] = bounded(default_factory=lambda: [70, 70, 70], ge=0)
+        decay_every: int = bounded(3, ge=0)  # every n tasks the per-task count drops by `decay` (0 = never)
+        decay: int = bounded(20, ge=0)
+        min_neurons: int = bounded(0, ge=0)
+        lr: list[float] = bounded(default_factory=lambda: [0.001, 0.01, 0.01], gt=0)  # per protected layer
+        momentum: float = bounded(0.9, ge=0, lt=1)
+        iterations: int = bounded(5, ge=0)  # Hebbian iterations per update
+        clip: float = bounded(10.0, gt=0)
+        every: int = bounded(1, ge=1)  # training steps between Hebbian updates
+        max_rows: int = bounded(0, ge=0)  # rows (time steps x samples, patches) per update; 0 = all
         activity: str = "spikes"  # spikes (per time step) | rate (time average)
-        after_task_batches: int = 0  # extra Hebbian batches on the final net of each task
+        after_task_batches: int = bounded(0, ge=0)  # extra Hebbian batches on the final net of each task
         init: str = "orthogonal"  # orthogonal (as the code) | residual (also off the old rows)
         projector: str = "hebbian"  # hebbian: H_oldᵀH_old (as the code) | orthonormal: onto span(H_old)
         spiking: bool = False  # lateral neurons as spike counts (quantised rates)
-        spiking_scale: float = 20.0
-        spiking_steps: int = 1000
+        spiking_scale: float = bounded(20.0, gt=0)
+        spiking_steps: int = bounded(1000, ge=1)
         projection: str = "auto"  # grad | input | auto (the cheaper of the two per layer)
         adaptive: str = "refuse"  # refuse | project_step (Adam-like optimisers, weight decay)
         freeze_bias: bool = True  # biases learn on task 0 only (as HLOP's code)
         angles: bool = True  # principal angles to the exact PCA subspace after each task
-        angle_samples: int = 300
+        angle_samples: int = bounded(300, ge=1)
         record_lateral: bool = True  # lateral weights into the run file after each task
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        o = self.opts
-        where = f"plugins.{self.name}"
+    @classmethod
+    def check_options(cls, o: Any, where: str) -> None:
         check_choice(o.activity, ("spikes", "rate"), f"{where}.activity")
         check_choice(o.adaptive, ("refuse", "project_step"), f"{where}.adaptive")
         check_choice(o.projector, ("hebbian", "orthonormal"), f"{where}.projector")
         check_choice(o.init, ("orthogonal", "residual"), f"{where}.init")
         check_choice(o.projection, ("grad", "input", "auto"), f"{where}.projection")
-        if o.every < 1 or o.iterations < 0 or not o.lr or any(v <= 0 for v in o.lr):
-            raise ConfigError(f"{where}: every >= 1, iterations >= 0 and positive lr values are required")
+        if not o.lr:
+            raise ConfigError(f"{where}.lr: give at least one (positive) value")
         if not o.neurons_first or not o.neurons_per_task:
             raise ConfigError(f"{where}.neurons_first / neurons_per_task: give at least one value")
-        if not 0 <= o.momentum < 1:
-            raise ConfigError(f"{where}.momentum: must be in [0, 1), got {o.momentum}")
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
         self.task = 0
         self.lateral: dict[int, Lateral] = {}
         self.step_proj = StepProjector()

@@ -13,7 +13,7 @@ from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 
 
-def _select_layers(spec: list[Any], n_layers: int) -> list[int]:
+def _select_layers(spec: list[Any], n_layers: int, where: str = "record.probes.layers") -> list[int]:
     """Indices into the rule's probe points: "all", ints, or names ``layer<k>``."""
     if not spec or "all" in spec:
         return list(range(n_layers))
@@ -22,9 +22,9 @@ def _select_layers(spec: list[Any], n_layers: int) -> list[int]:
         try:
             i = int(s[5:]) if isinstance(s, str) and s.startswith("layer") else int(s)
         except (TypeError, ValueError):
-            raise ConfigError(f"record.probes.layers: {s!r} is not a layer (use 'all', an index or 'layer<k>')") from None
+            raise ConfigError(f"{where}: {s!r} is not a layer (use 'all', an index or 'layer<k>')") from None
         if not -n_layers <= i < n_layers:
-            raise ConfigError(f"record.probes.layers: layer {s} does not exist (the model has {n_layers} probe points)")
+            raise ConfigError(f"{where}: layer {s} does not exist (the model has {n_layers} probe points)")
         out.append(i % n_layers)
     return out
 
@@ -54,7 +54,9 @@ class Probes(Plugin):
         self.rule = rule
         self.run = ctx.run
         self.points = rule.probe_points()
-        self.layer_ids = [_select_layers(p.layers, len(self.points)) for p in self.probes]
+        self.layer_ids = [
+            _select_layers(p.layers, len(self.points), f"record.probes[{i}].layers") for i, p in enumerate(self.probes)
+        ]
 
     def after_step(self, step: int, metrics: dict[str, float]) -> None:
         for i, p in enumerate(self.probes):

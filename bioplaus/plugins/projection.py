@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bioplaus.config import check_choice
+from bioplaus.config import bounded, check_choice
 from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
@@ -293,27 +293,28 @@ class ExactProjection(SubspaceProjection):
         layers: list[int] = field(default_factory=list)  # [] = every layer
         protect_output: bool = True
         mode: str = "dims"  # dims (HLOP's schedule) | threshold (GPM energy criterion)
-        neurons_first: list[int] = field(default_factory=lambda: [80, 200, 100])
-        neurons_per_task: list[int] = field(default_factory=lambda: [70, 70, 70])
-        decay_every: int = 3
-        decay: int = 20
-        min_neurons: int = 0
-        threshold: float = 0.97
-        samples: int = 300  # training samples of a task whose activity is stored
-        max_rows: int = 20000  # rows kept (conv patches, time steps), sampled at random
+        neurons_first: list[int] = bounded(default_factory=lambda: [80, 200, 100], ge=0)
+        neurons_per_task: list[int] = bounded(default_factory=lambda: [70, 70, 70], ge=0)
+        decay_every: int = bounded(3, ge=0)
+        decay: int = bounded(20, ge=0)
+        min_neurons: int = bounded(0, ge=0)
+        threshold: float = bounded(0.97, gt=0, le=1)
+        samples: int = bounded(300, ge=1)  # training samples of a task whose activity is stored
+        max_rows: int = bounded(20000, ge=1)  # rows kept (conv patches, time steps), sampled at random
         activity: str = "spikes"  # spikes (per time step) | rate (time average)
         adaptive: str = "refuse"  # refuse | project_step
         freeze_bias: bool = True  # biases learn on task 0 only (as HLOP's code)
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        o = self.opts
-        where = f"plugins.{self.name}"
+    @classmethod
+    def check_options(cls, o: Any, where: str) -> None:
         check_choice(o.mode, ("dims", "threshold"), f"{where}.mode")
         check_choice(o.activity, ("spikes", "rate"), f"{where}.activity")
         check_choice(o.adaptive, ("refuse", "project_step"), f"{where}.adaptive")
-        if not 0 < o.threshold <= 1:
-            raise ConfigError(f"{where}.threshold: must be in (0, 1], got {o.threshold}")
+        if o.mode == "dims" and (not o.neurons_first or not o.neurons_per_task):
+            raise ConfigError(f"{where}.neurons_first / neurons_per_task: give at least one value")
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
         self.bases: dict[int, Tensor] = {}
         self.task = 0
         self.step_proj = StepProjector()

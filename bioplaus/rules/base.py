@@ -106,7 +106,14 @@ class LearningRule:
 
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> Any:
-        return parse_options(cls.Options, options, "rule")
+        """The checked ``Options`` (field types and ranges, then `check_options`)."""
+        opts = parse_options(cls.Options, options, "rule")
+        cls.check_options(opts, "rule")
+        return opts
+
+    @classmethod
+    def check_options(cls, opts: Any, where: str) -> None:
+        """Cross-field and choice checks of parsed options (run when the config is read)."""
 
     # -- the model -------------------------------------------------------------------
     def build_model(self, ctx: RuleContext) -> nn.Module:

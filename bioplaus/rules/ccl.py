@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from bioplaus.backends.rate import RateNeuron
 from bioplaus.backends.spiking import LIF, LIFParams
+from bioplaus.config import bounded, check_choice
 from bioplaus.context import Metric
-from bioplaus.errors import ConfigError
 from bioplaus.nets import Layer, Net, init_weights
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import (  # noqa: F401 - re-exported for users of ccl
@@ -67,14 +67,14 @@ class CCLOptions:
     """Options of the CCL rule (keys of ``[rule]``)."""
 
     loss_form: str = "auto"  # auto | mlp | cnn | eq2
-    loss_scale: float = 0.5  # s: the public code's loss_scale_C
-    ssl_scale: float = 0.5  # λ: weight of the two anti-collapse terms (cnn form)
-    lr_feedback: float | None = None  # None = rule.lr
-    momentum_feedback: float | None = None  # None = rule.momentum
-    clip_feedback: float | None = None  # None = rule.clip (max grad norm of the feedback net)
+    loss_scale: float = bounded(0.5, gt=0)  # s: the public code's loss_scale_C
+    ssl_scale: float = bounded(0.5, ge=0)  # λ: weight of the two anti-collapse terms (cnn form)
+    lr_feedback: float | None = bounded(None, gt=0)  # None = rule.lr
+    momentum_feedback: float | None = bounded(None, ge=0, lt=1)  # None = rule.momentum
+    clip_feedback: float | None = bounded(None, ge=0)  # None = rule.clip (max grad norm of the feedback net)
     grad_centralization: bool = False
-    flooding: float = 0.0  # 0 = off; 0.1 reproduces the public code's filter_target
-    warmup: int = 0  # steps of linear loss warm-up
+    flooding: float = bounded(0.0, ge=0, lt=1)  # 0 = off; 0.1 reproduces the public code's filter_target
+    warmup: int = bounded(0, ge=0)  # steps of linear loss warm-up
     feedback_activation: str = ""  # "" = network.activation (rate backend)
     center: bool = False  # subtract the batch / class mean of each unit before the loss
 
@@ -233,7 +233,11 @@ class FeedbackNet(nn.Module):
 
 
 class UpsampleConv2d(nn.Conv2d):
-    """Nearest-neighbour upsampling to ``size`` (H, W), then the convolution."""
+    """Nearest-neighbour upsampling to ``size`` (H, W), then the convolution, cropped to ``size``.
+
+    The forward convs pad by ⌊k/2⌋, so an even kernel yields H + 1 rows; the crop keeps the
+    feedback in the forward layer's input space.
+    """
 
     def __init__(self, size: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -242,7 +246,9 @@ class UpsampleConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="nearest")
-        return super().forward(x)
+        y = super().forward(x)
+        h, w = self.size
+        return y if tuple(y.shape[-2:]) == self.size else y[..., :h, :w]
 
 
 @torch.no_grad()
@@ -278,15 +284,8 @@ class CCL(LearningRule):
     )
 
     @classmethod
-    def parse_options(cls, options: dict[str, Any]) -> Any:
-        o = super().parse_options(options)
-        if o.loss_form not in LOSS_FORMS:
-            raise ConfigError(f"rule.loss_form: unknown value {o.loss_form!r}; valid: {', '.join(LOSS_FORMS)}")
-        if not 0 <= o.flooding < 1:
-            raise ConfigError(f"rule.flooding: must be in [0, 1), got {o.flooding}")
-        if o.warmup < 0:
-            raise ConfigError(f"rule.warmup: must be >= 0, got {o.warmup}")
-        return o
+    def check_options(cls, o: Any, where: str) -> None:
+        check_choice(o.loss_form, LOSS_FORMS, f"{where}.loss_form")
 
     def setup(self, net: Net, ctx: RuleContext) -> None:
         self.net = net

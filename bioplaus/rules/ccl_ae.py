@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioplaus.backends.rate import activation as make_activation
+from bioplaus.config import bounded, check_choice
 from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.registry import register_rule
@@ -43,15 +44,15 @@ class CCLAEOptions:
     """Options of the autoencoder rule (keys of ``[rule]``)."""
 
     method: str = "ccl"  # ccl | bp
-    loss_scale: float = 1.0  # s
-    align_scale: float = 1.0  # s_D: the normalised-map term
+    loss_scale: float = bounded(1.0, gt=0)  # s
+    align_scale: float = bounded(1.0, ge=0)  # s_D: the normalised-map term
     batchnorm: bool = True
     grad_centralization: bool = True
-    warmup: int = 100
-    lr_feedback: float | None = None
-    momentum_feedback: float | None = None
-    clip_feedback: float | None = None
-    small_init: float = 0.001  # decoder forward and encoder feedback weights scaled by this
+    warmup: int = bounded(100, ge=0)
+    lr_feedback: float | None = bounded(None, gt=0)
+    momentum_feedback: float | None = bounded(None, ge=0, lt=1)
+    clip_feedback: float | None = bounded(None, ge=0)
+    small_init: float = bounded(0.001)  # decoder forward and encoder feedback weights scaled by this
 
 
 def _block(c_in: int, c_out: int, stride: int, bn: bool) -> nn.ModuleDict:
@@ -170,11 +171,8 @@ class CCLAutoencoder(LearningRule):
     Options = CCLAEOptions
 
     @classmethod
-    def parse_options(cls, options: dict[str, Any]) -> Any:
-        o = super().parse_options(options)
-        if o.method not in ("ccl", "bp"):
-            raise ConfigError(f"rule.method: unknown value {o.method!r}; valid: ccl, bp")
-        return o
+    def check_options(cls, o: Any, where: str) -> None:
+        check_choice(o.method, ("ccl", "bp"), f"{where}.method")
 
     metrics = (
         Metric("loss", "min", panel="loss", progress=True, summary=True),

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bioplaus.config import SEED_MAX, bounded
 from bioplaus.context import Metric
 from bioplaus.nets import Layer, Net
 from bioplaus.registry import register_rule
@@ -40,8 +41,8 @@ from bioplaus.rules.base import LearningRule, RuleContext, accuracy
 class FAOptions:
     """Options of FA / DFA (keys of ``[rule]``)."""
 
-    feedback_scale: float = 1.0  # B ~ U(-s/√fan, s/√fan)
-    feedback_seed: int | None = None  # None = experiment seed
+    feedback_scale: float = bounded(1.0, ge=0)  # B ~ U(-s/√fan, s/√fan)
+    feedback_seed: int | None = bounded(None, ge=0, le=SEED_MAX)  # None = experiment seed
 
 
 def _random_like(shape: tuple[int, ...], fan: int, scale: float, gen: torch.Generator) -> Tensor:
