@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bioplaus.errors import BioplausError
+from bioplaus.errors import BioplausError, RunInterrupted
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -14,10 +14,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     progress = False if args.quiet else None
     try:
-        res = run(args.config, args.set, out=args.out, progress=progress, report=False if args.no_report else None)
-    except KeyboardInterrupt:
-        print("bioplaus: interrupted; the run file holds everything up to the last flush "
-              "(status 'interrupted')", file=sys.stderr)
+        res = run(args.config, args.set, out=args.out, progress=progress,
+                  report=False if args.no_report else None, overwrite=True if args.overwrite else None)
+    except RunInterrupted as exc:
+        if exc.path is None:
+            print("bioplaus: interrupted before the run file was created; nothing written", file=sys.stderr)
+        else:
+            print(f"bioplaus: interrupted; {exc.path} holds everything up to the last flush "
+                  "(status 'interrupted')", file=sys.stderr)
         return 130
     print(res.summary())
     if res.figures:
@@ -67,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the experiment described by a TOML file")
     r.add_argument("config", help="experiment TOML file (see sims/)")
-    r.add_argument("--out", help="run file to write (default runs/<name>.h5)")
+    r.add_argument("--out", help="run file to write (default runs/<name>.h5, or the next free "
+                   "runs/<name>-<k>.h5); an existing file is refused without --overwrite")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run file (other files are never replaced)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rule.lr=0.05 (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress output")

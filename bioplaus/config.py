@@ -123,6 +123,7 @@ class RecordConfig:
     weights_every: int = 1  # epochs between weight snapshots; 0 = off
     save_model: bool = True
     flush_every_s: float = 30.0
+    overwrite: bool = False  # replace an existing run file at out (bioplaus run --overwrite)
 
 
 @dataclass
