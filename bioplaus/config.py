@@ -102,6 +102,7 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = torch's default
     progress: bool = True
     report: bool = True  # write figures next to the run file at the end
+    divergence_factor: float = 1e4  # fail when the rule's first "min" metric exceeds this x its lowest value; 0 = off
 
 
 @dataclass
