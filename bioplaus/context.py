@@ -276,6 +276,8 @@ class RunContext:
         )
         self.recorder = rec
         self.out = rec.path
+        # Declared metrics exist from the first flush, so SWMR can start after one step.
+        rec.declare_metrics(*(m.name for m in self.declared if not any(c in m.name for c in "*?[")))
         return rec
 
     @property
