@@ -13,7 +13,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from bioplaus.errors import BioplausError, ConfigError, DataError, RunError  # noqa: E402
+from bioplaus.errors import BioplausError, ConfigError, DataError, OutputError, RunError  # noqa: E402
 
 _LAZY = {
     "run": "bioplaus.api",
@@ -49,4 +49,4 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__ = ["BioplausError", "ConfigError", "DataError", "RunError", "__version__", *_LAZY]
+__all__ = ["BioplausError", "ConfigError", "DataError", "OutputError", "RunError", "__version__", *_LAZY]

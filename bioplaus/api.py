@@ -31,6 +31,7 @@ def run(
     progress: bool | None = None,
     report: bool | None = None,
     data: Any = None,
+    overwrite: bool | None = None,
 ) -> RunResult:
     """Run one experiment and return its result (``result.path`` is the run file).
 
@@ -38,7 +39,10 @@ def run(
     list``), a dict shaped like the TOML, or an `ExperimentConfig`.
     ``overrides``: ``["rule.lr=0.05", ...]`` or ``{"rule.lr": 0.05}``. ``data``: a
     ``neuro_data.Dataset`` (e.g. from ``neuro_data.from_arrays``) used instead of ``[data]``.
-    Bad input raises a `bioplaus.BioplausError` subclass naming the field.
+    ``overwrite`` (default ``record.overwrite``): replace an existing run file at ``out``;
+    without it an existing file is refused, and the default ``runs/<name>.h5`` takes the next
+    free ``runs/<name>-<k>.h5``. Bad input raises a `bioplaus.BioplausError` subclass naming
+    the field (`bioplaus.OutputError` for the run file).
     """
     if isinstance(overrides, Mapping):
         items = [f"{k}={_toml_value(v)}" for k, v in overrides.items()]
@@ -51,7 +55,7 @@ def run(
     cfg = load_config(dict(config) if isinstance(config, Mapping) else config, items)
     if report is not None:
         cfg.train.report = report
-    return run_experiment(cfg, out=out, progress=progress, data=data)
+    return run_experiment(cfg, out=out, progress=progress, data=data, overwrite=overwrite)
 
 
 def _toml_value(v: Any) -> str:

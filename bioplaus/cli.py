@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from bioplaus import __version__
-from bioplaus.errors import BioplausError
+from bioplaus.errors import BioplausError, RunInterrupted
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -15,10 +18,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     progress = False if args.quiet else None
     try:
-        res = run(args.config, args.set, out=args.out, progress=progress, report=False if args.no_report else None)
-    except KeyboardInterrupt:
-        print("bioplaus: interrupted; the run file holds everything up to the last flush "
-              "(status 'interrupted')", file=sys.stderr)
+        res = run(args.config, args.set, out=args.out, progress=progress,
+                  report=False if args.no_report else None, overwrite=True if args.overwrite else None)
+    except RunInterrupted as exc:
+        if exc.path is None:
+            print("bioplaus: interrupted before the run file was created; nothing written", file=sys.stderr)
+        else:
+            print(f"bioplaus: interrupted; {exc.path} holds everything up to the last flush "
+                  "(status 'interrupted')", file=sys.stderr)
         return 130
     print(res.summary())
     if res.figures:
@@ -72,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the experiment described by a TOML file")
     r.add_argument("config", help="experiment TOML file, or the name of a packaged sim "
                    "(e.g. quickstart; see bioplaus list)")
-    r.add_argument("--out", help="run file to write (default runs/<name>.h5)")
+    r.add_argument("--out", help="run file to write (default runs/<name>.h5, or the next free "
+                   "runs/<name>-<k>.h5); an existing file is refused without --overwrite")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run file (other files are never replaced)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rule.lr=0.05 (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
@@ -104,7 +114,38 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
         m.add_parser(sub)
 
 
+def _stop_now(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _catch_signals() -> Callable[[], None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt from the start (exit 130), not only once a
+    run is set up: Python would die of SIGTERM, and ignores SIGINT when started in the
+    background. A run replaces these with handlers that stop at the next step (see
+    `RunContext`). Returns what restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {sig: signal.signal(sig, _stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def main(argv: list[str] | None = None) -> int:
+    restore = _catch_signals()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # a signal between _main's handlers and here
+        print("bioplaus: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        restore()
+
+
+def _main(argv: list[str] | None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     try:

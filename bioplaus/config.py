@@ -197,6 +197,7 @@ class TrainConfig:
     threads: int = bounded(0, ge=0, le=MAX_THREADS)  # torch threads; 0 = torch's default
     progress: bool = True
     report: bool = True  # write figures next to the run file at the end
+    divergence_factor: float = bounded(1e4, ge=0)  # fail when the rule's first "min" metric exceeds this x its lowest value; 0 = off
 
 
 @dataclass
@@ -218,6 +219,7 @@ class RecordConfig:
     weights_every: int = bounded(1, ge=0)  # epochs between weight snapshots; 0 = off
     save_model: bool = True
     flush_every_s: float = bounded(30.0, gt=0)
+    overwrite: bool = False  # replace an existing run file at out (bioplaus run --overwrite)
 
 
 @dataclass

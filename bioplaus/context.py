@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioplaus.errors import RunError
+from bioplaus.errors import OutputError, RunError
 
 DIRECTIONS = ("max", "min", "none")
 
@@ -169,7 +169,9 @@ class RunContext:
 
     ``out`` is the run file (created by `open`, or by the first ``log*`` call); ``config``
     is stored in it as JSON; ``metrics`` are the declarations stored beside it that
-    progress lines, summaries, ``inspect`` and ``report`` read.
+    progress lines, summaries, ``inspect`` and ``report`` read. An existing ``out`` is
+    refused unless ``on_exists`` is "overwrite" (run files only) or "number" (write the
+    first free ``<stem>-<k>`` name; ``out`` then holds the name written).
     """
 
     def __init__(
@@ -183,8 +185,10 @@ class RunContext:
         metrics: Iterable[Metric] = (),
         progress: bool = True,
         flush_every_s: float = 30.0,
+        on_exists: str = "refuse",
     ) -> None:
         self.out = Path(out) if out is not None else None
+        self.on_exists = on_exists
         self.seed = int(seed)
         self.threads = int(threads)
         self.config = dict(config or {})
@@ -223,6 +227,8 @@ class RunContext:
                     self.close("done", steps=self.step)
                 elif isinstance(exc, KeyboardInterrupt):
                     self.close("interrupted", stopped_at_step=self.step)
+                elif isinstance(exc, OutputError):
+                    self.close("failed", error=str(exc), stopped_at_step=self.step)
                 elif isinstance(exc, RunError):
                     self.close("failed", error=str(exc), failed_step=self.step + 1)
                 else:
@@ -289,10 +295,15 @@ class RunContext:
             raise RunError("RunContext: no output path to write the run file to")
         attrs = dict(meta or {})
         attrs["declared_metrics"] = json.dumps([m.to_json() for m in self.declared])
-        self.recorder = Recorder(
-            self.out, self.config, self.seed, meta=attrs, flush_every_s=self.flush_every_s
+        rec = Recorder(
+            self.out, self.config, self.seed, meta=attrs, flush_every_s=self.flush_every_s,
+            on_exists=self.on_exists,
         )
-        return self.recorder
+        self.recorder = rec
+        self.out = rec.path
+        # Declared metrics exist from the first flush, so SWMR can start after one step.
+        rec.declare_metrics(*(m.name for m in self.declared if not any(c in m.name for c in "*?[")))
+        return rec
 
     @property
     def rec(self) -> Any:

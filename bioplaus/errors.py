@@ -29,6 +29,24 @@ class RunError(BioplausError):
     """A run could not go on (NaN loss, diverging weights); the message names the step."""
 
 
+class OutputError(BioplausError):
+    """The run file cannot be written where asked: it exists and overwriting was not asked,
+    the path is a directory or not a run file, or the OS refused (permission, read-only file
+    system, disk full). The message names the file and the reason."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM. ``path`` is the run file, closed with status
+    "interrupted", or None when the signal came before the file was created."""
+
+    def __init__(self, path: object = None) -> None:
+        super().__init__("interrupted")
+        self.path = path
+
+
 def one_line(text: str) -> str:
     """``text`` as one printable line: line breaks and other control characters escaped.
 

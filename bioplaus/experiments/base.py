@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, ClassVar
 
 from bioplaus.config import ExperimentConfig
 from bioplaus.context import Metric, RunContext, find_metric, headline
+from bioplaus.errors import RunInterrupted
 
 
 class Experiment:
@@ -101,18 +103,40 @@ def default_out(cfg: ExperimentConfig) -> Path:
     return Path(cfg.record.out) if cfg.record.out else Path("runs") / f"{cfg.name}.h5"
 
 
+def out_policy(cfg: ExperimentConfig, out: str | Path | None, overwrite: bool | None) -> tuple[Path, str]:
+    """The run file asked for and what to do if it exists (`check_out_path`'s ``on_exists``).
+
+    A path given (``out``, ``record.out``) is refused if it exists unless ``overwrite``; the
+    default ``runs/<name>.h5`` takes the next free ``runs/<name>-<k>.h5`` instead.
+    """
+    ow = cfg.record.overwrite if overwrite is None else overwrite
+    given = bool(out) or bool(cfg.record.out)
+    path = Path(out) if out else default_out(cfg)
+    return path, "overwrite" if ow else ("refuse" if given else "number")
+
+
 def run_experiment(
-    cfg: ExperimentConfig, out: str | Path | None = None, progress: bool | None = None, data: Any = None
+    cfg: ExperimentConfig,
+    out: str | Path | None = None,
+    progress: bool | None = None,
+    data: Any = None,
+    overwrite: bool | None = None,
 ) -> RunResult:
     """Run one experiment of any kind end to end; return its result.
 
     ``data`` hands the kind a data source built in Python (for the gradient kinds a
-    ``neuro_data.Dataset``) instead of ``[data]``.
+    ``neuro_data.Dataset``) instead of ``[data]``. ``overwrite`` (default
+    ``record.overwrite``) replaces an existing run file; see `out_policy`. The output path
+    is checked before anything is built, and the file is created only once the run starts:
+    a run that fails validation or build, or is interrupted before, leaves the path as it
+    was. A signal then raises `RunInterrupted` naming the file, if there is one.
     """
+    from bioplaus.record.writer import check_out_path
     from bioplaus.registry import EXPERIMENTS
 
     kind_cls = EXPERIMENTS.get(cfg.kind or "supervised", "kind")
-    path = Path(out) if out else default_out(cfg)
+    path, on_exists = out_policy(cfg, out, overwrite)
+    check_out_path(path, on_exists)  # fail now rather than after a long build
     ctx = RunContext(
         path,
         seed=cfg.seed,
@@ -121,23 +145,32 @@ def run_experiment(
         name=cfg.name,
         progress=cfg.train.progress if progress is None else progress,
         flush_every_s=cfg.record.flush_every_s,
+        on_exists=on_exists,
     )
-    with ctx:
-        exp = kind_cls(cfg, ctx, data=data)
-        try:
-            exp.build()
-            ctx.declare(*exp.metrics())
-            ctx.check_stop()  # a signal during set-up: nothing is written
-            meta = {"kind": kind_cls.name, **exp.meta()}
-            ctx.open(meta)
-            t0 = time.perf_counter()
-            final = exp.run()
-            seconds = time.perf_counter() - t0
-        finally:
-            exp.close()
-        ctx.close(
-            "done", seconds=seconds, steps=ctx.step, **{f"final_{k}": v for k, v in final.items() if "/" not in k}
-        )
+    try:
+        with ctx:
+            exp = kind_cls(cfg, ctx, data=data)
+            try:
+                exp.build()
+                ctx.declare(*exp.metrics())
+                ctx.check_stop()  # a signal during set-up: nothing is written
+                meta = {"kind": kind_cls.name, **exp.meta()}
+                ctx.open(meta)
+                if ctx.out != path and ctx.progress_enabled:
+                    print(f"{path} exists; writing {ctx.out}", file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                final = exp.run()
+                seconds = time.perf_counter() - t0
+            finally:
+                exp.close()
+            ctx.close(
+                "done", seconds=seconds, steps=ctx.step, **{f"final_{k}": v for k, v in final.items() if "/" not in k}
+            )
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted):
+            raise
+        raise RunInterrupted(ctx.out if ctx.recorder is not None else None) from None
+    path = ctx.out if ctx.out is not None else path
     figures: list[Path] = []
     if cfg.train.report:
         from bioplaus.report import make_report

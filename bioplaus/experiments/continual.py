@@ -353,6 +353,7 @@ class Continual(GradientExperiment):
                 self.rule.reset_optimizer()
             self._set_task(k)
             plugins.before_task(k, task.train)
+            self.reset_divergence()  # a new task's loss starts high again
             loss_sum, acc_sum, count = 0.0, 0.0, 0
             cap = self.cfg.train.max_steps  # per task
             for epoch in range(1, c.epochs_per_task + 1):

@@ -3,7 +3,7 @@
 `GradientExperiment` holds what the ``supervised`` and ``continual`` kinds share: the checks
 of ``[data]``, ``[network]``, ``[rule]`` and ``[[plugins]]``, building the rule (which builds
 its model), its plugins and the probes, the training step (stop check, the rule's step,
-divergence check, metric logging, plugin hooks), weight snapshots and saving the model.
+divergence checks, metric logging, plugin hooks), weight snapshots and saving the model.
 A kind supplies its data, its loop and its metric declarations.
 """
 
@@ -13,11 +13,12 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from bioplaus.config import ExperimentConfig, check_choice
 from bioplaus.context import Metric, finite_or_raise
-from bioplaus.errors import ConfigError
+from bioplaus.errors import ConfigError, RunError
 from bioplaus.experiments.base import Experiment
 from bioplaus.nets import check_size, plan_net
 from bioplaus.plugins.base import PluginList
@@ -103,6 +104,10 @@ class GradientExperiment(Experiment):
         """
         cfg = self.cfg
         self.check_memory(n_classes, input_shape, n_samples)
+        factor = cfg.train.divergence_factor
+        if not (factor == 0 or (math.isfinite(factor) and factor > 1)):
+            raise ConfigError(f"train.divergence_factor: must be 0 (off) or a finite number > 1, got {factor}")
+        self.reset_divergence()
         self.rule = RULES.get(cfg.rule.name, "rule.name")(cfg.rule)
         self.rule_ctx = RuleContext(
             n_classes, tuple(input_shape), steps_per_epoch, total_steps, cfg.seed, cfg.network, self.ctx, extra or {}
@@ -150,18 +155,65 @@ class GradientExperiment(Experiment):
 
     # -- the loop's pieces ------------------------------------------------------------
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """One step of the rule with every hook; returns the rule's metrics."""
+        """One step of the rule with every hook; returns the rule's metrics.
+
+        Fails the run (`RunError` naming the step) on a non-finite metric, on the watched
+        metric diverging (`check_divergence`) and, on logged steps, on a non-finite
+        parameter.
+        """
         ctx = self.ctx
         ctx.check_stop()
         m = self.rule.train_step(x, y)
         self.rule.after_step()
-        finite_or_raise(m, ctx.step + 1)
-        ctx.step += 1
-        step = ctx.step
-        if step == 1 or step % self.cfg.train.log_every == 0:
+        step = ctx.step + 1
+        finite_or_raise(m, step)
+        self.check_divergence(m, step)
+        logged = step == 1 or step % self.cfg.train.log_every == 0
+        if logged:
+            self.check_parameters(step)
+        ctx.step = step
+        if logged:
             ctx.log(lr=self.rule.lr, **{f"train_{k}": v for k, v in m.items()})
         self.plugins.after_step(step, m)
         return m
+
+    # Floor of the running minimum, relative to the first value: a loss that approaches 0
+    # must not make every later batch look like a divergence.
+    DIVERGENCE_FLOOR = 1e-3
+
+    def reset_divergence(self) -> None:
+        """Forget the watched metric's history (at the start of a task whose loss restarts)."""
+        self._div_first: float | None = None
+        self._div_min = math.inf
+
+    def check_divergence(self, m: dict[str, float], step: int) -> None:
+        """`RunError` when the rule's first declared "min" metric (e.g. ``loss``) exceeds
+        ``train.divergence_factor`` x max(its lowest value so far, `DIVERGENCE_FLOOR` x its
+        first value). Catches divergence that stays finite (a spiking net at a huge lr)."""
+        factor = self.cfg.train.divergence_factor
+        name = next((d.name for d in type(self.rule).metrics if d.direction == "min"), None)
+        if not factor or name is None or name not in m:
+            return
+        if not hasattr(self, "_div_min"):
+            self.reset_divergence()
+        v = float(m[name])
+        if self._div_first is None:
+            self._div_first = v
+        ref = max(self._div_min, self.DIVERGENCE_FLOOR * abs(self._div_first))
+        if ref > 0 and v > factor * ref:
+            raise RunError(
+                f"{name} is {v:.4g} at step {step}, over train.divergence_factor={factor:g} x its "
+                f"lowest value {self._div_min:.4g}: the run diverged"
+            )
+        self._div_min = min(self._div_min, v)
+
+    def check_parameters(self, step: int) -> None:
+        """`RunError` naming the first parameter with a NaN or infinite entry."""
+        with torch.no_grad():
+            for mod_name, mod in self.rule.modules().items():
+                for name, p in mod.named_parameters():
+                    if not bool(torch.isfinite(p).all()):
+                        raise RunError(f"parameter {mod_name}.{name} is not finite at step {step}: the run diverged")
 
     def log_weights(self) -> None:
         if not self.cfg.record.weights_every:

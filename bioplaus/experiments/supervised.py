@@ -84,6 +84,13 @@ class Supervised(GradientExperiment):
             count = 0
             for b, (x, y) in enumerate(d.train, start=1):
                 m = self.train_step(x, y)
+                if not swmr:
+                    # Every dataset exists after one step (the declared metrics were created
+                    # with the file, the probes and weights logged at step 0): from here on
+                    # the file is written in SWMR mode (readable while written, consistent
+                    # if killed).
+                    ctx.start_swmr()
+                    swmr = True
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
@@ -100,11 +107,6 @@ class Supervised(GradientExperiment):
                 self.log_weights()
             self.plugins.after_epoch(epoch, summary)
             ctx.flush()
-            if not swmr:
-                # Every dataset name exists after the first epoch; from here on the file is
-                # written in SWMR mode (readable while written, consistent if killed).
-                ctx.start_swmr()
-                swmr = True
             self.bar.line(f"epoch {epoch}", summary, time.perf_counter() - te)
             if last:
                 break

@@ -38,6 +38,9 @@ MAX_READ_BYTES = 2 << 30
 # Largest dense spike array `SpikeEvents.to_dense` builds (bool, one byte per entry).
 MAX_DENSE_BYTES = 1 << 30
 # Index ranges of the event columns (t int32, neuron uint32): larger declared sizes lie.
+# Statuses of a run that did not close normally (killed, or stopped by a write error): a
+# dataset may be a flush ahead of its companions; the reader cuts them to a common length.
+_UNFINISHED = ("running", "failed")
 _MAX_NEURONS = 1 << 32
 _MAX_TIME = 1 << 31
 _SPIKE_COLUMNS = ("step", "t", "neuron", "sample")
@@ -212,7 +215,7 @@ class RunFile:
                 f"{', '.join(map(str, SUPPORTED_VERSIONS))})"
             )
         u.check_tree(self._f, str(self.path), RunFileError)
-        live = self.status == "running"
+        live = self.status in _UNFINISHED
         _ = self.config, self.seed
         for name in self._names("metrics"):
             self._series("metrics", name, one_d=True, live=live)
@@ -273,10 +276,11 @@ class RunFile:
             )
         n_values, n_steps = ds.shape[0], steps.shape[0]
         if n_values != n_steps:
-            # A live (or killed) writer may be one flush ahead on one of them; a closed
-            # file with unequal lengths is damaged.
+            # A live (or killed) writer, or one stopped by a write error (disk full), may
+            # be one flush ahead on one of them; a finished file with unequal lengths is
+            # damaged.
             if live is None:
-                live = self.status == "running"
+                live = self.status in _UNFINISHED
             if not live:
                 raise self._err(where, f"{n_values} rows but {where}_step has {n_steps}")
         return ds, steps, min(n_values, n_steps)
@@ -361,7 +365,7 @@ class RunFile:
         rec_counts = [ds.shape[0] for ds in recs.values()]
         if len(set(counts)) > 1 or len(set(rec_counts)) > 1:
             if live is None:
-                live = self.status == "running"
+                live = self.status in _UNFINISHED
             if not live:
                 lengths = ", ".join(f"{k} {ds.shape[0]}" for k, ds in {**cols, **recs}.items())
                 raise self._err(where, f"columns of unequal length ({lengths})")

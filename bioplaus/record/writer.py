@@ -15,16 +15,38 @@ Life cycle of a `Recorder`:
    closed, the file is reopened normally, buffered objects and attributes are written, and
    the root attributes ``status`` and ``finished`` are set.
 
+Creation never clobbers by accident: the first version of the file (root attributes, status
+"running") is written under a temporary name in the target's directory and then renamed
+into place, with a hard link that fails if the name was taken meanwhile (``on_exists``
+decides between refusing, replacing and taking the next numbered name). The file is then
+written at its final path, so that it can be read while it is written.
+
+Write errors (disk full, quota, I/O error) break the recorder: it stops writing, raises
+`bioplaus.errors.OutputError` naming the file and the OS error, and its close only tries to
+set the status "failed" with the error. Before each flush it also checks that the file
+system has the bytes it is about to write plus ``_SPACE_MARGIN``, so that a disk that fills
+up ends the run while the status can still be written. Files are opened without a chunk
+cache (``rdcc_nbytes=0``): HDF5 flushes a dataset's cached chunks when the dataset is
+closed, and a close that fails that flush (disk full) leaves a dangling dataset that makes
+the next file flush or close crash the process (measured with HDF5 2.0 / h5py 3.16); every
+write goes to disk at once instead, and fails where it is made.
+
 The layout is described in ``bioplaus/record/schema.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.metadata
+import itertools
 import json
 import math
+import os
 import platform
+import re
+import secrets
+import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -36,6 +58,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from bioplaus.errors import OutputError
 
 FORMAT = "bioplaus.run"
 FORMAT_VERSION = 1
@@ -52,6 +76,18 @@ _MAX_BYTES = 4 << 20
 _CHUNK_BYTES = 256 << 10
 # How long an open waits for another process's HDF5 file lock before opening without it.
 _LOCK_WAIT_S = 2.0
+# Free bytes a flush leaves on the file system beyond what it writes (room for the status).
+_SPACE_MARGIN = 1 << 20
+# Free bytes needed to write the final status and error after a write error.
+_CLOSE_SPACE = 64 << 10
+# What happens when the run file exists: refuse, replace it (run files only), or write
+# <stem>-1<suffix>, <stem>-2<suffix>, ... (the first free name).
+ON_EXISTS = ("refuse", "overwrite", "number")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Files whose close failed after a write error: kept referenced so that garbage collection
+# does not try (and fail, noisily) to close them again.
+_UNCLOSABLE: list[h5py.File] = []
+_SCAN_BYTES = 1 << 20
 
 
 def _now() -> str:
@@ -82,6 +118,117 @@ def _open_h5(
             if time.monotonic() >= deadline:
                 return h5py.File(path, mode, locking=False, **kwargs), False
             time.sleep(0.05)
+
+
+def _reason(exc: BaseException) -> str:
+    """The OS error behind an exception (h5py puts it in the message), as a short phrase."""
+    cur: BaseException | None = exc
+    while cur is not None:
+        code = getattr(cur, "errno", None)
+        if not isinstance(code, int) or not code:
+            m = re.search(r"errno = (\d+)", str(cur))
+            code = int(m.group(1)) if m else None
+        if code:
+            text = os.strerror(code)
+            if code == errno.ENOSPC:
+                return f"disk full ({text})"
+            if code == errno.EDQUOT:
+                return f"disk quota exceeded ({text})"
+            return text
+        cur = cur.__cause__ or cur.__context__
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def is_run_file(path: str | Path) -> bool:
+    """True if ``path`` looks like a bioplaus run file: an HDF5 signature and the format tag
+    in its first MiB. Bytes only, nothing is parsed: a killed run's file that HDF5 refuses to
+    open (``h5clear -s``) still counts, and a hostile file cannot do harm."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SCAN_BYTES)
+    except OSError:
+        return False
+    offsets = [0, *(512 << k for k in range(12))]
+    return any(head[o : o + 8] == _HDF5_SIGNATURE for o in offsets) and FORMAT.encode() in head
+
+
+def _candidates(path: Path) -> Iterator[Path]:
+    yield path
+    for k in itertools.count(1):
+        yield path.with_name(f"{path.stem}-{k}{path.suffix}")
+
+
+def _kind_of_file(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_out_path(path: str | Path, on_exists: str = "refuse") -> Path:
+    """The path a new run file will take, or `OutputError` saying why not; creates nothing.
+
+    ``on_exists``: ``"refuse"`` an existing file, ``"overwrite"`` it if it is a bioplaus run
+    file (`is_run_file`; any other file is refused), or take the first free ``"number"``ed
+    name (``runs/x.h5``, ``runs/x-1.h5``, ...). A directory, a device or a pipe is always
+    refused, and so is a directory the process cannot create the file in.
+    """
+    if on_exists not in ON_EXISTS:
+        raise ValueError(f"on_exists must be one of {', '.join(ON_EXISTS)}; got {on_exists!r}")
+    path = Path(path)
+    if on_exists == "number":
+        path = next(p for p in _candidates(path) if not os.path.lexists(p) or p.is_dir())
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name for the run file, e.g. {path / 'run.h5'}")
+    if os.path.lexists(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot use it as the run file: {_reason(exc)}") from None
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"{path}: is {_kind_of_file(mode)}; a run file must be a regular file")
+        if on_exists == "refuse":
+            raise OutputError(f"{path}: exists; pass --overwrite (record.overwrite = true) to replace it")
+        if not is_run_file(path):
+            raise OutputError(f"{path}: exists and is not a bioplaus run file; refusing to overwrite it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot create the run file: {parent} is not a directory")
+    try:
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise OutputError(f"{path}: cannot create the run file: {os.strerror(errno.EROFS)}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot create the run file: {os.strerror(errno.EACCES)} ({parent})")
+    return path
+
+
+def _close_or_keep(f: h5py.File) -> bool:
+    """Close ``f``; if that fails (a write error), keep it referenced rather than let garbage
+    collection try, and fail, noisily, again. True if it closed."""
+    try:
+        f.close()
+    except Exception:
+        _UNCLOSABLE.append(f)
+        return False
+    return True
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes available to this user on the file system of ``path`` (None if unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    if st.f_blocks == 0:  # pseudo and some FUSE file systems report no size at all
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _version_of(module: str) -> str | None:
@@ -185,6 +332,7 @@ class _Table:
         self.pending: dict[str, list[np.ndarray]] = {k: [] for k in columns}
         self.rows = 0
         self.nbytes = 0
+        self.written = 0  # rows written to the file so far
         self.created = False  # the datasets exist in the file
 
     def append(self, **arrays: np.ndarray) -> None:
@@ -223,6 +371,7 @@ class _Table:
             ds.resize(n + len(data), axis=0)
             ds[n:] = data
             self.pending[key] = []
+        self.written += self.rows
         self.rows = 0
         self.nbytes = 0
 
@@ -245,8 +394,10 @@ class Recorder:
 
     ``config`` is stored as JSON in the root attribute ``config``; ``meta`` items become
     further root attributes (non-scalars as JSON). The file is created (parents too) at
-    once with status "running". Use as a context manager to get status "failed" (with
-    attribute ``error``) on an exception and "interrupted" on Ctrl-C.
+    once with status "running"; an existing file is refused unless ``on_exists`` says
+    otherwise (see `check_out_path`; ``path`` then holds the name actually written). Use
+    as a context manager to get status "failed" (with attribute ``error``) on an exception
+    and "interrupted" on Ctrl-C. Problems with the file raise `OutputError`.
     """
 
     def __init__(
@@ -256,6 +407,7 @@ class Recorder:
         seed: int,
         meta: Mapping[str, Any] | None = None,
         flush_every_s: float = 30.0,
+        on_exists: str = "refuse",
     ) -> None:
         self.path = Path(path)
         self.flush_every_s = float(flush_every_s)
@@ -270,6 +422,10 @@ class Recorder:
         self._last_flush = time.monotonic()
         self._lock_wait_s = _LOCK_WAIT_S
         self._closing = False
+        self._broken: OutputError | None = None
+        self._no_space = False  # the file system is full (or over quota)
+        self._status_loc: tuple[int, int, int] | None = None  # offset, st_dev, st_ino of /status
+        self._declared: set[str] = set()  # metric tables created before any value
 
         root: dict[str, Any] = {
             "format": FORMAT,
@@ -284,12 +440,69 @@ class Recorder:
             if key in root:
                 raise ValueError(f"meta key {key!r} clashes with a reserved root attribute")
             root[key] = value
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._open("w") as f:
-            for key, value in root.items():
-                f.attrs[key] = encode_attr(value)
-            # Fixed-size so that it can be rewritten in place while SWMR forbids attributes.
-            f.create_dataset("status", data=np.bytes_(b"running"), dtype="S16")
+        self.path = self._create(self.path, root, on_exists)
+
+    def _create(self, target: Path, root: Mapping[str, Any], on_exists: str) -> Path:
+        """Write the first version under a temporary name, then move it to ``target``."""
+        target = check_out_path(target, on_exists)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot create its directory: {_reason(exc)}") from None
+        tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            try:
+                with h5py.File(tmp, "x", libver=LIBVER, rdcc_nbytes=0) as f:
+                    for key, value in root.items():
+                        f.attrs[key] = encode_attr(value)
+                    # Fixed-size so that it can be rewritten in place while SWMR forbids attributes.
+                    ds = f.create_dataset("status", data=np.bytes_(b"running"), dtype="S16")
+                    offset = ds.id.get_offset()
+            except (OSError, RuntimeError) as exc:
+                raise OutputError(f"{target}: cannot create the run file: {_reason(exc)}") from None
+            placed = self._place(tmp, target, on_exists)
+            with contextlib.suppress(OSError):
+                st = os.stat(placed)
+                if offset is not None:
+                    self._status_loc = (int(offset), st.st_dev, st.st_ino)
+            return placed
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _place(tmp: Path, target: Path, on_exists: str) -> Path:
+        """Rename ``tmp`` to ``target``; without "overwrite", never onto an existing file."""
+        names = _candidates(target) if on_exists == "number" else iter([target])
+        for name in names:
+            try:
+                if on_exists == "overwrite":
+                    os.replace(tmp, name)
+                    return name
+                try:
+                    os.link(tmp, name)  # atomic: fails if the name was taken meanwhile
+                    return name
+                except FileExistsError:
+                    if on_exists == "number":
+                        continue
+                    raise OutputError(
+                        f"{name}: exists; pass --overwrite (record.overwrite = true) to replace it"
+                    ) from None
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+                        raise
+                    # No hard links on this file system: check, then rename (a small race).
+                    if os.path.lexists(name):
+                        if on_exists == "number":
+                            continue
+                        raise OutputError(
+                            f"{name}: exists; pass --overwrite (record.overwrite = true) to replace it"
+                        ) from None
+                    os.replace(tmp, name)
+                    return name
+            except OSError as exc:
+                raise OutputError(f"{name}: cannot create the run file: {_reason(exc)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ state
 
@@ -303,9 +516,47 @@ class Recorder:
         """True after `close`."""
         return self._mode == "closed"
 
+    @property
+    def broken(self) -> OutputError | None:
+        """The error that stopped writing (disk full, I/O error), or None."""
+        return self._broken
+
     def _check_open(self) -> None:
         if self._mode == "closed":
             raise RuntimeError(f"Recorder for {self.path} is closed")
+        if self._broken is not None:
+            raise self._broken
+
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        """Around every HDF5 write: an OS error breaks the recorder (see the module docstring)."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            yield
+        except OutputError as exc:
+            self._broken = exc
+            self._no_space = "disk full" in str(exc) or "quota" in str(exc)
+            raise
+        except (OSError, RuntimeError) as exc:
+            self._no_space = _reason(exc).startswith(("disk full", "disk quota"))
+            self._broken = OutputError(
+                f"{self.path}: cannot write the run file: {_reason(exc)}; it holds what was "
+                "written up to the last flush"
+            )
+            raise self._broken from None
+
+    def _pending_bytes(self) -> int:
+        return sum(t.nbytes for t in self._tables.values()) + sum(a.nbytes for a, _ in self._arrays.values())
+
+    def _check_space(self, nbytes: int) -> None:
+        """`OutputError` (disk full) unless ``nbytes`` plus the margin fit on the file system."""
+        free = _free_bytes(self.path.parent)
+        if free is not None and free < nbytes + _SPACE_MARGIN:
+            raise OutputError(
+                f"{self.path}: disk full: {free / 1024:.0f} kB free, a flush needs {nbytes / 1024:.0f} kB "
+                f"+ {_SPACE_MARGIN >> 10} kB to spare; the file holds what was written up to the last flush"
+            )
 
     @contextlib.contextmanager
     def _op(self) -> Iterator[None]:
@@ -333,12 +584,45 @@ class Recorder:
             return
         if self._writable(table):
             assert self._f is not None
-            table.write(self._f)
+            with self._io():
+                self._check_space(table.nbytes)
+                table.write(self._f)
         elif self._mode == "lazy":
             self._flush_lazy()
         # New names during SWMR stay in memory until close: HDF5 cannot create them now.
 
     # ------------------------------------------------------------------ logging
+
+    def _metric_table(self, name: str) -> _Table:
+        table = self._tables.get(f"metrics/{name}")
+        if table is None:
+            _check_name("metric", name)
+            if (name.endswith("_step") and name[:-5] in self._metric_names) or (
+                f"{name}_step" in self._metric_names
+            ):
+                raise ValueError(f"metric {name!r} collides with the step dataset of another metric")
+            self._metric_names.add(name)
+            table = _Table(
+                {
+                    "value": _Column(f"metrics/{name}", np.dtype("f8"), ()),
+                    "step": _Column(f"metrics/{name}_step", np.dtype("i8"), ()),
+                }
+            )
+            self._tables[f"metrics/{name}"] = table
+        return table
+
+    def declare_metrics(self, *names: str) -> None:
+        """Create ``/metrics/<name>`` (empty) at the next flush, before any value is logged.
+
+        A metric that exists when `start_swmr` is called is streamed under SWMR; one first
+        logged later is kept in memory until close. Declared metrics that never got a value
+        are removed when the recorder closes.
+        """
+        with self._op():
+            for name in names:
+                if f"metrics/{name}" not in self._tables:
+                    self._metric_table(name)
+                    self._declared.add(name)
 
     def log_metrics(self, step: int, **values: float) -> None:
         """Append scalars to ``/metrics/<name>`` (float64) and ``/metrics/<name>_step`` (int64).
@@ -349,23 +633,7 @@ class Recorder:
         with self._op():
             step = int(step)
             for name, value in values.items():
-                table = self._tables.get(f"metrics/{name}")
-                if table is None:
-                    _check_name("metric", name)
-                    if (name.endswith("_step") and name[:-5] in self._metric_names) or (
-                        f"{name}_step" in self._metric_names
-                    ):
-                        raise ValueError(
-                            f"metric {name!r} collides with the step dataset of another metric"
-                        )
-                    self._metric_names.add(name)
-                    table = _Table(
-                        {
-                            "value": _Column(f"metrics/{name}", np.dtype("f8"), ()),
-                            "step": _Column(f"metrics/{name}_step", np.dtype("i8"), ()),
-                        }
-                    )
-                    self._tables[f"metrics/{name}"] = table
+                table = self._metric_table(name)
                 try:
                     v = float(value.item() if hasattr(value, "item") else value)
                 except (TypeError, ValueError) as exc:
@@ -563,7 +831,8 @@ class Recorder:
                     and ds.dtype == arr.dtype
                     and p not in self._arrays
                 ):
-                    ds[...] = arr
+                    with self._io():
+                        ds[...] = arr
                     if enc:
                         self._attrs.setdefault(p, {}).update(enc)
                     return
@@ -607,20 +876,37 @@ class Recorder:
 
     def _open(self, mode: str) -> h5py.File:
         try:
-            f, locked = _open_h5(self.path, mode, wait_s=self._lock_wait_s, libver=LIBVER)
+            f, locked = _open_h5(self.path, mode, wait_s=self._lock_wait_s, libver=LIBVER, rdcc_nbytes=0)
         except OSError as exc:
             hint = ""
             if "already open for read-only" in str(exc):
                 hint = " (a RunFile in this process has it open: close readers first)"
-            raise OSError(f"cannot write run file {self.path}{hint}: {exc}") from exc
+            raise OutputError(f"{self.path}: cannot write the run file{hint}: {_reason(exc)}") from exc
         if not locked:
             # A reader keeps the file open; do not wait for it again at every flush.
             self._lock_wait_s = 0.0
         return f
 
+    @contextlib.contextmanager
+    def _opened(self, mode: str) -> Iterator[h5py.File]:
+        """The file, closed afterwards; one whose close fails is kept in `_UNCLOSABLE`."""
+        f = self._open(mode)
+        try:
+            yield f
+        except BaseException:
+            _close_or_keep(f)
+            raise
+        try:
+            f.close()
+        except BaseException:
+            _UNCLOSABLE.append(f)
+            raise
+
     def _flush_lazy(self) -> None:
-        with self._open("a") as f:
-            self._write_all(f)
+        with self._io():
+            self._check_space(self._pending_bytes())
+            with self._opened("a") as f:
+                self._write_all(f)
         self._last_flush = time.monotonic()
 
     def flush(self) -> None:
@@ -633,10 +919,12 @@ class Recorder:
             self._flush_lazy()
             return
         assert self._f is not None
-        for table in self._tables.values():
-            if table.created:
-                table.write(self._f)
-        self._f.flush()
+        with self._io():
+            self._check_space(sum(t.nbytes for t in self._tables.values() if t.created))
+            for table in self._tables.values():
+                if table.created:
+                    table.write(self._f)
+            self._f.flush()
         self._last_flush = time.monotonic()
 
     def start_swmr(self) -> None:
@@ -648,13 +936,15 @@ class Recorder:
         with self._op():
             if self._mode == "swmr":
                 return
-            f = self._open("a")
-            try:
-                self._write_all(f)
-                f.swmr_mode = True
-            except BaseException:
-                f.close()
-                raise
+            with self._io():
+                self._check_space(self._pending_bytes())
+                f = self._open("a")
+                try:
+                    self._write_all(f)
+                    f.swmr_mode = True
+                except BaseException:
+                    _close_or_keep(f)
+                    raise
             self._f = f
             self._mode = "swmr"
             self._last_flush = time.monotonic()
@@ -673,26 +963,118 @@ class Recorder:
             self._deferred_close = (status, final_attrs)
             return
         self._closing = True
-        if self._mode == "swmr":
-            assert self._f is not None
-            try:
-                for table in self._tables.values():
-                    if table.created:
-                        table.write(self._f)
-                # If reopening below fails, the file still tells how the run ended.
-                self._f["status"][()] = np.bytes_(status.encode())
-                self._f.flush()
-            finally:
-                self._f.close()
-                self._f = None
+        if self._broken is not None:
+            self._close_broken(status, final_attrs)
+            return
+        try:
+            with self._io():
+                if self._mode == "swmr":
+                    assert self._f is not None
+                    f, self._f = self._f, None
+                    try:
+                        for table in self._tables.values():
+                            if table.created:
+                                table.write(f)
+                        # If reopening below fails, the file still tells how the run ended.
+                        f["status"][()] = np.bytes_(status.encode())
+                        f.flush()
+                    except BaseException:
+                        self._f = f  # closed (or given up) by _close_broken
+                        raise
+                    try:
+                        f.close()
+                    except BaseException:
+                        _UNCLOSABLE.append(f)
+                        raise
+                self._mode = "closed"
+                with self._opened("a") as f:
+                    self._write_all(f)
+                    self._drop_unused_metrics(f)
+                    for key, value in final_attrs.items():
+                        f.attrs[key] = encode_attr(value)
+                    f.attrs["status"] = status
+                    f.attrs["finished"] = _now()
+                    f["status"][()] = np.bytes_(status.encode())
+        except OutputError:
+            self._close_broken(status, final_attrs)
+            raise
+
+    def _drop_unused_metrics(self, f: h5py.File) -> None:
+        """Remove declared metrics that never got a value (their empty datasets)."""
+        for name in self._declared:
+            table = self._tables.get(f"metrics/{name}")
+            if table is not None and table.written == 0 and table.rows == 0:
+                for p in (f"metrics/{name}", f"metrics/{name}_step"):
+                    if p in f:
+                        del f[p]
+
+    def _close_broken(self, status: str, final_attrs: Mapping[str, Any]) -> None:
+        """After a write error: try to set the status "failed" and the error, else leave the
+        file as last flushed. Buffered rows are dropped; HDF5 errors are not raised again."""
+        assert self._broken is not None
+        requested = status
+        if status in ("done", "running"):
+            status = "failed"
+        attrs = dict(final_attrs)
+        if status == "failed" and (requested != "failed" or "error" not in attrs):
+            attrs["error"] = str(self._broken)
+        self._tables.clear()
+        self._arrays.clear()
+        self._attrs.clear()
         self._mode = "closed"
-        with self._open("a") as f:
-            self._write_all(f)
-            for key, value in final_attrs.items():
-                f.attrs[key] = encode_attr(value)
-            f.attrs["status"] = status
-            f.attrs["finished"] = _now()
-            f["status"][()] = np.bytes_(status.encode())
+        f, self._f = self._f, None
+        written = False
+        if f is not None:  # SWMR: the status dataset is rewritten in place, no new space
+            with contextlib.suppress(Exception):
+                f["status"][()] = np.bytes_(status.encode())
+                f.flush()
+                written = True
+            written = _close_or_keep(f) and written
+        # Attributes need new space: on a full disk, opening the file outside SWMR to write
+        # them would fail to close and leave it flagged as open (unreadable until h5clear);
+        # the status dataset written in place above is then all the file gets.
+        free = _free_bytes(self.path.parent)
+        g = None
+        if (free is None and not self._no_space) or (free is not None and free >= _CLOSE_SPACE):
+            with contextlib.suppress(Exception):
+                g, _ = _open_h5(self.path, "a", wait_s=0.0, libver=LIBVER, rdcc_nbytes=0)
+        if g is not None:
+            ok = False
+            with contextlib.suppress(Exception):
+                for key, value in attrs.items():
+                    g.attrs[key] = encode_attr(value)
+                g.attrs["status"] = status
+                g.attrs["finished"] = _now()
+                g["status"][()] = np.bytes_(status.encode())
+                ok = True
+            written = (_close_or_keep(g) and ok) or written
+        if not written:
+            self._poke_status(status)
+        if requested == "done":
+            raise self._broken
+
+    def _poke_status(self, status: str) -> None:
+        """Write ``status`` straight into the bytes of the ``/status`` dataset, bypassing HDF5.
+
+        Its storage is contiguous, fixed (16 bytes) and allocated when the file was created,
+        so this needs no new space on a full disk; HDF5 never moves it. Only done if the
+        file at the path is still the one this recorder created.
+        """
+        if self._status_loc is None:
+            return
+        offset, dev, ino = self._status_loc
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.pwrite(fd, status.encode().ljust(16, b"\0"), offset)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> Recorder:
         return self
