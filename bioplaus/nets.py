@@ -298,7 +298,7 @@ def check_size(params: int, where: str, activations: int = 0) -> None:
     if ram and need > ram:
         raise ConfigError(
             f"{where}: training this network needs about {need / 2**30:.1f} GiB "
-            f"({_count(params)} parameters), more than this machine's {ram / 2**30:.1f} GiB"
+            f"({_count(params)} parameters), more than this machine's memory ({ram / 2**30:.1f} GiB)"
         )
 
 
