@@ -298,7 +298,7 @@ def check_size(params: int, where: str, activations: int = 0) -> None:
     if ram and need > ram:
         raise ConfigError(
             f"{where}: training this network needs about {need / 2**30:.1f} GiB "
-            f"({_count(params)} parameters), more than this machine's {ram / 2**30:.1f} GiB"
+            f"({_count(params)} parameters), more than this machine's memory ({ram / 2**30:.1f} GiB)"
         )
 
 
@@ -338,7 +338,8 @@ def build_net(
 
     BACKENDS.get(cfg.backend, "network.backend")
     plan = plan_net(cfg, tuple(input_shape), n_classes)
-    check_size(plan.params, "network")
+    if torch.empty(0).device.type != "meta":  # a skeleton on the meta device allocates nothing
+        check_size(plan.params, "network")
     torch.manual_seed(seed)
     temporal = cfg.backend == "spiking"
     layers: list[Layer] = []

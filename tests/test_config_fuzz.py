@@ -323,10 +323,10 @@ def _dump(d: dict[str, Any]) -> str:
     return "".join(f"{json.dumps(str(k), ensure_ascii=False)} = {toml(v)}\n" for k, v in d.items())
 
 
-# 150 cases each by default (well under a minute); BIOPLAUS_FUZZ_EXAMPLES=2000 for a long hunt.
+# 100 cases each by default (well under a minute on a loaded machine); BIOPLAUS_FUZZ_EXAMPLES=2000 for a long hunt.
 FAST = settings(
     deadline=None,
-    max_examples=int(os.environ.get("BIOPLAUS_FUZZ_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("BIOPLAUS_FUZZ_EXAMPLES", "100")),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

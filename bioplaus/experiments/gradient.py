@@ -46,11 +46,6 @@ class GradientExperiment(Experiment):
         check_choice(n.init, ["default", "kaiming", "xavier", "orthogonal"], "network.init")
         if n.arch == "cnn" and not n.channels:
             raise ConfigError("network.channels: a cnn needs at least one conv block, e.g. [32, 64]")
-        # The smallest input (one value, one pixel) and two classes give a lower bound of
-        # the size; build_rule checks the exact one once the data's shape is known. Conv
-        # widths count even for an mlp: rules that build their own model read them.
-        low = replace(n, arch="cnn") if n.channels else n
-        check_size(plan_net(low, (1, 1, 1) if low.arch == "cnn" else (1,), 2).params, "network")
         s = n.spiking
         check_choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
         check_choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
@@ -117,7 +112,8 @@ class GradientExperiment(Experiment):
         self.plugins = PluginList()
 
     def check_memory(self, n_classes: int, input_shape: tuple[int, ...], n_samples: int = 0) -> None:
-        """Refuse a ``[network]`` stack whose parameters and activations exceed the memory.
+        """Refuse a ``[network]`` stack whose parameters and activations exceed the memory
+        (before the model or the run file exists).
 
         Activations: a batch of B samples keeps about 6 float32 values per neuron and time
         step (input, current, membrane, output, their gradients), B·T·units·6 in all.
@@ -125,12 +121,17 @@ class GradientExperiment(Experiment):
         cfg = self.cfg
         n = cfg.network
         plan = plan_net(n, tuple(input_shape), n_classes)
+        params = plan.params
+        if n.arch != "cnn" and n.channels:
+            # Rules that build their own model (the conv autoencoder) read the conv widths
+            # of an mlp config: a one-pixel image bounds their size from below.
+            params = max(params, plan_net(replace(n, arch="cnn"), (1, 1, 1), n_classes).params)
         steps = n.spiking.T if n.backend == "spiking" else 1
         batch = max(cfg.data.batch_size, cfg.data.eval_batch_size)
         if n_samples:
             batch = min(batch, n_samples)
         units = plan.units + math.prod(input_shape)
-        check_size(plan.params, "network", activations=6 * batch * steps * units)
+        check_size(params, "network", activations=6 * batch * steps * units)
 
     def setup_rule(self, probe_x: Tensor, probe_y: Tensor | None = None) -> None:
         """Set up the rule on its model, then the plugins and the probes (before the file)."""
