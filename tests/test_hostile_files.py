@@ -318,9 +318,9 @@ RUN_CASES = [
          fails=frozenset({"export"}), match="/model/net: missing layers.1.synapse.weight"),
     Case("model_nan", _model_nan, fails=frozenset({"export"}), match="holds NaN or inf"),
     Case("config_hidden_1e9", _huge_hidden, fails=frozenset({"export"}),
-         match="network: the network would have 3e+09 parameters"),
+         match="config builds (1000000000, 64)"),
     Case("input_shape_huge", _attr("input_shape", "[1, 100000, 100000]"),
-         fails=frozenset({"export"}), match="network: the network would have 6e+10 parameters"),
+         fails=frozenset({"export"}), match="config builds (6, 10000000000)"),
     # Harmless oddities: read as they are.
     Case("running_row_ahead", _lean("metrics", _running_row_ahead), fails=frozenset()),
     Case("meta_text_non_utf8", _attr("created", np.bytes_(b"\xff\xfe")), fails=frozenset()),
