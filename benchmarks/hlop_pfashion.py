@@ -16,7 +16,9 @@ Methods (``--methods``, comma separated):
 
 Run:  python benchmarks/hlop_pfashion.py                      # the five spiking methods
       python benchmarks/hlop_pfashion.py --methods hlop_rate,ft_rate,hlop_fa,ft_fa --tag local
-      options: --limit-train N (samples per task) --limit-test N --tasks N --T N --threads N
+      python benchmarks/hlop_pfashion.py --methods hlop --epochs-per-task 2 --limit-test 2000 --tag hlop_e2
+      options: --limit-train N (samples per task) --limit-test N --tasks N --epochs-per-task N
+               --T N --threads N
                --set key=value (any config override, repeatable)
 """
 
@@ -79,6 +81,7 @@ def run_method(method: str, overrides: list[str], out_dir: Path) -> dict[str, An
         "backend": cfg.network.backend,
         "rule": cfg.rule.name,
         "T": cfg.network.spiking.T if cfg.network.backend == "spiking" else None,
+        "epochs_per_task": cfg.continual.epochs_per_task,
         "ACC": pts(m["ACC"]),
         "BWT": pts(m["BWT"]),
         "forgetting": pts(m["forgetting"]),
@@ -94,6 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="ft,ewc,proj,hlop,joint")
     ap.add_argument("--tasks", type=int, default=0, help="number of tasks (0: the sim's)")
+    ap.add_argument("--epochs-per-task", type=int, default=0, help="epochs per task (0: the sim's)")
     ap.add_argument("--limit-train", type=int, default=-1, help="training samples per task (-1: the sim's)")
     ap.add_argument("--limit-test", type=int, default=-1, help="test samples per task (-1: the sim's)")
     ap.add_argument("--T", type=int, default=0, help="time steps (0: the sim's)")
@@ -106,6 +110,8 @@ def main() -> None:
     overrides = [f"train.threads={args.threads}", "train.report=true"]
     if args.tasks:
         overrides.append(f"continual.n_tasks={args.tasks}")
+    if args.epochs_per_task:
+        overrides.append(f"continual.epochs_per_task={args.epochs_per_task}")
     if args.limit_train >= 0:
         overrides.append(f"data.limit_train={args.limit_train}")
     if args.limit_test >= 0:
@@ -130,7 +136,8 @@ def main() -> None:
             r["time_vs_ft"] = r["train_s"] / base if base else float("nan")
         cols = ["label", "backend", "rule", "ACC", "BWT", "forgetting", "train_s", "time_vs_ft"]
         text = (
-            f"Permuted Fashion-MNIST, {len(rows[0]['acc_matrix'][0])} tasks; ACC/BWT/forgetting in "
+            f"Permuted Fashion-MNIST, {len(rows[0]['acc_matrix'][0])} tasks x {rows[0]['epochs_per_task']} "
+            f"epochs; ACC/BWT/forgetting in "
             f"points; train_s excludes evaluation; overrides: {' '.join(overrides)}\n\n"
             + table(rows, cols)
         )

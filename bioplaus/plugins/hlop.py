@@ -26,7 +26,11 @@ q(y) = s · round(clip(y, -s, s) / s · N) / N, in the Hebbian rule (as the publ
 
 Defaults follow the public code's PMNIST setting (pkuxmq/HLOP-SNN): lateral neurons
 [80, 200, 100] for task 0 and 70 per later task, 20 fewer every 3 tasks; η = 0.001 for
-the input layer and 0.01 above; μ = 0.9; c = 10; 5 iterations per batch.
+the input layer and 0.01 above; μ = 0.9; c = 10; 5 iterations per batch. Except two: new
+neurons start off the old subspace (``init = "residual"``) and the projection is the
+orthogonal projector onto span(H_old) (``projector = "orthonormal"``), which hold on long
+streams where the code's H_oldᵀ H_old does not (``init = "orthogonal"``,
+``projector = "hebbian"`` give the code's behaviour).
 """
 
 from __future__ import annotations
@@ -164,8 +168,10 @@ class HLOP(SubspaceProjection):
         max_rows: int = bounded(0, ge=0)  # rows (time steps x samples, patches) per update; 0 = all
         activity: str = "spikes"  # spikes (per time step) | rate (time average)
         after_task_batches: int = bounded(0, ge=0)  # extra Hebbian batches on the final net of each task
-        init: str = "orthogonal"  # orthogonal (as the code) | residual (also off the old rows)
-        projector: str = "hebbian"  # hebbian: H_oldᵀH_old (as the code) | orthonormal: onto span(H_old)
+        # Not the code's choices (orthogonal, hebbian): on long streams H_oldᵀH_old drifts from a
+        # projector and the net forgets or diverges (docs/continual.md, "Defaults").
+        init: str = "residual"  # residual: new rows also off the old rows | orthogonal (as the code)
+        projector: str = "orthonormal"  # orthonormal: onto span(H_old) | hebbian: H_oldᵀH_old (as the code)
         spiking: bool = False  # lateral neurons as spike counts (quantised rates)
         spiking_scale: float = bounded(20.0, gt=0)
         spiking_steps: int = bounded(1000, ge=1)

@@ -1,0 +1,146 @@
+"""HLOP's defaults on longer streams: a grid of HLOP variants on a short permuted-digits stream.
+
+The stream is ``benchmarks/configs/hlop_pdigits_spiking.toml`` (the spiking HLOP sim of
+permuted Fashion-MNIST on scikit-learn's 8x8 digits: 64-800-800-10, BPTT T = 6, 10 permuted
+tasks); every variant runs at each ``--epochs`` value (epochs per task) and each ``--seeds``
+value. Every variant sets ``init`` and ``projector`` explicitly, so the grid does not depend
+on the plugin's defaults. A digits run takes ~25 s per epoch per task-stream at one thread.
+
+Variants (``--variants``, comma separated):
+  code        init = "orthogonal", projector = "hebbian"     (the public code; old defaults)
+  ortho       init = "orthogonal", projector = "orthonormal"
+  residual    init = "residual",   projector = "hebbian"
+  res_ortho   init = "residual",   projector = "orthonormal"  (new defaults)
+  res_ortho_rate  res_ortho with activity = "rate"            (cheaper Hebbian input)
+
+Run:  python benchmarks/hlop_defaults.py                      # all variants, epochs 2,3,5, seeds 0,1
+      python benchmarks/hlop_defaults.py --variants code,res_ortho --epochs 2 --seeds 0
+      options: --threads N, --set key=value (any config override, repeatable), --tag
+Writes results/hlop_defaults_digits[_<tag>].{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import save, table  # noqa: E402
+
+CONFIG = ROOT / "benchmarks" / "configs" / "hlop_pdigits_spiking.toml"
+VARIANTS = {
+    "code": ["plugins.0.init=orthogonal", "plugins.0.projector=hebbian"],
+    "ortho": ["plugins.0.init=orthogonal", "plugins.0.projector=orthonormal"],
+    "residual": ["plugins.0.init=residual", "plugins.0.projector=hebbian"],
+    "res_ortho": ["plugins.0.init=residual", "plugins.0.projector=orthonormal"],
+    "res_ortho_rate": ["plugins.0.init=residual", "plugins.0.projector=orthonormal", "plugins.0.activity=rate"],
+}
+
+
+def run_one(overrides: list[str], out: Path) -> dict[str, Any]:
+    from bioplaus.continual import ContinualTrainer
+
+    from bioplaus.config import load_config
+    from bioplaus.record import open_run
+
+    cfg = load_config(CONFIG, overrides)
+    t0 = time.perf_counter()
+    res = ContinualTrainer(cfg, out=out, progress=False).run()
+    wall = time.perf_counter() - t0
+    with open_run(res.path) as run:
+        R = np.asarray(run.array("/continual/acc_matrix"), dtype=float)
+        orth = {}
+        for name in run.metrics:
+            if name.endswith("/hlop_orth_err"):
+                orth[name.split("/")[0]] = float(run.metric(name)[-1])
+    m = res.metrics
+    pts = lambda v: 100.0 * v if math.isfinite(v) else float("nan")  # noqa: E731
+    return {
+        "ACC": pts(m["ACC"]),
+        "BWT": pts(m["BWT"]),
+        "forgetting": pts(m["forgetting"]),
+        "train_s": m["train_seconds"],
+        "wall_s": wall,
+        "orth_err_last": orth,
+        "acc_matrix": (100 * R).round(2).tolist(),
+    }
+
+
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean (and spread over seeds) of ACC / BWT per variant and epochs per task."""
+    out = []
+    keys = sorted({(r["variant"], r["epochs"]) for r in rows}, key=lambda k: (list(VARIANTS).index(k[0]), k[1]))
+    for v, e in keys:
+        rs = [r for r in rows if r["variant"] == v and r["epochs"] == e]
+        acc = [r["ACC"] for r in rs]
+        bwt = [r["BWT"] for r in rs]
+        sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else float("nan")  # noqa: E731
+        out.append(
+            {
+                "variant": v,
+                "epochs": e,
+                "seeds": len(rs),
+                "ACC": statistics.mean(acc),
+                "ACC_sd": sd(acc),
+                "BWT": statistics.mean(bwt),
+                "BWT_sd": sd(bwt),
+                "BWT_worst": min(bwt),
+                "train_s": statistics.mean(r["train_s"] for r in rs),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "res_ortho_rate"))
+    ap.add_argument("--epochs", default="2,3,5", help="epochs per task, comma separated")
+    ap.add_argument("--seeds", default="0,1", help="seeds, comma separated")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    ap.add_argument("--out-dir", default="runs/bench_hlop_defaults")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
+    epochs = [int(e) for e in args.epochs.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "hlop_defaults_digits" + (f"_{args.tag}" if args.tag else "")
+    base = [f"train.threads={args.threads}", "train.report=false"] + args.set
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        for e in epochs:
+            for v in variants:
+                ov = base + [f"seed={seed}", f"continual.epochs_per_task={e}"] + VARIANTS[v]
+                r = run_one(ov, out_dir / f"{v}_e{e}_s{seed}.h5")
+                rows.append({"variant": v, "epochs": e, "seed": seed, "overrides": ov, **r})
+                print(f"{v:>15} epochs={e} seed={seed}: ACC {r['ACC']:.2f} BWT {r['BWT']:+.2f} "
+                      f"({r['train_s']:.0f} s)", flush=True)
+                summ = summary(rows)
+                cols = ["variant", "epochs", "seeds", "ACC", "ACC_sd", "BWT", "BWT_sd", "BWT_worst", "train_s"]
+                text = (
+                    f"Permuted digits ({CONFIG.relative_to(ROOT)}), {len(rows[0]['acc_matrix'][0])} tasks; mean over seeds "
+                    f"{','.join(map(str, sorted({r['seed'] for r in rows})))}; ACC/BWT in points; "
+                    f"overrides: {' '.join(base)}\n\n" + table(summ, cols)
+                )
+                # Written after every run so an interrupted grid keeps what it measured.
+                save(name, {"config": str(CONFIG.relative_to(ROOT)), "summary": summ, "rows": rows}, text)
+
+
+if __name__ == "__main__":
+    main()
