@@ -10,9 +10,11 @@ damps the noise of a shared machine.
 Variants: ``faithful`` = the sim's settings (5 Hebbian iterations on every row of every
 batch); ``rows128`` = Hebbian updates on 128 rows sampled from the T x B presynaptic spike
 vectors; ``rows128_every2`` = that, every second step; ``rate`` = Hebbian updates on the
-time-averaged presynaptic activity (B rows instead of T x B).
+time-averaged presynaptic activity (B rows instead of T x B); ``code`` = the public code's
+``init = "orthogonal"`` and ``projector = "hebbian"`` instead of the defaults (``faithful``
+has the defaults: new neurons started off the old subspace, orthonormal projector).
 
-Run: python benchmarks/hlop_cost.py [--T 6,20] [--limit-train 3200] [--repeat 2]
+Run: python benchmarks/hlop_cost.py [--T 6,20] [--limit-train 3200] [--repeat 2] [--variants ...] [--tag ...]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ VARIANTS: dict[str, list[str]] = {
     "rows128": ["plugins.0.max_rows=128"],
     "rows128_every2": ["plugins.0.max_rows=128", "plugins.0.every=2"],
     "rate": ["plugins.0.activity=rate"],
+    "code": ["plugins.0.init=orthogonal", "plugins.0.projector=hebbian"],
 }
 
 
@@ -64,6 +67,7 @@ def main() -> None:
     ap.add_argument("--variants", default="faithful,rows128,rows128_every2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default="/tmp/bioplaus_hlop_cost")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir)
@@ -110,7 +114,7 @@ def main() -> None:
             f"{args.limit_train} samples, batch 64, {args.threads} thread(s), best of {args.repeat}\n\n"
             + table(rows, ["T", "method", "steps", "train_s", "ms_per_step", "hebbian_s", "projection_s", "ratio_vs_ft"])
         )
-        save("hlop_cost", {"args": vars(args), "rows": rows}, text)
+        save("hlop_cost" + (f"_{args.tag}" if args.tag else ""), {"args": vars(args), "rows": rows}, text)
 
 
 if __name__ == "__main__":

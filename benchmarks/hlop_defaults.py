@@ -12,16 +12,24 @@ Variants (``--variants``, comma separated):
   residual    init = "residual",   projector = "hebbian"
   res_ortho   init = "residual",   projector = "orthonormal"  (new defaults)
   res_ortho_rate  res_ortho with activity = "rate"            (cheaper Hebbian input)
+  exact       the exact projection plugin (GPM-style SVD of stored activity) with HLOP's
+              dimensions: what the subspace sizes allow, without the Hebbian approximation
 
-Run:  python benchmarks/hlop_defaults.py                      # all variants, epochs 2,3,5, seeds 0,1
+Run:  python benchmarks/hlop_defaults.py                      # code,ortho,residual,res_ortho; epochs 2,3,5; seeds 0,1
       python benchmarks/hlop_defaults.py --variants code,res_ortho --epochs 2 --seeds 0
       options: --threads N, --set key=value (any config override, repeatable), --tag
 Writes results/hlop_defaults_digits[_<tag>].{md,json}.
+
+      python benchmarks/hlop_defaults.py --collect
+gathers the digits grids (results/hlop_defaults_digits*.json) and the permuted Fashion-MNIST
+runs with the defaults (results/hlop_pfashion_defaults_e{1,2}.json, made by the FASHION
+commands below) into results/hlop_defaults.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -38,12 +46,48 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import save, table  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "configs" / "hlop_pdigits_spiking.toml"
+RESULTS = ROOT / "benchmarks" / "results"
+PY = "PYTHONPATH=. python"
+OLD = "--set plugins.0.init=orthogonal --set plugins.0.projector=hebbian"
+FASHION = [  # (results file stem, HLOP settings, the command that makes it now, from the repository root)
+    (
+        "hlop_pfashion_defaults_e2",
+        "defaults (residual, orthonormal)",
+        f"{PY} benchmarks/hlop_pfashion.py --methods hlop --epochs-per-task 2 --limit-test 2000 --threads 1 "
+        "--tag defaults_e2 --out-dir runs/bench_hlop_defaults",
+    ),
+    (
+        "hlop_pfashion_defaults_e1",
+        "defaults (residual, orthonormal)",
+        f"{PY} benchmarks/hlop_pfashion.py --methods hlop --limit-test 2000 --threads 1 --tag defaults_e1 "
+        "--out-dir runs/bench_hlop_defaults_e1",
+    ),
+    (
+        "hlop_pfashion",
+        "earlier run: orthogonal, hebbian (the old defaults)",
+        f"{PY} benchmarks/hlop_pfashion.py --methods hlop --limit-test 2000 {OLD}",
+    ),
+    (
+        "hlop_pfashion_hlop_improved",
+        "earlier run: residual, orthonormal (older code, float rounding)",
+        f"{PY} benchmarks/hlop_pfashion.py --methods hlop --limit-test 2000 --tag hlop_improved",
+    ),
+]
+DIGITS = {  # results file stem -> command
+    "hlop_defaults_digits": f"{PY} benchmarks/hlop_defaults.py",
+    "hlop_defaults_digits_exact": f"{PY} benchmarks/hlop_defaults.py --variants exact --tag exact",
+    "hlop_defaults_digits_b16": f"{PY} benchmarks/hlop_defaults.py --variants code,res_ortho,exact --epochs 2,5 "
+    "--seeds 0 --set data.batch_size=16 --tag b16 --out-dir runs/bench_hlop_defaults_b16",
+    "hlop_defaults_digits_after": f"{PY} benchmarks/hlop_defaults.py --variants res_ortho --epochs 3,5 "
+    "--set plugins.0.after_task_batches=23 --tag after --out-dir runs/bench_hlop_defaults_after",
+}
 VARIANTS = {
     "code": ["plugins.0.init=orthogonal", "plugins.0.projector=hebbian"],
     "ortho": ["plugins.0.init=orthogonal", "plugins.0.projector=orthonormal"],
     "residual": ["plugins.0.init=residual", "plugins.0.projector=hebbian"],
     "res_ortho": ["plugins.0.init=residual", "plugins.0.projector=orthonormal"],
     "res_ortho_rate": ["plugins.0.init=residual", "plugins.0.projector=orthonormal", "plugins.0.activity=rate"],
+    "exact": ["plugins.0.name=projection", "plugins.0.mode=dims"],
 }
 
 
@@ -101,9 +145,55 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def matrix(R: list[list[float]]) -> str:
+    """An accuracy matrix (points) as a markdown table: row i = after task i."""
+    n = len(R[0])
+    lines = ["| after \\ task | " + " | ".join(map(str, range(n))) + " |", "|" + "---|" * (n + 1)]
+    for i, row in enumerate(R):
+        lines.append(f"| {i} | " + " | ".join(f"{v:.2f}" if j <= i else "" for j, v in enumerate(row)) + " |")
+    return "\n".join(lines)
+
+
+def collect() -> None:
+    """results/hlop_defaults.{md,json} from the Fashion-MNIST runs and the digits grids."""
+    fashion, digits = [], {}
+    for stem, settings, cmd in FASHION:
+        f = RESULTS / f"{stem}.json"
+        if f.exists():
+            row = [r for r in json.loads(f.read_text())["rows"] if r["method"] == "hlop"][0]
+            row.setdefault("epochs_per_task", 1)
+            fashion.append({"file": f"{stem}.md", "settings": settings, "command": cmd, **row})
+    for stem, cmd in DIGITS.items():
+        f = RESULTS / f"{stem}.json"
+        if f.exists():
+            d = json.loads(f.read_text())
+            digits[stem] = {"command": cmd, "summary": d["summary"], "rows": d["rows"]}
+    cols = ["settings", "epochs_per_task", "ACC", "BWT", "forgetting", "train_s", "file"]
+    parts = [
+        "# HLOP defaults on longer streams (issue 8)",
+        "",
+        "Defaults: `init = \"residual\"`, `projector = \"orthonormal\"` (see docs/continual.md, "
+        "\"Defaults on long streams\"). Permuted Fashion-MNIST, spiking 784-800-800-10, BPTT T = 6, "
+        "10 tasks, sims/hlop_pfashion_spiking.toml (which sets neither option), 2000 test images "
+        "per task; ACC/BWT/forgetting in points; times in seconds at one thread on the shared machine.",
+        "",
+        table(fashion, cols),
+    ]
+    for r in fashion[:2]:
+        parts += ["", f"`{r['command']}` ({r['file']}); accuracy matrix, points:", "", matrix(r["acc_matrix"])]
+    for stem, d in digits.items():
+        dcols = ["variant", "epochs", "seeds", "ACC", "ACC_sd", "BWT", "BWT_sd", "BWT_worst", "train_s"]
+        parts += ["", f"## Permuted digits: `{d['command']}` ({stem}.md)", "", table(d["summary"], dcols)]
+    text = "\n".join(parts)
+    save("hlop_defaults", {"fashion": fashion, "digits": digits}, text)
+
+
 def main() -> None:
+    if "--collect" in sys.argv:
+        collect()
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "res_ortho_rate"))
+    ap.add_argument("--variants", default="code,ortho,residual,res_ortho")
     ap.add_argument("--epochs", default="2,3,5", help="epochs per task, comma separated")
     ap.add_argument("--seeds", default="0,1", help="seeds, comma separated")
     ap.add_argument("--threads", type=int, default=1)

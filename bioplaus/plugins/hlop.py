@@ -169,7 +169,7 @@ class HLOP(SubspaceProjection):
         activity: str = "spikes"  # spikes (per time step) | rate (time average)
         after_task_batches: int = bounded(0, ge=0)  # extra Hebbian batches on the final net of each task
         # Not the code's choices (orthogonal, hebbian): on long streams H_oldᵀH_old drifts from a
-        # projector and the net forgets or diverges (docs/continual.md, "Defaults").
+        # projector and the net forgets or diverges (docs/continual.md, "Defaults on long streams").
         init: str = "residual"  # residual: new rows also off the old rows | orthogonal (as the code)
         projector: str = "orthonormal"  # orthonormal: onto span(H_old) | hebbian: H_oldᵀH_old (as the code)
         spiking: bool = False  # lateral neurons as spike counts (quantised rates)
