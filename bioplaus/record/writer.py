@@ -220,6 +220,15 @@ def _close_or_keep(f: h5py.File) -> bool:
     return True
 
 
+def _close_or_raise(f: h5py.File) -> None:
+    """Close ``f``; if that fails, keep it referenced (as `_close_or_keep`) and re-raise."""
+    try:
+        f.close()
+    except BaseException:
+        _UNCLOSABLE.append(f)
+        raise
+
+
 def _free_bytes(path: Path) -> int | None:
     """Bytes available to this user on the file system of ``path`` (None if unknown)."""
     try:
@@ -896,11 +905,7 @@ class Recorder:
         except BaseException:
             _close_or_keep(f)
             raise
-        try:
-            f.close()
-        except BaseException:
-            _UNCLOSABLE.append(f)
-            raise
+        _close_or_raise(f)
 
     def _flush_lazy(self) -> None:
         with self._io():
@@ -981,11 +986,7 @@ class Recorder:
                     except BaseException:
                         self._f = f  # closed (or given up) by _close_broken
                         raise
-                    try:
-                        f.close()
-                    except BaseException:
-                        _UNCLOSABLE.append(f)
-                        raise
+                    _close_or_raise(f)
                 self._mode = "closed"
                 with self._opened("a") as f:
                     self._write_all(f)

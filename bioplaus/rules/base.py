@@ -46,10 +46,6 @@ class RuleContext:
         """The context for ``cfg``'s seed and ``[network]``."""
         return cls(n_classes, tuple(input_shape), steps_per_epoch, total_steps, cfg.seed, cfg.network, run)
 
-    @property
-    def step(self) -> int:
-        return self.run.step if self.run is not None else 0
-
     def log(self, **values: float) -> None:
         """Metrics at the run's current step (dropped outside a run)."""
         if self.run is not None:
