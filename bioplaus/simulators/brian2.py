@@ -119,7 +119,7 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
     else:
         logits = spikes[layers[-1].name].mean(0).astype(np.float64)
     del p0
-    return SimResult(spikes, mem, logits, dt, T, {"build": res.wall_build, "run": res.wall_run})
+    return SimResult(spikes, mem, logits, dt, T, {"build": res.wall_build, "run": res.wall_run, "sim": res.wall_sim})
 
 
 SIMULATORS.register("brian2", simulate_brian2)

@@ -27,7 +27,7 @@ API (stable)
     res.spike_counts("h", window=(0, steps))             # [n] (or [windows, n] with reset_every)
     res.v["h"]           # [steps, n] membrane at the end of each step (before the reset)
     res.rate["h"]        # [steps] population rate in Hz
-    res.wall_build, res.wall_run                         # seconds
+    res.wall_build, res.wall_run, res.wall_sim           # seconds (objects; run call; simulation only)
 
 Dynamics (the discrete LIF of ``bioplaus.backends.spiking``, per step n)::
 
@@ -102,7 +102,8 @@ class Brian2Result:
     rate: dict[str, np.ndarray] = field(default_factory=dict)
     reset_every: int | None = None
     wall_build: float = 0.0
-    wall_run: float = 0.0
+    wall_run: float = 0.0  # runtime: code generation (cached after the first) + simulation
+    wall_sim: float = 0.0  # the simulation alone (standalone: the C++ binary's own time)
 
     def spike_raster(self, pop: str) -> np.ndarray:
         """Spikes of ``pop`` as a bool array [steps, n]."""
@@ -220,6 +221,8 @@ class Brian2Runner:
                                 debug=False, clean=False)
             t2 = time.perf_counter()
             res = self._collect(b2, monitors, steps, reset_every)
+            # the simulation alone: the standalone binary's own timer, else the run call
+            res.wall_sim = float(getattr(b2.device, "_last_run_time", 0.0) or 0.0) if standalone_dir else t2 - t1
         finally:
             if standalone_dir is not None:
                 b2.device.reinit()
