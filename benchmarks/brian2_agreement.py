@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -87,7 +86,7 @@ def main() -> None:
            "threads": 1, "results": results}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
-    lines = [f"# Brian2 vs bioplaus on NIR graphs", "", f"Load: start `{up}`, end `{up_end}`; brian2 {brian2.__version__}, 1 thread.", "",
+    lines = ["# Brian2 vs bioplaus on NIR graphs", "", f"Load: start `{up}`, end `{up_end}`; brian2 {brian2.__version__}, 1 thread.", "",
              "| net | samples | NIR size | export | re-import | Brian2 mode, call | spike counts equal | spike trains equal | class equal | wall / sample | simulation only / sample |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:

@@ -16,7 +16,6 @@ def test_samples(dataset: str, n: int, normalize: str = "unit", config: Any = No
     otherwise the data set's defaults with ``normalize``.
     """
     import neuro_data
-
     from bioplaus.config import load_config
     from bioplaus.data import load_data
 
