@@ -54,7 +54,7 @@ def measure(run: str, n: int, tmp: Path) -> dict:
     from_nir(path)
     t_import = time.perf_counter() - t0
     ref = simulate_bioplaus(str(path), x)
-    out = {"run": run, "net": net.describe(), "samples": len(y), "nir_bytes": path.stat().st_size,
+    out = {"run": run, "net": f"{Path(run).stem}: {net.describe()}", "samples": len(y), "nir_bytes": path.stat().st_size,
            "export_s": t_export, "import_s": t_import, "bioplaus_s_per_sample": ref.seconds["run"] / len(y),
            "bioplaus_acc": float((ref.predicted == y).mean())}
     for mode in ("runtime", "standalone"):

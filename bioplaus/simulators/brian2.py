@@ -34,11 +34,12 @@ from bioplaus.registry import SIMULATORS
 class SimResult:
     """Per-sample spikes and readout of a simulated graph (time-major like the backend)."""
 
-    spikes: dict[str, np.ndarray]  # layer name -> bool [T, S, n]
+    spikes: dict[str, np.ndarray]  # firing layer name -> bool [T, S, n] (no leaky integrators)
     mem_out: np.ndarray  # output layer membrane [T, S, n]
     logits: np.ndarray  # [S, classes]
     dt: float
     T: int
+    out_name: str = ""  # the output layer's name
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -60,9 +61,10 @@ def simulate_bioplaus(graph: Any, x: torch.Tensor, **_: Any) -> SimResult:
     with torch.no_grad():
         logits = net(x)
     secs = time.perf_counter() - t0
-    spikes = {la.name: la.state.out.numpy().astype(bool) for la in net.layers}
+    spikes = {la.name: la.state.out.numpy().astype(bool) for la in net.layers
+              if math.isfinite(la.neuron.params.threshold)}
     return SimResult(spikes, net.layers[-1].state.mem.numpy().astype(np.float64), logits.numpy(),
-                     float(net.dt), int(net.T), {"run": secs})
+                     float(net.dt), int(net.T), net.layers[-1].name, {"run": secs})
 
 
 def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
@@ -75,7 +77,6 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
     S = x.shape[0]
     xs = x.reshape(S, -1).double().numpy()
     layers = net.layers
-    p0 = layers[0].neuron.params
     params = [la.neuron.params for la in layers]
     W = [la.synapse.weight.detach().double().numpy() for la in layers]
     B = [la.synapse.bias.detach().double().numpy() if la.synapse.bias is not None else None for la in layers]
@@ -109,17 +110,18 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
             sim.add_current_input(la.name, bc)
         sim.record(la.name, spikes=True, v=la.is_output)
     res = sim.run(S * win, reset_every=win)
-    spikes = {}
+    spikes: dict[str, np.ndarray] = {}
     for i, la in enumerate(layers):
-        spikes[la.name] = res.shifted(la.name, i + lag, T).transpose(1, 0, 2)  # [T, S, n]
+        if math.isfinite(la.neuron.params.threshold):
+            spikes[la.name] = res.shifted(la.name, i + lag, T).transpose(1, 0, 2)  # [T, S, n]
     v = res.v[layers[-1].name].reshape(S, win, -1)[:, L - 1 + lag:L - 1 + lag + T]
     mem = v.transpose(1, 0, 2)
     if net.readout_kind == "mem_mean":
         logits = mem.mean(0)
     else:
         logits = spikes[layers[-1].name].mean(0).astype(np.float64)
-    del p0
-    return SimResult(spikes, mem, logits, dt, T, {"build": res.wall_build, "run": res.wall_run, "sim": res.wall_sim})
+    return SimResult(spikes, mem, logits, dt, T, layers[-1].name,
+                     {"build": res.wall_build, "run": res.wall_run, "sim": res.wall_sim})
 
 
 SIMULATORS.register("brian2", simulate_brian2)

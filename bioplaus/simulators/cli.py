@@ -58,8 +58,7 @@ def simulate_to_run(graph_path: str | Path, out: str | Path, *, backend: str = "
         rec.declare_metrics("test_acc", "wall_seconds")
         for name, spk in res.spikes.items():
             rec.log_spikes(name, 0, spk, dt=res.dt)
-        last = list(res.spikes)[-1]
-        rec.log_trace(f"{last}.mem", 0, res.mem_out.astype(np.float32), unit="1", dt=res.dt, every=1,
+        rec.log_trace(f"{res.out_name}.mem", 0, res.mem_out.astype(np.float32), unit="1", dt=res.dt, every=1,
                       dims="time,sample,neuron")
         rec.log_metrics(0, test_acc=acc, wall_seconds=wall)
         rec.log_array("/simulate/input", x.numpy(), encoder=net.encoder, dt=res.dt, T=res.T)
