@@ -168,7 +168,7 @@ def test_reads_peer_parameterisation() -> None:
 def test_export_command_from_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: str) -> None:
     cfg = tmp_path / "e.toml"
     cfg.write_text(
-        "name='e'\n[data]\ndataset='digits'\nlimit_train=256\n[network]\nbackend='spiking'\n"
+        "name='e'\n[data]\ndataset='digits'\nlimit_train=128\nlimit_test=64\n[network]\nbackend='spiking'\n"
         f"hidden=[16]\n[network.spiking]\nT=5\n[rule]\nname='{rule}'\nlr=0.05\n[train]\nepochs=1\nreport=false\n"
     )
     run = tmp_path / "e.h5"
