@@ -181,6 +181,8 @@ def test_export_command_from_a_run(tmp_path: Path, capsys: pytest.CaptureFixture
     g = nir.read(tmp_path / "e.nir")
     assert str(g.metadata["dataset"]) == "digits"
     assert main(["export", str(tmp_path / "missing.h5")]) == 2
+    assert main(["export", str(run), "--nir", str(tmp_path / "e.nir")]) == 2  # never replaced unasked
+    assert main(["export", str(run), "--nir", str(tmp_path / "e.nir"), "--overwrite"]) == 0
     # the older spelling still works
     assert main(["export", str(run), "--format", "nir", "--out", str(tmp_path / "f.nir")]) == 0
     assert math.isclose(float(nir.read(tmp_path / "f.nir").metadata["dt"]), 1e-3)

@@ -35,6 +35,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if nir_out:
         from bioplaus.export.nir import export_nir, load_net
 
+        if Path(nir_out).exists() and not args.overwrite:
+            raise BioplausError(f"{nir_out}: exists; pass --overwrite to replace it")
+
         net = load_net(args.file)
         export_nir(net, nir_out, integration=args.integration, extra_metadata=run_metadata(args.file))
         print(f"{nir_out}: NIR graph of {net.describe()} ({args.integration} parameters; dt, T, "
@@ -57,5 +60,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="rule the NIR LIF parameters are computed for (default euler; docs/export.md)")
     p.add_argument("--format", default=None, help="nir | nwb (older form of --nir / --nwb, with --out)")
     p.add_argument("--out", help="output file for --format (default <run>.nir / <run>.nwb)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing NWB file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NIR / NWB file")
     p.set_defaults(func=_cmd_export)
