@@ -186,3 +186,32 @@ def test_export_command_from_a_run(tmp_path: Path, capsys: pytest.CaptureFixture
     # the older spelling still works
     assert main(["export", str(run), "--format", "nir", "--out", str(tmp_path / "f.nir")]) == 0
     assert math.isclose(float(nir.read(tmp_path / "f.nir").metadata["dt"]), 1e-3)
+
+
+def test_reads_graphs_of_the_first_exporter() -> None:
+    """Graphs written before this format (r = τ/dt, unscaled float32 weights, Flatten, LIF output)."""
+    net = _net()
+    dt, beta = net.dt, net.layers[0].neuron.params.beta
+    tau = dt / (1 - beta)
+    nodes = {"input": nir.Input({"input": np.array([1, 6, 6])}),
+             "flat0": nir.Flatten({"input": np.array([1, 6, 6])}, start_dim=0)}
+    edges, prev = [("input", "flat0")], "flat0"
+    for la in net.layers:
+        n = la.n_out
+        nodes[f"syn{la.index}"] = nir.Linear(weight=la.synapse.weight.detach().numpy())
+        nodes[f"lif{la.index}"] = nir.LIF(tau=np.full(n, tau, np.float32), r=np.full(n, tau / dt, np.float32),
+                                          v_leak=np.zeros(n, np.float32), v_threshold=np.ones(n, np.float32),
+                                          v_reset=np.zeros(n, np.float32))
+        edges += [(prev, f"syn{la.index}"), (f"syn{la.index}", f"lif{la.index}")]
+        prev = f"lif{la.index}"
+    nodes["output"] = nir.Output({"output": np.array([4])})
+    edges.append((prev, "output"))
+    meta = {"producer": "bioplaus 0.1.0", "dt": dt, "T": 15, "reset": "subtract", "reset_delay": True,
+            "surrogate": "atan", "readout": "mem_mean", "encoder": "direct", "n_classes": 4}
+    back = from_nir(nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False))
+    x = torch.rand(5, 1, 6, 6)
+    with torch.no_grad():
+        a, b = net(x), back(x)
+    for l1, l2 in zip(net.layers, back.layers):
+        assert torch.equal(l1.state.out, l2.state.out)
+    torch.testing.assert_close(a, b)  # τ was stored in float32 then: β to ~1e-7
