@@ -43,7 +43,7 @@ def compare(a, b) -> dict:
             "max_abs_mem_diff": float(np.abs(a.mem_out - b.mem_out).max())}
 
 
-def measure(run: str, n: int, tmp: Path) -> dict:
+def measure(run: str, n: int, tmp: Path, cold: bool = False) -> dict:
     net = load_net(run)
     x, y, _ = run_test_samples(net, run, n)
     path = tmp / (Path(run).stem + ".nir")
@@ -57,6 +57,10 @@ def measure(run: str, n: int, tmp: Path) -> dict:
     out = {"run": run, "net": f"{Path(run).stem}: {net.describe()}", "samples": len(y), "nir_bytes": path.stat().st_size,
            "export_s": t_export, "import_s": t_import, "bioplaus_s_per_sample": ref.seconds["run"] / len(y),
            "bioplaus_acc": float((ref.predicted == y).mean())}
+    if cold:  # an empty Cython cache: the first runtime call compiles everything
+        import brian2
+
+        brian2.prefs.codegen.runtime.cython.cache_dir = str(tmp / f"cython_{Path(run).stem}")
     for mode in ("runtime", "standalone"):
         for call in (1, 2):
             t0 = time.perf_counter()
@@ -74,19 +78,21 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--out", default="benchmarks/results/brian2_agreement")
+    ap.add_argument("--cold", action="store_true", help="empty Cython cache per net (first call compiles)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     import brian2
 
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as d:
-        results = [measure(r, a.samples, Path(d)) for r in a.runs]
+        results = [measure(r, a.samples, Path(d), a.cold) for r in a.runs]
     up_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    out = {"uptime_start": up, "uptime_end": up_end, "brian2": brian2.__version__, "torch": torch.__version__,
+    out = {"uptime_start": up, "uptime_end": up_end, "cold_cython_cache": a.cold, "brian2": brian2.__version__, "torch": torch.__version__,
            "threads": 1, "results": results}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
-    lines = ["# Brian2 vs bioplaus on NIR graphs", "", f"Load: start `{up}`, end `{up_end}`; brian2 {brian2.__version__}, 1 thread.", "",
+    lines = ["# Brian2 vs bioplaus on NIR graphs", "", f"Load: start `{up}`, end `{up_end}`; brian2 {brian2.__version__}, 1 thread; "
+             f"{'empty Cython cache per net (runtime call 1 compiles)' if a.cold else 'warm Cython cache'}.", "",
              "| net | samples | NIR size | export | re-import | Brian2 mode, call | spike counts equal | spike trains equal | class equal | wall / sample | simulation only / sample |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:

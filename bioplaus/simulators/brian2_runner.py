@@ -24,7 +24,9 @@ API (stable)
     sim.record("h", spikes=True, v=True, rate=True)      # what to monitor
     res = sim.run(steps, reset_every=None)               # -> Brian2Result
     res.spikes["h"]      # (step, neuron) int64 arrays, step = Brian2 step index
-    res.spike_counts("h", window=(0, steps))             # [n] (or [windows, n] with reset_every)
+    res.spike_raster("h")                                # bool [steps, n]
+    res.spike_counts("h", shift=0, length=None)          # [windows, n] (one window without reset_every)
+    res.shifted("h", shift, length)                      # bool [windows, length, n] from step shift of each window
     res.v["h"]           # [steps, n] membrane at the end of each step (before the reset)
     res.rate["h"]        # [steps] population rate in Hz
     res.wall_build, res.wall_run, res.wall_sim           # seconds (objects; run call; simulation only)
@@ -50,7 +52,7 @@ Hopfield-type twin wants.
 each window of S steps, so many samples run in one simulation (one build in standalone
 mode): sample k occupies steps [kS, (k+1)S).
 
-Modes: "runtime" generates Cython (first compile ~15 s, then cached by Brian2 in
+Modes: "runtime" generates Cython (compiled the first time, tens of seconds; then cached by Brian2 in
 ``~/.cython/brian_extensions``, never in the repository), "numpy" needs no compiler,
 "standalone" writes, compiles and runs a C++ project in ``cache_dir`` (default
 ``~/.cache/bioplaus/brian2_standalone/<hash>``; a rebuild reuses its object files).
