@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--out", default="benchmarks/results/brian2_agreement")
-    ap.add_argument("--cold", action="store_true", help="empty Cython cache per net (first call compiles)")
+    ap.add_argument("--cold", action="store_true", help="start from an empty Cython cache (the first runtime call compiles)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     import brian2
@@ -92,7 +92,7 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
     lines = ["# Brian2 vs bioplaus on NIR graphs", "", f"Load: start `{up}`, end `{up_end}`; brian2 {brian2.__version__}, 1 thread; "
-             f"{'empty Cython cache per net (runtime call 1 compiles)' if a.cold else 'warm Cython cache'}.", "",
+             f"{'empty Cython cache (the first net compiles in its runtime call 1; later nets reuse code compiled in this process)' if a.cold else 'warm Cython cache'}.", "",
              "| net | samples | NIR size | export | re-import | Brian2 mode, call | spike counts equal | spike trains equal | class equal | wall / sample | simulation only / sample |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
