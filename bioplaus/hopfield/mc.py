@@ -158,6 +158,27 @@ if HAVE_NUMBA:
         for r in prange(rows.shape[0]):
             _run_one(rows[r], P, u[r], states[r], n_updates, zero_t, A, B, b)
 
+    @njit(cache=True, parallel=True)
+    def _measure(sigma, xi):  # noqa: ANN001, ANN202
+        """Σ_i ξ_i σ_i and Σ_i ξ_i² (ξ_i − σ_i)² per replica and row (integers)."""
+        R, N = sigma.shape
+        K = xi.shape[0]
+        dot = np.zeros((R, K), np.int64)
+        sq = np.zeros((R, K), np.int64)
+        for r in prange(R):
+            for k in range(K):
+                a = np.int64(0)
+                b = np.int64(0)
+                for i in range(N):
+                    x = np.int64(xi[k, i])
+                    sg = np.int64(sigma[r, i])
+                    a += x * sg
+                    e = x - sg
+                    b += x * x * e * e
+                dot[r, k] = a
+                sq[r, k] = b
+        return dot, sq
+
     @njit(cache=True)
     def _run_serial(rows, P, u, states, n_updates, zero_t, A, B, b):  # noqa: ANN001, ANN202
         for r in range(rows.shape[0]):
@@ -341,16 +362,23 @@ def observe(sigma: np.ndarray, xi: np.ndarray, energy: np.ndarray, eta: np.ndarr
     L_μ = (1/2N) Σ_i (ξ_i^μ)² (ξ_i^μ − σ_i)² is computed from its definition (the identity
     L_μ = (1 − d_μ) − m_μ, d_μ the empirical dilution, is checked by the tests).
     """
-    s = sigma.astype(np.float64)
-    x = np.asarray(xi, dtype=np.float64)
-    N = x.shape[1]
-    m = s @ x.T / N
-    diff = x[None, :, :] - s[:, None, :]
-    loss = 0.5 * np.einsum("kn,rkn->rk", x * x, diff * diff) / N
+    sigma = np.ascontiguousarray(sigma, dtype=np.int8)
+    xi = np.ascontiguousarray(xi, dtype=np.int8)
+    N = xi.shape[1]
+    if HAVE_NUMBA:
+        dot, sq = _measure(sigma, xi)
+    else:  # pragma: no cover
+        s, x = sigma.astype(np.int64), xi.astype(np.int64)
+        dot = s @ x.T
+        sq = np.einsum("kn,rkn->rk", x * x, (x[None] - s[:, None]) ** 2)
+    m = dot / N
+    loss = 0.5 * sq / N
     n = None
     if eta is not None:
         K, M, _ = eta.shape
-        n = (s @ eta.reshape(K * M, N).T.astype(np.float64) / N).reshape(-1, K, M)
+        rows = np.ascontiguousarray(eta.reshape(K * M, N), dtype=np.int8)
+        dn = _measure(sigma, rows)[0] if HAVE_NUMBA else sigma.astype(np.int64) @ rows.T.astype(np.int64)
+        n = (dn / N).reshape(-1, K, M)
     return Observables(m, np.asarray(energy, dtype=np.float64), loss, n)
 
 
