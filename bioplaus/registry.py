@@ -1,7 +1,7 @@
 """Names to objects: one `Registry` type for every pluggable group.
 
 Groups (``bioplaus list`` shows them all): rules, plugins, backends, datasets, experiments
-(experiment kinds), figures. Built-ins register themselves with ``REG.register(name)`` when
+(experiment kinds), figures, simulators. Built-ins register themselves with ``REG.register(name)`` when
 their module is imported; a registry imports its built-in modules on first look-up.
 Third-party packages register through the entry-point group ``bioplaus.<group>``: each entry
 point names the object (a class, or a loader / figure function). Loading one entry point
@@ -115,8 +115,11 @@ FIGURES: Registry[Callable[..., Any]] = Registry(
                            "bioplaus.experiments.hopfield"),
 )
 
+# Simulators replay an exported graph elsewhere (`bioplaus simulate GRAPH --backend NAME`).
+SIMULATORS: Registry[Any] = Registry("simulators", "--backend", ("bioplaus.simulators.brian2",))
+
 GROUPS: dict[str, Registry[Any]] = {
-    r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, BACKENDS, DATASETS, FIGURES)
+    r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, BACKENDS, DATASETS, FIGURES, SIMULATORS)
 }
 
 

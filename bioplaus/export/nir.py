@@ -1,16 +1,38 @@
 """NIR graphs (neuromorphic intermediate representation) from and to spiking nets.
 
 Written with the ``nir`` package directly. The discrete LIF of the spiking backend,
-v_t = β v_{t-1} + I_t − θ r_t, is the Euler step of NIR's continuous LIF
-τ dv/dt = (v_leak − v) + R I with
 
-    τ = dt / (1 − β),   R = τ / dt,   v_leak = 0,   v_threshold = θ,
+    v_t = β v_{t-1} + I_t − θ r_t,   r_t = H(v_{t-1} − θ),   s_t = H(v_t − θ),
 
-so that v ← v + (dt/τ)(−v + R I) = β v + I. NIR has no subtractive reset and no notion of the
-one-step reset delay, so the graph's metadata carries what a simulator needs to reproduce the
-run exactly: ``dt`` (s), ``T``, ``reset`` ("subtract" | "zero"), ``reset_delay`` (true),
-``readout``, ``encoder`` and the bioplaus version. The output layer is an ``LIF`` node, or an
-``LI`` node (leaky integrator) when it does not fire.
+is written as NIR's continuous LIF τ dv/dt = (v_leak − v) + r·I with (``integration``):
+
+    "euler" (default)  τ = dt / (1 − β)   one forward-Euler step of dt gives β v + (1 − β) I'
+    "exact"            τ = −dt / ln β     the exact (zero-order-hold) step gives the same
+
+and, in both, r = 1, v_leak = 0, v_threshold = θ and the synapse weights (and biases)
+multiplied by the input scale 1 / (1 − β), so that (1 − β) W' x = W x: a reader that
+integrates the node the stated way reproduces β v + W x, and a reader that ignores ``r``
+(Norse) is not misled. NIR 1.0.8 has neither a timestep nor a subtractive reset, so the
+node says ``v_reset = 0`` (what a reader that only knows reset-to-value should do) and the
+node's and the graph's metadata say ``reset`` ("subtract" | "zero") and ``reset_delay``
+(true: the reset acts on the step after the spike). The graph metadata holds ``dt`` (s),
+``T``, ``integration``, ``beta``, ``input_scale``, ``reset``, ``readout``,
+``output_spikes``, ``encoder``, ``input_shape``, ``n_classes`` and the producer.
+
+The readout is in the graph: with ``readout = "mem_mean"`` the output layer is an ``LI``
+node (leaky integrator) whose membrane, averaged over T, is the logits; a peer's argmax of
+its output summed over time is the class. That is exact when the output layer does not fire
+(``output_spikes = false``); when it fires, bioplaus's output membrane also loses θ per
+spike, which the LI node does not (``output_spikes`` in the metadata says which; see
+docs/export.md for how often the class differs). ``readout = "spike_count"`` keeps the
+output ``LIF`` node.
+
+MLP graphs take the flattened sample: the Input node declares ``(D,)`` and there is no
+Flatten node (NIR's unbatched ``Flatten(start_dim=0)`` becomes ``nn.Flatten(0)`` in the
+torch peers, which flattens the batch away); the original sample shape is in
+``metadata.input_shape``. Conv graphs keep the spec's ``Flatten(start_dim=0)``.
+Weights are stored in float64 so that bioplaus's reader recovers the float32 weights
+bit for bit after dividing by the input scale.
 """
 
 from __future__ import annotations
@@ -27,92 +49,129 @@ from bioplaus.config import NetworkConfig, SpikingConfig, check_choice
 from bioplaus.errors import BioplausError, ConfigError, NIRFileError, RunFileError
 from bioplaus.nets import Net, build_net, conv_out
 
-
-def _lif_params(layer: Any, dt: float) -> tuple[float, float]:
-    p = layer.neuron.params
-    tau = dt / (1.0 - p.beta)
-    return tau, tau / dt
+INTEGRATIONS = ("euler", "exact")
 
 
-def to_nir(net: Net) -> Any:
-    """The NIR graph of a spiking ``Net`` (MLP; conv layers without max-pool)."""
+def nir_tau(beta: float, dt: float, integration: str) -> float:
+    """NIR τ whose one step of ``dt`` under ``integration`` decays by ``beta``."""
+    if integration == "euler":
+        return dt / (1.0 - beta)
+    if integration == "exact":
+        return -dt / math.log(beta)
+    raise BioplausError(f"integration: {integration!r}; valid: {', '.join(INTEGRATIONS)}")
+
+
+def nir_beta(tau: float, dt: float, integration: str) -> float:
+    """Decay per step of ``dt`` of a NIR node with time constant ``tau`` (inverse of `nir_tau`)."""
+    return 1.0 - dt / tau if integration == "euler" else math.exp(-dt / tau)
+
+
+def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
+           extra_metadata: dict[str, Any] | None = None) -> Any:
+    """The NIR graph of a spiking ``Net`` (MLP; conv layers without max-pool).
+
+    ``integration`` ("euler" | "exact") is the rule the node parameters are computed for
+    (module docstring); ``li_readout=False`` keeps a firing output layer as a LIF node
+    (its spikes, not its membrane, leave the graph); ``extra_metadata`` is merged into the graph metadata (e.g. the data
+    set a run was trained on).
+    """
     import nir
 
     if not net.temporal:
         raise BioplausError("export: NIR describes spiking nets; this net is on the rate backend")
+    if integration not in INTEGRATIONS:
+        raise BioplausError(f"export: integration {integration!r}; valid: {', '.join(INTEGRATIONS)}")
     dt = float(net.dt)
-    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(net.input_shape)})}
+    s = net.cfg.spiking
+    beta = float(net.layers[0].neuron.params.beta)
+    scale = 1.0 / (1.0 - beta)
+    tau = nir_tau(beta, dt, integration)
+    has_conv = any(la.is_conv for la in net.layers)
+    in_shape = tuple(net.input_shape) if has_conv else (int(math.prod(net.input_shape)),)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges: list[tuple[str, str]] = []
     prev = "input"
-    shape = tuple(net.input_shape)
+    shape = in_shape
+    node_meta = {"reset": s.reset, "reset_delay": True, "integration": integration, "dt": dt}
     for la in net.layers:
         i = la.index
+        syn = la.synapse
+        w = syn.weight.detach().numpy().astype(np.float64) * scale
+        b = syn.bias.detach().numpy().astype(np.float64) * scale if syn.bias is not None else None
         if la.is_conv:
             if la.pool > 1:
                 raise BioplausError(
                     f"export: {la.name} max-pools its spikes, and NIR 1.0 has no max-pool node"
                 )
-            conv = la.synapse
-            bias = conv.bias.detach().numpy() if conv.bias is not None else np.zeros(conv.out_channels)
             nodes[f"syn{i}"] = nir.Conv2d(
-                input_shape=np.array(shape[1:]), weight=conv.weight.detach().numpy(),
-                stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                groups=conv.groups, bias=bias,
+                input_shape=np.array(shape[1:]), weight=w,
+                stride=syn.stride, padding=syn.padding, dilation=syn.dilation,
+                groups=syn.groups, bias=b if b is not None else np.zeros(syn.out_channels),
             )
-            shape = (conv.out_channels, *(conv_out(n, k, pd) for n, k, pd in zip(shape[1:], conv.kernel_size, conv.padding)))
+            shape = (syn.out_channels, *(conv_out(n, k, pd) for n, k, pd in zip(shape[1:], syn.kernel_size, syn.padding)))
         else:
             if len(shape) > 1:
                 nodes[f"flat{i}"] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)
                 edges.append((prev, f"flat{i}"))
                 prev = f"flat{i}"
                 shape = (int(math.prod(shape)),)
-            lin = la.synapse
-            w = lin.weight.detach().numpy()
-            if lin.bias is not None:
-                nodes[f"syn{i}"] = nir.Affine(weight=w, bias=lin.bias.detach().numpy())
-            else:
-                nodes[f"syn{i}"] = nir.Linear(weight=w)
-            shape = (lin.out_features,)
+            nodes[f"syn{i}"] = nir.Affine(weight=w, bias=b) if b is not None else nir.Linear(weight=w)
+            shape = (syn.out_features,)
         edges.append((prev, f"syn{i}"))
-        tau, r = _lif_params(la, dt)
 
         def full(v: float, n_shape: tuple[int, ...] = shape) -> np.ndarray:
-            return np.full(n_shape, v, dtype=np.float32)
+            return np.full(n_shape, v, dtype=np.float64)
 
         thr = la.neuron.params.threshold
-        if math.isfinite(thr):
-            nodes[f"lif{i}"] = nir.LIF(tau=full(tau), r=full(r), v_leak=full(0.0), v_threshold=full(thr),
-                                       v_reset=full(0.0))
+        if la.is_output and ((li_readout and s.readout == "mem_mean") or not math.isfinite(thr)):
+            name = f"li{i}"
+            nodes[name] = nir.LI(tau=full(tau), r=full(1.0), v_leak=full(0.0),
+                                 metadata={**node_meta, "readout": "mem_mean",
+                                           "output_spikes": bool(math.isfinite(thr))})
         else:
-            nodes[f"lif{i}"] = nir.LI(tau=full(tau), r=full(r), v_leak=full(0.0))
-        edges.append((f"syn{i}", f"lif{i}"))
-        prev = f"lif{i}"
+            name = f"lif{i}"
+            nodes[name] = nir.LIF(tau=full(tau), r=full(1.0), v_leak=full(0.0), v_threshold=full(thr),
+                                  v_reset=full(0.0), metadata=dict(node_meta))
+        edges.append((f"syn{i}", name))
+        prev = name
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
     edges.append((prev, "output"))
-    s = net.cfg.spiking
     from bioplaus import __version__
 
     meta = {
         "producer": f"bioplaus {__version__}",
         "dt": dt,
         "T": int(net.T),
+        "integration": integration,
+        "beta": beta,
+        "input_scale": scale,
         "reset": s.reset,
         "reset_delay": True,
         "surrogate": s.surrogate,
         "readout": s.readout,
+        "output_spikes": bool(s.output_spikes),
         "encoder": s.encoder,
         "n_classes": int(net.n_classes),
+        "input_shape": [int(v) for v in net.input_shape],
     }
+    if s.encoder == "poisson" and s.max_rate is not None:
+        meta["max_rate"] = float(s.max_rate)
+    meta.update(extra_metadata or {})
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
-def export_nir(net: Net, path: str | Path) -> Path:
+def export_nir(net: Net, path: str | Path, *, integration: str = "euler", li_readout: bool = True,
+               extra_metadata: dict[str, Any] | None = None) -> Path:
     """Write the NIR graph of ``net`` to ``path`` (HDF5, as ``nir.write`` does)."""
     import nir
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nir.write(path, to_nir(net))
+    graph = to_nir(net, integration=integration, li_readout=li_readout, extra_metadata=extra_metadata)
+    try:
+        nir.write(path, graph)
+    except OSError as exc:
+        raise BioplausError(f"{path}: cannot write the NIR file ({exc})") from None
     return path
 
 
@@ -245,14 +304,36 @@ def _chain(graph: Any, src: str) -> list[str]:
     return order
 
 
-def from_nir(graph: Any) -> Net:
-    """A spiking ``Net`` (MLP) rebuilt from a NIR graph written by :func:`to_nir`.
+def _node_meta(node: Any, key: str) -> Any:
+    meta = getattr(node, "metadata", None)
+    v = meta.get(key) if isinstance(meta, dict) else None
+    if isinstance(v, np.generic):
+        v = v.item()
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def unsupported(src: str, name: str, node: Any, expected: str) -> NIRFileError:
+    """One line naming a node bioplaus cannot rebuild."""
+    return NIRFileError(f"{src}: node {name!r}: unsupported node {type(node).__name__} where "
+                        f"{expected} was expected (bioplaus reads {_SUPPORTED})")
+
+
+def from_nir(graph: Any, *, dt: float | None = None) -> Net:
+    """A spiking ``Net`` (MLP) rebuilt from a NIR graph, by bioplaus or by a peer exporter.
 
     ``graph`` is a ``nir.NIRGraph`` or the path of a NIR file (read with `read_nir`). The
-    graph is validated first: a chain input → [Flatten] → (Linear|Affine → LIF)* → LIF|LI →
-    output; finite parameters of matching shapes; one τ (> dt) and one threshold for every
-    neuron, with R = τ/dt and v_leak = 0 (the bioplaus LIF). Anything else raises
-    `NIRFileError` naming the node or field.
+    graph must be a chain input → [Flatten] → (Linear|Affine → LIF)* → LIF|LI → output,
+    with finite parameters of matching shapes, one τ and one threshold for every neuron,
+    r > 0, v_leak = 0 and v_reset = 0. Anything else raises `NIRFileError` naming the node
+    or field (one line).
+
+    The time step is the metadata's ``dt``; else ``dt`` given here; else, for a node written
+    with r = τ/dt (snntorch's exporter, bioplaus before 0.x), τ/r; else 1 ms. Each LIF node
+    is read with the metadata's ``integration`` (default "euler"): β = 1 − dt/τ (euler) or
+    exp(−dt/τ) (exact), and a synapse's weights are multiplied by r (1 − β), which undoes the
+    input scale bioplaus writes. The reset is the metadata's (bioplaus graphs) or, for other
+    graphs, what the node says: reset to v_reset = 0 ("zero"; the same spikes whether the
+    reset acts at once or on the next step).
     """
     import nir
 
@@ -267,6 +348,9 @@ def from_nir(graph: Any) -> Net:
     inner = order[1:-1]
     if inner and isinstance(nodes[inner[0]], nir.Flatten):
         inner = inner[1:]
+    for k in inner:
+        if not isinstance(nodes[k], nir.Linear | nir.Affine | nir.LIF | nir.LI):
+            raise unsupported(src, k, nodes[k], "a Linear/Affine synapse or a LIF/LI neuron")
     if not inner or len(inner) % 2:
         raise NIRFileError(f"{src}: expected synapse/neuron pairs between input and output ({_SUPPORTED})")
     syn_names, neu_names = inner[0::2], inner[1::2]
@@ -284,20 +368,34 @@ def from_nir(graph: Any) -> Net:
         raise NIRFileError(f"{src}: mixes Linear and Affine synapses; a bioplaus net has bias "
                            "in every layer or in none")
     bias = nir.Affine in kinds
+    is_bioplaus = str(_meta(graph, "producer", "", src)).startswith("bioplaus")
 
-    dt = _meta(graph, "dt", 1e-3, src)
-    if not isinstance(dt, int | float) or isinstance(dt, bool) or not (math.isfinite(dt) and dt > 0):
-        raise NIRFileError(f"{src}: metadata dt={dt!r}: expected a positive number of seconds")
-    dt = float(dt)
+    meta_dt = _meta(graph, "dt", None, src)
+    if meta_dt is not None:
+        if not isinstance(meta_dt, int | float) or isinstance(meta_dt, bool) or not (math.isfinite(meta_dt) and meta_dt > 0):
+            raise NIRFileError(f"{src}: metadata dt={meta_dt!r}: expected a positive number of seconds")
+        dt = float(meta_dt)
+    integration = _meta(graph, "integration", "euler", src)
+    if integration not in INTEGRATIONS:
+        raise NIRFileError(f"{src}: metadata integration={integration!r}: expected one of {', '.join(INTEGRATIONS)}")
     T = _meta(graph, "T", 20, src)
     if not isinstance(T, int) or isinstance(T, bool) or not 1 <= T <= MAX_T:
         raise NIRFileError(f"{src}: metadata T={T!r}: expected an integer in [1, {MAX_T}]")
+    last_is_li = isinstance(nodes[neu_names[-1]], nir.LI)
     texts = {}
-    for key, default in (("reset", "subtract"), ("surrogate", "atan"), ("readout", "mem_mean"),
-                         ("encoder", "direct")):
+    for key, default in (("reset", "subtract" if is_bioplaus else "zero"), ("surrogate", "atan"),
+                         ("readout", "mem_mean"), ("encoder", "direct")):
         texts[key] = _meta(graph, key, default, src)
         if not isinstance(texts[key], str):
             raise NIRFileError(f"{src}: metadata {key}={texts[key]!r}: expected text")
+    out_spikes = _meta(graph, "output_spikes", not last_is_li, src)
+    if not isinstance(out_spikes, bool):
+        raise NIRFileError(f"{src}: metadata output_spikes={out_spikes!r}: expected true or false")
+    if last_is_li:
+        texts["readout"] = "mem_mean"
+    scale = _meta(graph, "input_scale", None, src) if is_bioplaus else None
+    if scale is not None and (not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0)):
+        raise NIRFileError(f"{src}: metadata input_scale={scale!r}: expected a positive number")
 
     in_type = getattr(nodes[order[0]], "input_type", None)
     raw_shape = in_type.get("input") if isinstance(in_type, dict) else None
@@ -307,8 +405,13 @@ def from_nir(graph: Any) -> Net:
         raise NIRFileError(f"{src}: node {order[0]!r}: input shape {raw_shape!r}: expected 1 to 3 "
                            "positive integers")
     in_shape = tuple(int(v) for v in shape_arr)
+    meta_shape = graph.metadata.get("input_shape") if isinstance(graph.metadata, dict) else None
+    if meta_shape is not None:
+        ms = np.asarray(meta_shape).ravel()
+        if ms.dtype.kind in "iu" and 1 <= ms.size <= 3 and (ms > 0).all() and int(np.prod(ms)) == math.prod(in_shape):
+            in_shape = tuple(int(v) for v in ms)
 
-    weights, biases, taus, thresholds = [], [], [], []
+    weights, biases, taus, rs, thresholds = [], [], [], [], []
     n_in = math.prod(in_shape)
     for s_name, n_name in zip(syn_names, neu_names):
         w = _array(src, s_name, nodes[s_name], "weight", None)
@@ -323,17 +426,20 @@ def from_nir(graph: Any) -> Net:
         tau = _array(src, n_name, neu, "tau", (n_out,))
         r = _array(src, n_name, neu, "r", (n_out,))
         v_leak = _array(src, n_name, neu, "v_leak", (n_out,))
-        if (tau <= dt).any():
-            raise NIRFileError(f"{src}: node {n_name!r}: tau must exceed dt = {dt:g} s "
-                               f"(the discrete LIF needs 0 < beta < 1), got min {tau.min():g}")
-        if not np.allclose(r, tau / dt, rtol=1e-4):
-            raise NIRFileError(f"{src}: node {n_name!r}: r must be tau/dt for the bioplaus LIF")
+        if (tau <= 0).any():
+            raise NIRFileError(f"{src}: node {n_name!r}: tau must exceed dt (and 0), got min {tau.min():g}")
+        if (r <= 0).any():
+            raise NIRFileError(f"{src}: node {n_name!r}: r must be > 0, got min {r.min():g}")
         if not np.allclose(v_leak, 0.0, atol=1e-9):
             raise NIRFileError(f"{src}: node {n_name!r}: v_leak must be 0 for the bioplaus LIF")
         taus.append(tau)
+        rs.append(r)
         if isinstance(neu, nir.LIF):
             thresholds.append(_array(src, n_name, neu, "v_threshold", (n_out,)))
-            _array(src, n_name, neu, "v_reset", (n_out,))
+            v_reset = _array(src, n_name, neu, "v_reset", (n_out,))
+            if not np.allclose(v_reset, 0.0, atol=1e-9):
+                raise NIRFileError(f"{src}: node {n_name!r}: v_reset must be 0 (bioplaus resets to 0 "
+                                   "or subtracts the threshold)")
         n_in = n_out
     out_type = getattr(nodes[order[-1]], "output_type", None)
     raw_out = out_type.get("output") if isinstance(out_type, dict) else None
@@ -345,19 +451,38 @@ def from_nir(graph: Any) -> Net:
     all_tau = np.concatenate(taus)
     if not np.allclose(all_tau, all_tau[0], rtol=1e-6):
         raise NIRFileError(f"{src}: tau differs between neurons; a bioplaus net has one tau")
+    tau0 = float(all_tau[0])
+    if dt is None:
+        r0 = float(np.concatenate(rs)[0])
+        dt = tau0 / r0 if (integration == "euler" and not np.isclose(r0, 1.0) and np.allclose(np.concatenate(rs), r0)) else 1e-3
+    if integration == "euler" and tau0 <= dt:
+        raise NIRFileError(f"{src}: node {neu_names[0]!r}: tau must exceed dt = {dt:g} s "
+                           f"(the discrete LIF needs 0 < beta < 1), got min {tau0:g}")
     thr = 1.0
     if thresholds:
         all_thr = np.concatenate(thresholds)
         if not np.allclose(all_thr, all_thr[0], rtol=1e-6):
             raise NIRFileError(f"{src}: v_threshold differs between neurons; a bioplaus net has one")
         thr = float(all_thr[0])
-    # invert τ_nir = dt / (1 − β) to the backend's τ, β = exp(−dt/τ)
-    beta = 1.0 - dt / float(all_tau[0])
+    beta = _meta(graph, "beta", None, src) if is_bioplaus else None
+    if not (isinstance(beta, float) and 0 < beta < 1 and np.isclose(beta, nir_beta(tau0, dt, integration), rtol=1e-9)):
+        beta = nir_beta(tau0, dt, integration)
     tau_backend = -dt / math.log(beta)
+    # Undo the input scale: W_ours = W_nir r (1 - beta); exact division for bioplaus's own.
+    for i in range(len(weights)):
+        if scale is not None and np.all(rs[i] == 1.0):
+            weights[i] = weights[i] / scale
+            if bias:
+                biases[i] = biases[i] / scale
+        else:
+            k = rs[i] * (1.0 - beta)
+            weights[i] = weights[i] * k[:, None]
+            if bias:
+                biases[i] = biases[i] * k
     spiking = SpikingConfig(
         T=T, dt=dt, tau=tau_backend, threshold=thr, reset=texts["reset"],
         surrogate=texts["surrogate"], readout=texts["readout"], encoder=texts["encoder"],
-        output_spikes=isinstance(nodes[neu_names[-1]], nir.LIF),
+        output_spikes=bool(out_spikes) if last_is_li else True,
     )
     try:
         LIFParams(dt, tau_backend, thr, spiking.reset, spiking.surrogate).check("metadata")
