@@ -111,21 +111,39 @@ class Solution:
 
 def solve(
     beta: float, n0: np.ndarray, g: Grid, damping: float = 0.0, tol: float = 1e-11, max_iter: int = 20000,
-    keep_history: bool = False,
+    keep_history: bool = False, escape: int = 5, kick: float = 1e-3,
 ) -> Solution:
-    """Iterate n ← (1 − damping) F(n) + damping n from ``n0`` (the rate dynamics) to a fixed point."""
+    """Iterate n ← (1 − damping) F(n) + damping n from ``n0`` (the rate dynamics) to a fixed point.
+
+    A fixed point that is a saddle of f (Hessian not positive definite, finite β) is left
+    along its most unstable direction with a ``kick`` (up to ``escape`` times), as the
+    fluctuations of a finite network leave it; a component may otherwise shrink below the
+    tolerance during the transient and be taken for converged while it still grows.
+    """
     n = np.asarray(n0, dtype=np.float64).copy()
     hist = [n.copy()] if keep_history else []
-    for it in range(1, max_iter + 1):
-        new, m = rhs(n, beta, g)
-        new = (1 - damping) * new + damping * n
-        delta = float(np.abs(new - n).max())
-        n = new
-        if keep_history:
-            hist.append(n.copy())
-        if delta < tol:
-            return Solution(n, rhs(n, beta, g)[1], it, True, hist)
-    return Solution(n, rhs(n, beta, g)[1], max_iter, False, hist)
+    it = 0
+    converged = False
+    for _ in range(escape + 1):
+        converged = False
+        while it < max_iter:
+            it += 1
+            new, _ = rhs(n, beta, g)
+            new = (1 - damping) * new + damping * n
+            delta = float(np.abs(new - n).max())
+            n = new
+            if keep_history:
+                hist.append(n.copy())
+            if delta < tol:
+                converged = True
+                break
+        if not converged or math.isinf(beta) or np.abs(n).max() < 1e-8:
+            break
+        w, v = np.linalg.eigh(hessian(n, beta, g))
+        if w[0] > 1e-9:
+            break
+        n = n + kick * g.R * v[:, 0] * (1 if v[:, 0] @ np.sign(n + 1e-300) >= 0 else -1)
+    return Solution(n, rhs(n, beta, g)[1], it, converged, hist)
 
 
 def hessian(n: np.ndarray, beta: float, g: Grid) -> np.ndarray:
@@ -146,7 +164,7 @@ def symmetric(beta: float, g: Grid, start: float | None = None) -> Solution:
     """The symmetric (parallel) solution n_μ = n for all μ, from n = ``start`` (default R)."""
     K = g.H.shape[1]
     s = g.R if start is None else start
-    return solve(beta, np.full(K, s), g)
+    return solve(beta, np.full(K, s), g, escape=0)  # stays on the symmetric line (stable or not)
 
 
 def hierarchical_amplitudes(d: float, K: int) -> np.ndarray:
