@@ -51,18 +51,18 @@ MAX_SCAN = 400
 class SpikingTwinConfig:
     """``[hopfield.spiking]``: the Brian2 LIF twin (see `bioplaus.hopfield.spiking`)."""
 
-    duration: float = bounded(1.0, gt=0, le=100.0)  # s of simulated time
-    dt: float = bounded(1e-4, gt=0, le=1e-2)  # s
+    duration: float = bounded(0.8, gt=0, le=100.0)  # s of simulated time
+    dt: float = bounded(1e-3, gt=0, le=1e-2)  # s
     tau: float = bounded(10e-3, gt=0)  # membrane time constant (s)
-    tau_ref: float = bounded(2e-3, ge=0)  # refractory period (s)
-    threshold: float = bounded(1.0, gt=0)  # v_th (reset 0), dimensionless membrane
-    gain: float = bounded(4.0, gt=0)  # coupling scale: J_ij -> gain / N_active PSP jumps
-    bias: float = bounded(0.95, ge=0)  # constant drive (fraction of threshold)
-    noise: float = bounded(0.3, ge=0)  # membrane noise (threshold units / sqrt(tau))
-    cue: float = bounded(0.5, ge=0)  # extra drive to the cued neurons during cue_time
+    threshold: float = bounded(1.0, gt=0)  # v_th (reset to 0), dimensionless membrane
+    rate_on: float = bounded(80.0, gt=0)  # Hz of a neuron whose field is h = 1 (σ = +1)
+    noise: float = bounded(0.3, ge=0)  # current noise per step, in units of (I_on - rheobase)
+    cue: float = bounded(0.5, ge=0)  # drive towards ξ^cue_pattern during cue_time, same units
+    cue_pattern: int = bounded(0, ge=0)
     cue_time: float = bounded(0.1, ge=0)  # s
-    bin: float = bounded(0.01, gt=0)  # s, population rate bins
-    max_neurons: int = bounded(4000, ge=2, le=200_000)
+    bin: float = bounded(0.02, gt=0)  # s, population rate bins
+    mode: str = "numpy"  # Brian2 code generation: numpy | runtime | standalone
+    max_neurons: int = bounded(4000, ge=2, le=100_000)
 
 
 @dataclass
@@ -139,6 +139,15 @@ class HopfieldExperiment(Experiment):
                 f"hopfield.replicas x N: the replica state would take {o.replicas * o.N * row / 2**30:.1f} GiB "
                 f"(limit {MAX_STATE_BYTES / 2**30:.0f} GiB)"
             )
+        if o.backend == "spiking":
+            sp = o.spiking
+            check_choice(sp.mode, ("numpy", "runtime", "standalone"), "hopfield.spiking.mode")
+            if sp.cue_pattern >= o.K:
+                raise ConfigError(f"hopfield.spiking.cue_pattern: must be < K = {o.K}, got {sp.cue_pattern}")
+            if sp.dt * sp.rate_on >= 1:
+                raise ConfigError(f"hopfield.spiking.rate_on: at most one spike per step, need rate_on < 1/dt = {1 / sp.dt:g} Hz")
+            if sp.duration / sp.dt > 1_000_000 or sp.bin < sp.dt or sp.bin > sp.duration:
+                raise ConfigError("hopfield.spiking: need dt <= bin <= duration and at most 1e6 steps")
         if o.backend == "spiking" and o.N > o.spiking.max_neurons:
             raise ConfigError(f"hopfield.N: the spiking twin takes at most spiking.max_neurons = {o.spiking.max_neurons}, got {o.N}")
         if o.backend == "spiking" and o.rule != "storing" and o.M * o.K * o.N > 10**8:
@@ -160,6 +169,7 @@ class HopfieldExperiment(Experiment):
             out.append(Metric("n_*", "none", panel="example overlap"))
         if o.backend == "spiking":
             out.append(Metric("rate_*", "none", unit="Hz", panel="population rate"))
+            out.append(Metric("retrieved", "max", summary=True, description="patterns whose +/- populations differ by > rate_on/4"))
         return out
 
     def meta(self) -> dict[str, Any]:
