@@ -91,6 +91,7 @@ class HopfieldConfig:
     values: list[float] = bounded(default_factory=list, ge=0, le=1, max_items=MAX_SCAN)  # d or r values
     T_values: list[float] = bounded(default_factory=list, gt=0, le=100, max_items=MAX_SCAN)  # phase scan
     rules: list[str] = field(default_factory=list)  # r scan: protocols compared (default [rule])
+    map_points: int = bounded(20, ge=2, le=200)  # phase scan: theory map resolution (T points; d gets 5 more)
     spiking: SpikingTwinConfig = field(default_factory=SpikingTwinConfig)
 
 
@@ -379,8 +380,8 @@ class HopfieldExperiment(Experiment):
             ctx.log_array("/hopfield/scan/curve_pure", np.array(curve))
             ctx.log_array("/hopfield/scan/curve_snr", np.array([theory.snr_overlap(o.d, r, o.M) for r in rs]))
         else:
-            ds = np.linspace(min(o.values), max(o.values), 25)
-            Ts = np.linspace(min(o.T_values), max(o.T_values), 20)
+            ds = np.linspace(min(o.values), max(o.values), o.map_points + 5)
+            Ts = np.linspace(min(o.T_values), max(o.T_values), o.map_points)
             ctx.log_array("/hopfield/scan/map", theory.phase_diagram(ds, Ts, o.K), phases=",".join(theory.PHASES))
             ctx.log_array("/hopfield/scan/map_d", ds)
             ctx.log_array("/hopfield/scan/map_T", Ts)

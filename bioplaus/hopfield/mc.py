@@ -334,6 +334,11 @@ class Glauber:
         fn(self.rows, self.J.P, self.u, self.states, int(n) * self.J.N, math.isinf(self.beta), A, B, b)
         self.sweeps_done += n
 
+    def updates(self, n: int) -> None:
+        """``n`` single-spin updates of every replica (a sweep is N of them), compiled, serial."""
+        A, B, b = self.tables
+        _run_serial(self.rows, self.J.P, self.u, self.states, int(n), math.isinf(self.beta), A, B, b)
+
     def sweep_reference(self, n: int = 1, field: str = "lowrank") -> None:
         """The same sweeps in plain Python (see `sweep_reference`)."""
         sigma = np.ascontiguousarray(self.sigma)

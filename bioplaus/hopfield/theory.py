@@ -35,6 +35,7 @@ first pattern non-zero at i) has m_k = (1 − d) d^{k−1}.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -70,8 +71,9 @@ def site_law(d: float, r: float | None = None, M: int | None = None) -> tuple[np
     return xs, hs, ws
 
 
+@functools.lru_cache(maxsize=64)
 def grid(K: int, d: float, r: float | None = None, M: int | None = None, samples: int = 400_000, seed: int = 0) -> Grid:
-    """The entry law of K independent patterns: exact product, or ``samples`` draws if huge."""
+    """The entry law of K independent patterns: exact product, or ``samples`` draws if huge (cached)."""
     xs, hs, ws = site_law(d, r, M)
     R = (1 - d) if M is None or r is None else (1 - d) * (r * r + (1 - r * r) / M)
     n = len(xs)
