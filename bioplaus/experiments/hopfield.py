@@ -359,7 +359,14 @@ class HopfieldExperiment(Experiment):
         if o.scan == "d":
             ds = np.linspace(0.0, max(0.95, max(o.values)), 60)
             beta = _beta(o.T)
-            sym = np.array([theory.symmetric(beta, theory.grid(o.K, d)).m_sorted if not math.isinf(beta) else np.full(o.K, np.nan) for d in ds])
+            sym = np.full((len(ds), o.K), np.nan)
+            sym_stable = np.zeros(len(ds), dtype=bool)
+            if not math.isinf(beta):
+                for i, d in enumerate(ds):
+                    sol = theory.symmetric(beta, theory.grid(o.K, float(d)))
+                    sym[i] = sol.m_sorted
+                    sym_stable[i] = sol.m_sorted[0] > 1e-6 and theory.is_stable(sol.n, beta, theory.grid(o.K, float(d)))
+            ctx.log_array("/hopfield/scan/curve_symmetric_stable", sym_stable.astype(np.int8))
             hie = np.array([theory.hierarchical(beta, theory.grid(o.K, d), d).m_sorted if not math.isinf(beta) else theory.hierarchical_amplitudes(d, o.K) for d in ds])
             ctx.log_array("/hopfield/scan/curve_x", ds)
             ctx.log_array("/hopfield/scan/curve_symmetric", sym)
@@ -368,16 +375,16 @@ class HopfieldExperiment(Experiment):
         elif o.scan == "r":
             rs = np.linspace(0.05, 1.0, 20)
             beta = _beta(o.T)
-            curve = []
-            for r in rs:
-                g = theory.grid(o.K, o.d, r, o.M)
-                if o.K == 1 or math.isinf(beta):
-                    curve.append(theory.majority_overlap(o.d, r, o.M))
+            curve = np.zeros((len(rs), o.K))
+            for i, r in enumerate(rs):
+                g = theory.grid(o.K, o.d, float(r), o.M)
+                if math.isinf(beta):
+                    curve[i, 0] = theory.majority_overlap(o.d, float(r), o.M)
                 else:
-                    s = theory.solve(beta, np.eye(o.K)[0] * g.R, g, tol=1e-9, max_iter=500)
-                    curve.append(s.m_sorted[0])
+                    start = theory.hierarchical_amplitudes(o.d, o.K) * g.R / (1 - o.d)
+                    curve[i] = theory.solve(beta, start, g, tol=1e-9, max_iter=500).m_sorted
             ctx.log_array("/hopfield/scan/curve_x", rs)
-            ctx.log_array("/hopfield/scan/curve_pure", np.array(curve))
+            ctx.log_array("/hopfield/scan/curve_pure", curve, what="[r, k] mean field from the hierarchical amplitudes")
             ctx.log_array("/hopfield/scan/curve_snr", np.array([theory.snr_overlap(o.d, r, o.M) for r in rs]))
         else:
             ds = np.linspace(min(o.values), max(o.values), o.map_points + 5)
@@ -468,7 +475,9 @@ def hopfield_scan_d(run: Any, out_dir: Path) -> list[Path]:
         ax.plot(cx, amp[:, k], color=f"C{k}", lw=0.8, ls=":", label="(1-d) d^(k-1)" if k == 0 else None)
         ax.plot(x, mcm[:, k], "o", color=f"C{k}", ms=5, label=f"MC |m|_{k + 1}")
     if np.isfinite(sym).any():
-        ax.plot(cx, sym[:, 0], color="k", ls="--", lw=1.0, label="symmetric (parallel) solution")
+        stable = run.array("/hopfield/scan/curve_symmetric_stable").astype(bool) if run.has("/hopfield/scan/curve_symmetric_stable") else np.ones(len(cx), bool)
+        ax.plot(cx, np.where(stable, np.nan, sym[:, 0]), color="0.5", ls=":", lw=1.0, label="symmetric solution (unstable)")
+        ax.plot(cx, np.where(stable, sym[:, 0], np.nan), color="k", ls="--", lw=1.4, label="symmetric solution (stable: parallel)")
     ax.set_xlabel("dilution d")
     ax.set_ylabel("sorted |m_k|")
     ax.legend(fontsize=7)
@@ -487,12 +496,17 @@ def hopfield_scan_r(run: Any, out_dir: Path) -> list[Path]:
     rules = _str(run, "/hopfield/scan/rules").split(",")
     fig = _new(7, 4.2)
     ax = fig.subplots()
+    cx, curve = run.array("/hopfield/scan/curve_x"), np.atleast_2d(run.array("/hopfield/scan/curve_pure").T).T
+    K = mcm.shape[2]
+    for k in range(min(K, curve.shape[1])):
+        ax.plot(cx, curve[:, k], color=f"C{k}", lw=1, label="mean field (hierarchical start)" if k == 0 else None)
     for a, rule in enumerate(rules):
-        ax.plot(x, mcm[a, :, 0], "os^"[a % 3], color=f"C{a}", ms=5, label=f"MC {rule}")
-    ax.plot(run.array("/hopfield/scan/curve_x"), run.array("/hopfield/scan/curve_pure"), "k-", lw=1, label="mean field")
-    ax.plot(run.array("/hopfield/scan/curve_x"), run.array("/hopfield/scan/curve_snr"), "k:", lw=1, label="(1-d) erf(1/sqrt(2 rho))")
+        for k in range(K):
+            ax.plot(x, mcm[a, :, k], "os^D"[a % 4], color=f"C{k}", mfc="none" if a else f"C{k}", ms=6 - a,
+                    label=f"MC {rule}" if k == 0 else None)
+    ax.plot(cx, run.array("/hopfield/scan/curve_snr"), "k:", lw=1, label="pure state, T=0: (1-d) erf(1/sqrt(2 rho))")
     ax.set_xlabel("example quality r")
-    ax.set_ylabel("largest |m|")
+    ax.set_ylabel("sorted |m_k|")
     ax.legend(fontsize=7)
     return save_figure(fig, out_dir, "hopfield_scan_r.png")
 

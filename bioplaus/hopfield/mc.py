@@ -38,6 +38,7 @@ MASK64 = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15  # splitmix64 increment
 _M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _INV53 = 1.0 / 9007199254740992.0  # 2**-53
+PARALLEL_MIN_UPDATES = 200_000  # below, replicas run one after the other in the calling thread
 LOOKAHEAD = 16  # sites prefetched ahead (a power of two)
 EXP_CUT = 40.0  # exp(-40) < 2**-53: beyond it the heat bath is deterministic
 
@@ -158,14 +159,14 @@ if HAVE_NUMBA:
         for r in prange(rows.shape[0]):
             _run_one(rows[r], P, u[r], states[r], n_updates, zero_t, A, B, b)
 
-    @njit(cache=True, parallel=True)
+    @njit(cache=True)
     def _measure(sigma, xi):  # noqa: ANN001, ANN202
         """Σ_i ξ_i σ_i and Σ_i ξ_i² (ξ_i − σ_i)² per replica and row (integers)."""
         R, N = sigma.shape
         K = xi.shape[0]
         dot = np.zeros((R, K), np.int64)
         sq = np.zeros((R, K), np.int64)
-        for r in prange(R):
+        for r in range(R):
             for k in range(K):
                 a = np.int64(0)
                 b = np.int64(0)
@@ -330,7 +331,9 @@ class Glauber:
         if not HAVE_NUMBA:  # pragma: no cover
             return self.sweep_reference(n)
         A, B, b = self.tables
-        fn = _run if parallel and self.replicas > 1 else _run_serial
+        # A parallel region costs a thread hand-off; not worth it for a few thousand updates.
+        big = self.replicas * int(n) * self.J.N >= PARALLEL_MIN_UPDATES
+        fn = _run if parallel and self.replicas > 1 and big else _run_serial
         fn(self.rows, self.J.P, self.u, self.states, int(n) * self.J.N, math.isinf(self.beta), A, B, b)
         self.sweeps_done += n
 

@@ -41,10 +41,19 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import erf
-from scipy.stats import binom
 
-MAX_GRID = 2_000_000  # entry configurations summed exactly; beyond, sampled
+MAX_GRID = 2_000_000
+
+
+def _binom_pmf(M: int, p: float) -> np.ndarray:
+    """P(k) of Binomial(M, p), k = 0..M (log space: exact enough for M up to thousands)."""
+    k = np.arange(M + 1)
+    if p <= 0 or p >= 1:
+        out = np.zeros(M + 1)
+        out[0 if p <= 0 else M] = 1.0
+        return out
+    lg = np.array([math.lgamma(M + 1) - math.lgamma(i + 1) - math.lgamma(M - i + 1) for i in k])
+    return np.exp(lg + k * math.log(p) + (M - k) * math.log1p(-p))  # entry configurations summed exactly; beyond, sampled
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ def site_law(d: float, r: float | None = None, M: int | None = None) -> tuple[np
     if M is None or r is None:
         return np.array([0.0, 1.0, -1.0]), np.array([0.0, 1.0, -1.0]), np.array([d, (1 - d) / 2, (1 - d) / 2])
     k = np.arange(M + 1)
-    pk = binom.pmf(k, M, (1 + r) / 2)
+    pk = _binom_pmf(M, (1 + r) / 2)
     chi = (2 * k - M) / M
     xs = np.concatenate([[0.0], np.ones(M + 1), -np.ones(M + 1)])
     hs = np.concatenate([[0.0], chi, -chi])
@@ -183,14 +192,14 @@ def hierarchical(beta: float, g: Grid, d: float) -> Solution:
 def majority_overlap(d: float, r: float, M: int) -> float:
     """T = 0 overlap of the example majority sign(Σ_a η^a) with ξ: (1 − d)(P(χ̄>0) − P(χ̄<0))."""
     k = np.arange(M + 1)
-    pk = binom.pmf(k, M, (1 + r) / 2)
+    pk = _binom_pmf(M, (1 + r) / 2)
     return float((1 - d) * (pk[2 * k > M].sum() - pk[2 * k < M].sum()))
 
 
 def snr_overlap(d: float, r: float, M: int) -> float:
     """Signal-to-noise (Gaussian) version of `majority_overlap`: (1 − d) erf(1/√(2ρ))."""
     rho = (1 - r * r) / (M * r * r) if r > 0 else math.inf
-    return float((1 - d) * erf(1.0 / math.sqrt(2 * rho))) if rho > 0 else float(1 - d)
+    return float((1 - d) * math.erf(1.0 / math.sqrt(2 * rho))) if rho > 0 else float(1 - d)
 
 
 def capacity(N: int, d: float, z: float = 3.0) -> int:
