@@ -71,9 +71,12 @@ def measure(run: str, n: int) -> dict:
     spk_ref = {f"lif{la.index}": la.state.out.sum(0).numpy() for la in net.layers}
     ref_class = ref["logits"].argmax(-1).numpy()
     xt = net.encode(x.reshape(len(x), -1))
-    res = {"run": run, "net": net.describe(), "samples": len(x), "bioplaus_acc": float((ref_class == y).mean())}
+    res = {"run": run, "net": f"{Path(run).stem}: {net.describe()}", "samples": len(x),
+           "output_spikes": bool(net.cfg.spiking.output_spikes),
+           "bioplaus_acc": float((ref_class == y).mean())}
     dt = float(net.dt)
-    for variant, li in (("li", True), ("lif", False)):
+    variants = (("li", True), ("lif", False)) if net.cfg.spiking.output_spikes else (("li", True),)
+    for variant, li in variants:
         g = to_nir(net, li_readout=li)
         names = neuron_nodes(g)
         spiking = [k for k in names if k.startswith("lif")]

@@ -104,7 +104,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands that live in their own modules (export, bench) register here if present."""
     import importlib
 
-    for mod in ("bioplaus.export.cli", "bioplaus.bench", "bioplaus.sweep.cli"):
+    for mod in ("bioplaus.export.cli", "bioplaus.bench", "bioplaus.sweep.cli", "bioplaus.simulators.cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

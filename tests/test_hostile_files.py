@@ -528,28 +528,28 @@ NIR_CASES = [
     NIRCase("not_hdf5", file=lambda p: p.write_text("nir"), match="not a NIR file"),
     NIRCase("run_file_as_nir", file=_run_file_as_nir, match="no /node group"),
     NIRCase("tau_zero", _set("lif0", "tau", np.zeros_like), match="tau must exceed dt"),
-    NIRCase("tau_negative", _set("lif1", "tau", lambda a: -a), match="node 'lif1': tau must exceed dt"),
+    NIRCase("tau_negative", _set("li1", "tau", lambda a: -a), match="node 'li1': tau must exceed dt"),
     NIRCase("tau_below_dt", _set("lif0", "tau", lambda a: np.full_like(a, 5e-4)), match="tau must exceed dt"),
     NIRCase("tau_nan", _set("lif0", "tau", lambda a: np.full_like(a, np.nan)), match="tau holds NaN"),
     NIRCase("tau_not_uniform", _set("lif0", "tau,r", lambda a: a * np.linspace(1, 2, a.size)),
             match="tau differs between neurons"),
-    NIRCase("r_not_tau_over_dt", _set("lif0", "r", np.ones_like), match="r must be tau/dt"),
+    NIRCase("r_negative", _set("lif0", "r", lambda a: -a), match="r must be > 0"),
     NIRCase("params_wrong_shape", _set("lif0", "tau,r,v_leak,v_threshold,v_reset", lambda a: a[:2]),
             match="'lif0': tau has shape (2,), expected (5,)"),
     NIRCase("threshold_inf", _set("lif0", "v_threshold", lambda a: a + np.inf), match="v_threshold holds NaN or inf"),
-    NIRCase("threshold_negative", _set("lif0,lif1", "v_threshold", lambda a: -a),
+    NIRCase("threshold_negative", _set("lif0", "v_threshold", lambda a: -a),
             match="threshold: must be > 0"),
-    NIRCase("threshold_not_uniform", _set("lif0", "v_threshold", lambda a: a * 2),
+    NIRCase("threshold_not_uniform", _set("lif0", "v_threshold", lambda a: a * np.linspace(1, 2, a.size)),
             match="v_threshold differs"),
     NIRCase("weight_nan", _set("syn0", "weight", lambda a: a * np.nan), match="'syn0': weight holds NaN"),
     NIRCase("weight_wrong_shape", _set("syn1", "weight", lambda a: a[:, :2]), match="'syn1': weight has shape (3, 2)"),
     NIRCase("bias_wrong_shape", _set("syn0", "bias", lambda a: a[:1]), match="bias has shape (1,)"),
-    NIRCase("edge_to_unknown_node", _edges(("lif1", "ghost")), match="unknown node 'ghost'"),
+    NIRCase("edge_to_unknown_node", _edges(("li1", "ghost")), match="unknown node 'ghost'"),
     NIRCase("cycle", _edges(("lif0", "syn0")), match="cycle"),
     NIRCase("branch", _edges(("input", "syn1")), match="branches"),
     NIRCase("disconnected", _edges(drop=("lif0", "syn1")), match="not at the output"),
     NIRCase("no_edges_in_graph", lambda g: setattr(g, "edges", []), match="no edges"),
-    NIRCase("unsupported_neuron", _swap_neuron, match="CubaLIF where a LIF neuron"),
+    NIRCase("unsupported_neuron", _swap_neuron, match="'lif0': unsupported node CubaLIF"),
     NIRCase("mixed_linear_affine", _mix_synapses, match="mixes Linear and Affine"),
     NIRCase("meta_T_negative", _meta("T", -5), match="metadata T=-5"),
     NIRCase("meta_dt_nan", _meta("dt", float("nan")), match="metadata dt=nan"),
@@ -592,6 +592,6 @@ def test_valid_nir_file_still_reads(tmp_path: Path) -> None:
 
 def test_hostile_graph_in_memory() -> None:
     graph = to_nir(_nir_net())
-    graph.edges.append(("lif1", "syn0"))
+    graph.edges.append(("li1", "syn0"))
     with pytest.raises(NIRFileError, match="NIR graph: .*branches|cycle"):
         from_nir(graph)

@@ -1,4 +1,4 @@
-"""``bioplaus export RUN --format nir --out FILE``: a trained spiking net as a NIR graph."""
+"""``bioplaus export RUN [--nir OUT.nir] [--nwb OUT.nwb]``: a trained net as NIR, a run as NWB."""
 
 from __future__ import annotations
 
@@ -8,23 +8,57 @@ from pathlib import Path
 from bioplaus.errors import BioplausError
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from bioplaus.export.nir import export_nir, load_net
+def run_metadata(run_path: str | Path) -> dict:
+    """What a NIR graph exported from a run records of its data (data set, normalisation)."""
+    from bioplaus.config import load_config
+    from bioplaus.record import open_run
 
+    with open_run(run_path) as run:
+        try:
+            cfg = load_config(run.config)
+        except BioplausError:
+            return {}
+    return {"dataset": cfg.data.dataset, "normalize": cfg.data.normalize, "run": Path(run_path).name}
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise BioplausError(f"{args.file}: no such run file")
-    if args.format != "nir":
-        raise BioplausError(f"--format: unknown format {args.format!r}; valid: nir")
-    net = load_net(args.file)
-    out = Path(args.out) if args.out else Path(args.file).with_suffix(".nir")
-    export_nir(net, out)
-    print(f"{out}: NIR graph of {net.describe()} (dt, T and the reset rule in its metadata)")
+    nir_out = args.nir
+    if args.format not in (None, "nir", "nwb"):
+        raise BioplausError(f"--format: unknown format {args.format!r}; valid: nir, nwb")
+    nwb_out = args.nwb
+    if args.format == "nwb" and not nwb_out:
+        nwb_out = args.out or str(Path(args.file).with_suffix(".nwb"))
+    if not nwb_out and not nir_out:
+        nir_out = args.out or str(Path(args.file).with_suffix(".nir"))
+    if nir_out:
+        from bioplaus.export.nir import export_nir, load_net
+
+        if Path(nir_out).exists() and not args.overwrite:
+            raise BioplausError(f"{nir_out}: exists; pass --overwrite to replace it")
+
+        net = load_net(args.file)
+        export_nir(net, nir_out, integration=args.integration, extra_metadata=run_metadata(args.file))
+        print(f"{nir_out}: NIR graph of {net.describe()} ({args.integration} parameters; dt, T, "
+              "the reset rule and the readout in its metadata)")
+    if nwb_out:
+        from bioplaus.export.nwb import export_nwb
+
+        info = export_nwb(args.file, nwb_out, overwrite=args.overwrite)
+        print(f"{nwb_out}: NWB file with {info['units']} units, {info['spikes']} spikes, "
+              f"{info['series']} time series")
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a trained spiking net (NIR graph)")
-    p.add_argument("file", help="run file with a saved model")
-    p.add_argument("--format", default="nir", help="nir (default)")
-    p.add_argument("--out", help="output file (default <run>.nir)")
+    p = sub.add_parser("export", help="export a trained spiking net (NIR graph) or a run's recordings (NWB)")
+    p.add_argument("file", help="run file")
+    p.add_argument("--nir", metavar="OUT.nir", help="write the trained net as a NIR graph")
+    p.add_argument("--nwb", metavar="OUT.nwb", help="write spikes, membrane traces and input as NWB")
+    p.add_argument("--integration", default="euler", choices=["euler", "exact"],
+                   help="rule the NIR LIF parameters are computed for (default euler; docs/export.md)")
+    p.add_argument("--format", default=None, help="nir | nwb (older form of --nir / --nwb, with --out)")
+    p.add_argument("--out", help="output file for --format (default <run>.nir / <run>.nwb)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NIR / NWB file")
     p.set_defaults(func=_cmd_export)

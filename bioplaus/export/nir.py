@@ -229,7 +229,8 @@ def _meta(graph: Any, key: str, default: Any, src: str) -> Any:
     return v
 
 
-def _array(src: str, name: str, node: Any, attr: str, shape: tuple[int, ...] | None) -> np.ndarray:
+def _array(src: str, name: str, node: Any, attr: str, shape: tuple[int, ...] | None,
+           broadcast: bool = False) -> np.ndarray:
     """A finite float parameter of a node, of ``shape`` (any shape if None)."""
     value = getattr(node, attr, None)
     if value is None:
@@ -238,6 +239,8 @@ def _array(src: str, name: str, node: Any, attr: str, shape: tuple[int, ...] | N
     if arr.dtype.kind not in "biuf":
         raise NIRFileError(f"{src}: node {name!r}: {attr} is not numeric (dtype {arr.dtype.str})")
     arr = arr.astype(np.float64)
+    if broadcast and shape is not None and arr.size == 1 and arr.shape != shape:  # one value for all (snntorch)
+        arr = np.full(shape, arr.reshape(()).item())
     if shape is not None and arr.shape != shape:
         raise NIRFileError(f"{src}: node {name!r}: {attr} has shape {arr.shape}, expected {shape}")
     if not np.isfinite(arr).all():
@@ -318,7 +321,7 @@ def unsupported(src: str, name: str, node: Any, expected: str) -> NIRFileError:
                         f"{expected} was expected (bioplaus reads {_SUPPORTED})")
 
 
-def from_nir(graph: Any, *, dt: float | None = None) -> Net:
+def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -> Net:
     """A spiking ``Net`` (MLP) rebuilt from a NIR graph, by bioplaus or by a peer exporter.
 
     ``graph`` is a ``nir.NIRGraph`` or the path of a NIR file (read with `read_nir`). The
@@ -333,7 +336,8 @@ def from_nir(graph: Any, *, dt: float | None = None) -> Net:
     exp(−dt/τ) (exact), and a synapse's weights are multiplied by r (1 − β), which undoes the
     input scale bioplaus writes. The reset is the metadata's (bioplaus graphs) or, for other
     graphs, what the node says: reset to v_reset = 0 ("zero"; the same spikes whether the
-    reset acts at once or on the next step).
+    reset acts at once or on the next step). ``reset`` overrides it for a graph whose
+    producer resets otherwise without saying so (snntorch's ``Leaky`` subtracts).
     """
     import nir
 
@@ -393,6 +397,8 @@ def from_nir(graph: Any, *, dt: float | None = None) -> Net:
         raise NIRFileError(f"{src}: metadata output_spikes={out_spikes!r}: expected true or false")
     if last_is_li:
         texts["readout"] = "mem_mean"
+    if reset is not None:
+        texts["reset"] = reset
     scale = _meta(graph, "input_scale", None, src) if is_bioplaus else None
     if scale is not None and (not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0)):
         raise NIRFileError(f"{src}: metadata input_scale={scale!r}: expected a positive number")
@@ -423,11 +429,12 @@ def from_nir(graph: Any, *, dt: float | None = None) -> Net:
         if bias:
             biases.append(_array(src, s_name, nodes[s_name], "bias", (n_out,)))
         neu = nodes[n_name]
-        tau = _array(src, n_name, neu, "tau", (n_out,))
-        r = _array(src, n_name, neu, "r", (n_out,))
-        v_leak = _array(src, n_name, neu, "v_leak", (n_out,))
-        if (tau <= 0).any():
-            raise NIRFileError(f"{src}: node {n_name!r}: tau must exceed dt (and 0), got min {tau.min():g}")
+        tau = _array(src, n_name, neu, "tau", (n_out,), True)
+        r = _array(src, n_name, neu, "r", (n_out,), True)
+        v_leak = _array(src, n_name, neu, "v_leak", (n_out,), True)
+        if (tau <= 0).any() or (dt is not None and integration == "euler" and (tau <= dt).any()):
+            raise NIRFileError(f"{src}: node {n_name!r}: tau must exceed dt = {dt or 0:g} s "
+                               f"(the discrete LIF needs 0 < beta < 1), got min {tau.min():g}")
         if (r <= 0).any():
             raise NIRFileError(f"{src}: node {n_name!r}: r must be > 0, got min {r.min():g}")
         if not np.allclose(v_leak, 0.0, atol=1e-9):
@@ -435,8 +442,8 @@ def from_nir(graph: Any, *, dt: float | None = None) -> Net:
         taus.append(tau)
         rs.append(r)
         if isinstance(neu, nir.LIF):
-            thresholds.append(_array(src, n_name, neu, "v_threshold", (n_out,)))
-            v_reset = _array(src, n_name, neu, "v_reset", (n_out,))
+            thresholds.append(_array(src, n_name, neu, "v_threshold", (n_out,), True))
+            v_reset = _array(src, n_name, neu, "v_reset", (n_out,), True)
             if not np.allclose(v_reset, 0.0, atol=1e-9):
                 raise NIRFileError(f"{src}: node {n_name!r}: v_reset must be 0 (bioplaus resets to 0 "
                                    "or subtracts the threshold)")
@@ -454,7 +461,7 @@ def from_nir(graph: Any, *, dt: float | None = None) -> Net:
     tau0 = float(all_tau[0])
     if dt is None:
         r0 = float(np.concatenate(rs)[0])
-        dt = tau0 / r0 if (integration == "euler" and not np.isclose(r0, 1.0) and np.allclose(np.concatenate(rs), r0)) else 1e-3
+        dt = float(f"{tau0 / r0:.6g}") if (integration == "euler" and not np.isclose(r0, 1.0) and np.allclose(np.concatenate(rs), r0)) else 1e-3
     if integration == "euler" and tau0 <= dt:
         raise NIRFileError(f"{src}: node {neu_names[0]!r}: tau must exceed dt = {dt:g} s "
                            f"(the discrete LIF needs 0 < beta < 1), got min {tau0:g}")

@@ -155,12 +155,11 @@ def norse_from_nir(graph: Any, dt: float | None = None) -> torch.nn.Module:
     (Norse integrates by Euler), the threshold as written, and reset to 0 (zero) or an
     immediate subtraction of θ/β (subtract); LI becomes ``LIBoxCell`` with the same τ.
     """
+    import nir
     import nirtorch
     from norse.torch.module.leaky_integrator_box import LIBoxCell, LIBoxParameters
     from norse.torch.module.lif_box import LIFBoxCell, LIFBoxParameters
     from norse.torch.utils.import_nir import _import_norse_module
-
-    import nir
 
     g = _graph(graph)
     reset = str(_meta(g, "reset", "zero"))

@@ -16,7 +16,6 @@ def test_samples(dataset: str, n: int, normalize: str = "unit", config: Any = No
     otherwise the data set's defaults with ``normalize``.
     """
     import neuro_data
-
     from bioplaus.config import load_config
     from bioplaus.data import load_data
 
@@ -24,7 +23,7 @@ def test_samples(dataset: str, n: int, normalize: str = "unit", config: Any = No
     ds = load_data(cfg)
     norm = neuro_data.Normalizer.fit(ds.x_train, cfg.data.normalize)
     x = norm(np.asarray(ds.x_test[:n], dtype=np.float32))
-    return torch.as_tensor(np.ascontiguousarray(x)), np.asarray(ds.y_test[:n])
+    return torch.from_numpy(np.array(x, dtype=np.float32)), np.array(ds.y_test[:n])
 
 
 def run_test_samples(net: Any, run_path: str | Path, n: int) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:

@@ -27,7 +27,7 @@ API (stable)
     res.spike_counts("h", window=(0, steps))             # [n] (or [windows, n] with reset_every)
     res.v["h"]           # [steps, n] membrane at the end of each step (before the reset)
     res.rate["h"]        # [steps] population rate in Hz
-    res.wall_build, res.wall_run                         # seconds
+    res.wall_build, res.wall_run, res.wall_sim           # seconds (objects; run call; simulation only)
 
 Dynamics (the discrete LIF of ``bioplaus.backends.spiking``, per step n)::
 
@@ -102,7 +102,8 @@ class Brian2Result:
     rate: dict[str, np.ndarray] = field(default_factory=dict)
     reset_every: int | None = None
     wall_build: float = 0.0
-    wall_run: float = 0.0
+    wall_run: float = 0.0  # runtime: code generation (cached after the first) + simulation
+    wall_sim: float = 0.0  # the simulation alone (standalone: the C++ binary's own time)
 
     def spike_raster(self, pop: str) -> np.ndarray:
         """Spikes of ``pop`` as a bool array [steps, n]."""
@@ -220,6 +221,8 @@ class Brian2Runner:
                                 debug=False, clean=False)
             t2 = time.perf_counter()
             res = self._collect(b2, monitors, steps, reset_every)
+            # the simulation alone: the standalone binary's own timer, else the run call
+            res.wall_sim = float(getattr(b2.device, "_last_run_time", 0.0) or 0.0) if standalone_dir else t2 - t1
         finally:
             if standalone_dir is not None:
                 b2.device.reinit()
@@ -259,12 +262,13 @@ class Brian2Runner:
 
     def _build(self, b2, steps: int, reset_every: int | None):  # noqa: ANN001, ANN202
         dt = self.dt * b2.second
+        clock = b2.Clock(dt, name="bioplaus_clock")  # one clock: Brian2's loop pays per clock
         objs: list = []
         groups: dict[str, object] = {}
         for p in self._pops.values():
             if p.spikes is not None:
                 st, idx = np.nonzero(p.spikes[:steps])
-                g = b2.SpikeGeneratorGroup(p.n, idx.astype(np.int64), st * dt, dt=dt, name=f"src_{p.name}")
+                g = b2.SpikeGeneratorGroup(p.n, idx.astype(np.int64), st * dt, clock=clock, name=f"src_{p.name}")
                 groups[p.name] = g
                 objs.append(g)
                 continue
@@ -278,7 +282,7 @@ class Brian2Runner:
                 cur[:k] = p.currents[:k]
                 namespace[f"cur_{p.name}"] = b2.TimedArray(cur, dt=dt, name=f"cur_{p.name}")
             g = b2.NeuronGroup(
-                p.n, eqs, method="exact", dt=dt, name=f"pop_{p.name}",
+                p.n, eqs, method="exact", clock=clock, name=f"pop_{p.name}",
                 threshold="v > theta" if fires else None,
                 reset="r = 1" if fires else None,
                 namespace=namespace,
@@ -301,7 +305,7 @@ class Brian2Runner:
         for k, q in enumerate(self._projs):
             post, pre = np.nonzero(q.weight)
             s = b2.Synapses(groups[q.pre], groups[q.post], "w : 1", on_pre="I_syn_post += w",
-                            dt=dt, name=f"proj{k}_{q.pre}_{q.post}")
+                            clock=clock, name=f"proj{k}_{q.pre}_{q.post}")
             s.connect(i=pre.astype(np.int64), j=post.astype(np.int64))
             s.w = q.weight[post, pre]
             objs.append(s)
@@ -309,10 +313,11 @@ class Brian2Runner:
         for name, what in self._record.items():
             g = groups[name]
             m: dict[str, object] = {}
-            if what["spikes"]:
+            fires = self._pops[name].spikes is not None or self._pops[name].threshold is not None
+            if what["spikes"] and fires:
                 m["spikes"] = b2.SpikeMonitor(g, name=f"spk_{name}")
             if what["v"] and self._pops[name].spikes is None:
-                m["v"] = b2.StateMonitor(g, "v", record=True, when="thresholds", order=-1, name=f"v_{name}", dt=dt)
+                m["v"] = b2.StateMonitor(g, "v", record=True, when="thresholds", order=-1, name=f"v_{name}", clock=clock)
             if what["rate"]:
                 m["rate"] = b2.PopulationRateMonitor(g, name=f"rate_{name}")
             objs.extend(m.values())
@@ -322,7 +327,9 @@ class Brian2Runner:
     def _collect(self, b2, monitors, steps: int, reset_every: int | None) -> Brian2Result:  # noqa: ANN001
         res = Brian2Result(self.dt, steps, {k: p.n for k, p in self._pops.items()}, reset_every=reset_every)
         for name, m in monitors.items():
-            if "spikes" in m:
+            if "spikes" not in m:  # a leaky integrator never fires
+                res.spikes[name] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            else:
                 sm = m["spikes"]
                 step = np.rint(np.asarray(sm.t_[:]) / self.dt).astype(np.int64)
                 res.spikes[name] = (step, np.asarray(sm.i[:], dtype=np.int64))

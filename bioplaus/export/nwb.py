@@ -1,0 +1,150 @@
+"""A run file's recordings as NWB (Neurodata Without Borders), with pynwb.
+
+``bioplaus export RUN.h5 --nwb OUT.nwb`` writes:
+
+* a **trials** table: one trial per recorded (training step, sample), in order of step then
+  sample, each T·dt seconds long and placed end to end (trial k starts at k·T·dt), with the
+  columns ``record_step`` and ``sample``;
+* a **Units** table: one unit per (population, neuron), columns ``population`` and
+  ``neuron``; ``spike_times`` in seconds = trial start + t·dt;
+* each membrane trace ``/traces/<name>`` as a ``TimeSeries`` in the processing module
+  ``bioplaus`` (rate 1/dt, data [time, neuron]; its (record, sample) windows follow the
+  same order as the trials), and the input of a ``bioplaus simulate`` run as the
+  acquisition ``TimeSeries`` ``input`` (rate 1/dt, the encoded input at every step);
+* the config (JSON) as ``experiment_description``, the versions, seed and run attributes as
+  ``notes``, and the run's creation time as the session start.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bioplaus.errors import BioplausError
+
+
+def _trials(events: dict[str, Any]) -> list[tuple[int, int]]:
+    pairs: set[tuple[int, int]] = set()
+    for ev in events.values():
+        if ev.record_step is not None and len(ev.record_step):
+            for st, off, n in zip(ev.record_step, ev.record_sample_offset, ev.record_n_samples):
+                pairs.update((int(st), int(off) + k) for k in range(int(n)))
+        pairs.update(zip(ev.step.astype(int).tolist(), ev.sample.astype(int).tolist()))
+    return sorted(pairs)
+
+
+def spike_times(run_path: str | Path) -> tuple[dict[tuple[str, int], np.ndarray], list[tuple[int, int]], float, int]:
+    """Spike times in seconds per (population, neuron) on the trial timeline (module docstring).
+
+    Returns (times, trials, dt, T).
+    """
+    from bioplaus.record import open_run
+
+    with open_run(run_path) as run:
+        events = {pop: run.spikes(pop) for pop in run.populations}
+    if not events:
+        return {}, [], 0.0, 0
+    dts = {float(ev.dt) for ev in events.values()}
+    ts = {int(ev.n_time) for ev in events.values() if ev.n_time}
+    if len(dts) != 1 or len(ts) > 1:
+        raise BioplausError(f"{run_path}: populations differ in dt or T; cannot place them on one timeline")
+    dt = dts.pop()
+    n_time = ts.pop() if ts else int(max(int(ev.t.max()) + 1 if ev.count else 1 for ev in events.values()))
+    trials = _trials(events)
+    index = {p: k for k, p in enumerate(trials)}
+    out: dict[tuple[str, int], np.ndarray] = {}
+    for pop, ev in events.items():
+        trial = np.array([index[(int(s), int(m))] for s, m in zip(ev.step, ev.sample)], dtype=np.int64)
+        times = (trial * n_time + ev.t.astype(np.int64)) * dt
+        order = np.lexsort((times, ev.neuron))
+        neuron, times = ev.neuron[order], times[order]
+        bounds = np.searchsorted(neuron, np.arange(ev.n_neurons + 1))
+        for n in range(ev.n_neurons):
+            out[(pop, n)] = times[bounds[n]:bounds[n + 1]]
+    return out, trials, dt, n_time
+
+
+def export_nwb(run_path: str | Path, out: str | Path, *, overwrite: bool = False) -> dict[str, int]:
+    """Write the NWB file of a run (module docstring); returns counts of what was written."""
+    try:
+        from pynwb import NWBHDF5IO, NWBFile, ProcessingModule, TimeSeries
+    except ImportError:
+        raise BioplausError("--nwb needs pynwb: pip install pynwb") from None
+
+    from bioplaus.record import open_run
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BioplausError(f"{out}: exists; pass --overwrite to replace it")
+    times, trials, dt, n_time = spike_times(run_path)
+    with open_run(run_path) as run:
+        attrs = dict(run.attrs)
+        config = run.config
+        traces = {name: (run.trace(name), run.trace_info(name)) for name in run.traces}
+        inp = run.array("/simulate/input") if run.has("/simulate/input") else None
+    created = attrs.get("created")
+    try:
+        start = datetime.fromisoformat(str(created)) if created else datetime.now(UTC)
+    except ValueError:
+        start = datetime.now(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    notes = {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic) else v)
+             for k, v in attrs.items() if k not in ("config",)}
+    nwb = NWBFile(
+        session_description=f"bioplaus run {Path(run_path).name} ({attrs.get('kind', 'run')})",
+        identifier=str(uuid.uuid4()),
+        session_start_time=start,
+        experiment_description=json.dumps(config, default=str),
+        notes=json.dumps(notes, default=str),
+        source_script="bioplaus export --nwb",
+        source_script_file_name="bioplaus/export/nwb.py",
+    )
+    if trials:
+        nwb.add_trial_column("record_step", "training step at which the spikes were recorded")
+        nwb.add_trial_column("sample", "index of the sample within that record")
+        for k, (st, sm) in enumerate(trials):
+            nwb.add_trial(start_time=k * n_time * dt, stop_time=(k + 1) * n_time * dt, record_step=st, sample=sm)
+    n_spikes = 0
+    if times:
+        nwb.add_unit_column("population", "bioplaus population (layer) of the neuron")
+        nwb.add_unit_column("neuron", "index of the neuron in its population")
+        for (pop, n), ts in times.items():
+            nwb.add_unit(spike_times=ts, population=pop, neuron=n)
+            n_spikes += len(ts)
+    series = 0
+    if traces:
+        mod = ProcessingModule(name="bioplaus", description="membrane traces recorded by bioplaus")
+        nwb.add_processing_module(mod)
+        for name, (data, info) in traces.items():
+            dims = str(info.get("dims", ""))
+            arr = np.asarray(data, dtype=np.float32)
+            tdt = float(info.get("dt") or dt or 1.0)
+            if dims.startswith("record,time,sample") and arr.ndim >= 4:
+                arr = arr.reshape(*arr.shape[:3], -1).transpose(0, 2, 1, 3)  # record, sample, time, n
+                arr = arr.reshape(-1, arr.shape[-1])
+            else:
+                arr = arr.reshape(arr.shape[0], -1)
+            mod.add(TimeSeries(name=name.replace("/", "_"), data=arr, unit=str(info.get("unit") or "1"),
+                               rate=1.0 / tdt, starting_time=0.0,
+                               description=f"{name}: dims {dims}; windows in trial order"))
+            series += 1
+    if inp is not None:
+        x = np.asarray(inp, dtype=np.float32).reshape(len(inp), -1)
+        data = np.repeat(x, n_time, axis=0) if n_time else x
+        nwb.add_acquisition(TimeSeries(name="input", data=data, unit="1", rate=1.0 / dt, starting_time=0.0,
+                                       description="encoded input current per step (direct encoding), "
+                                       "one trial per sample"))
+        series += 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with NWBHDF5IO(str(out), "w") as io:
+            io.write(nwb)
+    except OSError as exc:
+        raise BioplausError(f"{out}: cannot write the NWB file ({exc})") from None
+    return {"units": len(times), "spikes": n_spikes, "series": series, "trials": len(trials)}
