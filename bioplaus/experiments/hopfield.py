@@ -286,7 +286,7 @@ class HopfieldExperiment(Experiment):
     def run(self) -> dict[str, float]:
         from bioplaus.hopfield import mc
 
-        o, ctx = self.options, self.ctx
+        o = self.options
         old = mc.set_threads(o.threads)
         try:
             if o.backend == "spiking":

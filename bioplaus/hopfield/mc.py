@@ -359,11 +359,6 @@ class Glauber:
         return observe(self.sigma, xi, self.energy(), eta)
 
 
-def observe(self, xi: np.ndarray, eta: np.ndarray | None = None) -> Observables:
-        """Mattis magnetisations, energy per spin, squared loss per pattern (and example overlaps)."""
-        return observe(self.sigma, xi, self.energy(), eta)
-
-
 def observe(sigma: np.ndarray, xi: np.ndarray, energy: np.ndarray, eta: np.ndarray | None = None) -> Observables:
     """`Observables` of spins ``sigma`` [R, N] against patterns ``xi`` [K, N].
 
