@@ -113,6 +113,11 @@ if HAVE_NUMBA:
             _prefetch(rows, ring[k])
         na = A.shape[0]
         mask = (1 << b) - 1
+        # A private copy of the overlaps: replicas on other threads write their own u rows,
+        # which share cache lines with this one (false sharing would serialise the threads).
+        ul = np.empty(max(P, 16), np.int64)
+        for p in range(P):
+            ul[p] = u[p]
         for t in range(n_updates):
             slot = t & (LOOKAHEAD - 1)
             i = ring[slot]
@@ -125,7 +130,7 @@ if HAVE_NUMBA:
             q = np.int64(0)
             for p in range(P):
                 v = np.int64(rows[i, p])
-                h += v * u[p]
+                h += v * ul[p]
                 q += v * v
             h -= si * q
             s2 += g
@@ -150,7 +155,9 @@ if HAVE_NUMBA:
             if f != 0:
                 rows[i, P] = new
                 for p in range(P):
-                    u[p] += f * np.int64(rows[i, p])
+                    ul[p] += f * np.int64(rows[i, p])
+        for p in range(P):
+            u[p] = ul[p]
         st[0] = s1 - np.uint64(LOOKAHEAD) * g  # rewind the look-ahead: the stream goes on from here
         st[1] = s2
 
