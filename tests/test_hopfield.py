@@ -312,3 +312,9 @@ def test_cli_bad_value_exit_code_2(capsys: pytest.CaptureFixture[str], tmp_path:
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "hopfield.T" in err[0]
+
+
+@pytest.mark.parametrize("sim", sorted(p.name for p in (ROOT / "sims").glob("hopfield_*.toml")))
+def test_sims_are_valid_configs(sim: str) -> None:
+    cfg = load_config(ROOT / "sims" / sim)
+    assert cfg.kind == "hopfield" and cfg.section("hopfield").N >= 800
