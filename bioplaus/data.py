@@ -25,6 +25,28 @@ for _name, _loader in {**neuro_data.DATASETS, **neuro_data.FORMATS}.items():
     DATASETS.register(_name, _loader)
 
 
+def _pattern_loader(name: str, make: Any) -> Any:
+    """A pattern generator as a ``datasets`` entry: ``loader(N=, K=, d=, M=, r=, seed=)``.
+
+    Called the way the gradient kinds call a data set loader (no ``N``), it refuses with a
+    ValueError, which `load_data` turns into one line.
+    """
+
+    def load(path: Any = None, data_dir: Any = None, download: bool = False, **kw: Any) -> Any:
+        if "N" not in kw:
+            raise ValueError(f"{name!r} generates patterns for kind = 'hopfield'; it is not a labelled data set")
+        return make(**kw)
+
+    load.__name__ = f"load_{name}"
+    load.__doc__ = make.__doc__
+    load.generates_patterns = True  # type: ignore[attr-defined]
+    return load
+
+
+for _name, _make in neuro_data.PATTERNS.items():
+    DATASETS.register(_name, _pattern_loader(_name, _make))
+
+
 @dataclass
 class DataBundle:
     """Loaders and facts about the data of one supervised experiment."""

@@ -106,11 +106,13 @@ PLUGINS: Registry[type] = Registry(
 BACKENDS: Registry[Any] = Registry("backends", "network.backend", ("bioplaus.backends",))
 DATASETS: Registry[Callable[..., Any]] = Registry("datasets", "data.dataset", ("bioplaus.data",))
 EXPERIMENTS: Registry[type] = Registry(
-    "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual")
+    "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual",
+                            "bioplaus.experiments.hopfield"),
 )
 # Built-in kinds register their own figures (continual: acc_matrix, task_curves).
 FIGURES: Registry[Callable[..., Any]] = Registry(
-    "figures", "figures", ("bioplaus.report", "bioplaus.experiments.supervised", "bioplaus.experiments.continual")
+    "figures", "figures", ("bioplaus.report", "bioplaus.experiments.supervised", "bioplaus.experiments.continual",
+                           "bioplaus.experiments.hopfield"),
 )
 
 # Simulators replay an exported graph elsewhere (`bioplaus simulate GRAPH --backend NAME`).

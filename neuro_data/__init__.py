@@ -1,4 +1,4 @@
-"""neuro_data: data sets, continual-learning task streams and spike encoders for bioplaus.
+"""neuro_data: data sets, task streams, spike encoders and pattern generators for bioplaus.
 
 Self-contained (numpy, torch, scikit-learn for ``digits``); it does not import bioplaus.
 """
@@ -20,6 +20,14 @@ from neuro_data.datasets import (
 from neuro_data.encoders import ENCODERS, encode
 from neuro_data.idx import read_idx, write_idx
 from neuro_data.loader import ArrayLoader, Normalizer, split
+from neuro_data.patterns import (
+    PATTERNS,
+    PatternSet,
+    dataset_entropy,
+    diluted_patterns,
+    make_examples,
+    make_pattern_set,
+)
 from neuro_data.streams import Task, TaskStream, make_stream, permuted
 from neuro_data.streams import split as split_classes
 
@@ -27,19 +35,25 @@ __all__ = [
     "DATASETS",
     "ENCODERS",
     "FORMATS",
+    "PATTERNS",
     "SCALES",
     "ArrayLoader",
     "DataFormatError",
     "DataNotFoundError",
     "Dataset",
     "Normalizer",
+    "PatternSet",
     "Task",
     "TaskStream",
+    "dataset_entropy",
+    "diluted_patterns",
     "encode",
     "from_arrays",
     "load_dataset",
     "load_idx_dir",
     "load_npz",
+    "make_examples",
+    "make_pattern_set",
     "make_stream",
     "permuted",
     "read_idx",

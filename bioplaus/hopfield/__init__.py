@@ -1,0 +1,1 @@
+"""The multitasking Hebbian network: couplings, Monte Carlo, mean-field dynamics, theory."""
