@@ -1,0 +1,169 @@
+"""The Ray executor: same numbers as the local executors, failure isolation, files come back.
+
+One loopback Ray head for the module (``ray start --head --node-ip-address=127.0.0.1``,
+stopped by process group at the end); each sweep joins it as a driver.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytest
+from conftest import ROOT, tiny_config
+
+from bioplaus.cli import main
+from bioplaus.errors import ConfigError
+from bioplaus.sweep import sweep
+from bioplaus.sweep.index import read_index
+
+from bioplaus.sweep.ray_executor import _task, check_address, loopback_head
+
+# not importorskip: importing ray here would bypass what bioplaus sets before its import
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+
+LRS = [0.05, 1e30]  # 1e30: NaN loss at step 2, a run that fails at run time
+ONE_THREAD = ["train.threads=1"]  # bit-identical across executors
+
+
+def small_config() -> dict[str, Any]:
+    return tiny_config(train__epochs=1, data__limit_train=256)
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("ray")
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    with loopback_head(num_cpus=2, temp_dir=tmp, env=env) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "lr"
+    sweep(small_config(), grid={"rule.lr": LRS}, seeds=2, out=out, workers=1, overrides=ONE_THREAD, progress=False)
+    return out
+
+
+def test_ray_sweep_gives_the_local_numbers_isolates_failures_and_brings_files_back(
+    ray_head: str, local_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    out = tmp_path / "ray"
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('name = "tiny"\n[data]\ndataset = "digits"\nbatch_size = 128\nlimit_train = 256\n'
+                   '[network]\nbackend = "rate"\nhidden = [16]\n[rule]\nname = "backprop"\n'
+                   '[train]\nepochs = 1\n')
+    code = main(["sweep", str(cfg), "--grid", "rule.lr=0.05,1e30", "--seeds", "2", "--set", "train.threads=1",
+                 "--out", str(out), "--ray", ray_head, "--quiet"])
+    assert code == 1  # two runs failed, the others finished
+    assert not ray.is_initialized()  # the driver left the cluster
+    text = capsys.readouterr().out
+    assert "done 2, failed 2" in text and text.count("loss is nan") == 2
+
+    local = {r["file"]: r for r in rows_of(local_sweep / "index.csv")}
+    rows = rows_of(out / "index.csv")
+    assert [r["file"] for r in rows] == list(local)
+    for r in rows:
+        s = local[r["file"]]
+        assert r["status"] == s["status"] and r["steps"] == s["steps"] and r["error"] == s["error"]
+        for k in (k for k in s if k.startswith("final_") or k == "headline_value"):
+            assert r[k] == s[k], k  # the same digits: same seed, same data order, one thread
+        with h5py.File(out / r["file"], "r") as f:  # the file came back whole
+            assert f.attrs["status"] == r["status"]
+        assert float(r["wall_s"]) > 0
+    assert [r["status"] for r in rows] == ["done", "done", "failed", "failed"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*local, "index.csv", "index.h5"])
+    assert [r["status"] for r in read_index(out / "index.h5")] == [r["status"] for r in rows]
+
+    # resume: done files untouched, failed ones moved aside and run again, still through Ray
+    done = {p: p.stat().st_mtime_ns for p in (out / r["file"] for r in rows if r["status"] == "done")}
+    res = sweep(str(cfg), grid={"rule.lr": LRS}, seeds=2, out=out, overrides=ONE_THREAD, ray=ray_head,
+                progress=False)
+    assert res.counts() == {"done": 2, "failed": 2}
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    assert len(list((out / "previous").iterdir())) == 2
+    after = rows_of(out / "index.csv")
+    assert [a for a in after if a["status"] == "done"] == [r for r in rows if r["status"] == "done"]
+
+
+def test_ray_task_returns_the_file_bytes_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    # What a worker without the driver's file system does: run into its own temp dir, return bytes.
+    from bioplaus.sweep.spec import build_runs
+
+    spec = build_runs(small_config(), {"rule.lr": [0.05]}, overrides=ONE_THREAD)[0]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        outcome, data = _task(spec.config, spec.file)
+    finally:
+        os.chdir(cwd)
+    assert list(tmp_path.iterdir()) == [] and outcome["status"] == "done"
+    back = tmp_path / spec.file
+    back.write_bytes(data)
+    with h5py.File(back, "r") as f:
+        assert f.attrs["status"] == "done" and f.attrs["final_test_acc"] == outcome["final_test_acc"]
+
+
+def test_ctrl_c_cancels_the_ray_tasks(ray_head: str, tmp_path: Path) -> None:
+    out = tmp_path / "stop"
+    slow = tiny_config(train__epochs=200, data__limit_train=512)
+    timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        res = sweep(slow, grid={"rule.lr": [0.01, 0.02, 0.03]}, out=out, overrides=ONE_THREAD, ray=ray_head,
+                    progress=False)
+    finally:
+        timer.cancel()
+    assert res.interrupted
+    statuses = sorted(r["status"] for r in res.rows)
+    assert statuses == ["interrupted", "interrupted", "pending"]  # 2 CPUs: two ran, one never started
+    assert all("cancel" in (r.get("error") or "") for r in res.rows if r["status"] == "interrupted")
+    assert [r["status"] for r in rows_of(out / "index.csv")] == [r["status"] for r in res.rows]
+
+
+def test_unreachable_or_bad_address_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "never"
+    with socket_free_port() as port:
+        assert main(["sweep", "quickstart", "--out", str(out), "--ray", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Ray cluster reachable" in err[0] and not out.exists()
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        check_address("not an address")
+
+
+def test_ray_not_installed_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    out = tmp_path / "never"
+    assert main(["sweep", "quickstart", "--out", str(out), "--ray", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ray is not installed" in err[0] and "bioplaus[ray]" in err[0]
+    assert not out.exists()
+
+
+class socket_free_port:  # noqa: N801 - used as a context manager
+    """A loopback port nothing listens on (bound, never listening, while in use)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.s = socket.socket()
+        self.s.bind(("127.0.0.1", 0))
+        return int(self.s.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.s.close()
