@@ -23,7 +23,6 @@ from bioplaus.cli import main
 from bioplaus.errors import ConfigError
 from bioplaus.sweep import sweep
 from bioplaus.sweep.index import read_index
-
 from bioplaus.sweep.ray_executor import _task, check_address, loopback_head
 
 # not importorskip: importing ray here would bypass what bioplaus sets before its import
@@ -88,16 +87,6 @@ def test_ray_sweep_gives_the_local_numbers_isolates_failures_and_brings_files_ba
     assert [r["status"] for r in rows] == ["done", "done", "failed", "failed"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*local, "index.csv", "index.h5"])
     assert [r["status"] for r in read_index(out / "index.h5")] == [r["status"] for r in rows]
-
-    # resume: done files untouched, failed ones moved aside and run again, still through Ray
-    done = {p: p.stat().st_mtime_ns for p in (out / r["file"] for r in rows if r["status"] == "done")}
-    res = sweep(str(cfg), grid={"rule.lr": LRS}, seeds=2, out=out, overrides=ONE_THREAD, ray=ray_head,
-                progress=False)
-    assert res.counts() == {"done": 2, "failed": 2}
-    assert {p: p.stat().st_mtime_ns for p in done} == done
-    assert len(list((out / "previous").iterdir())) == 2
-    after = rows_of(out / "index.csv")
-    assert [a for a in after if a["status"] == "done"] == [r for r in rows if r["status"] == "done"]
 
 
 def test_ray_task_returns_the_file_bytes_and_leaves_nothing_behind(tmp_path: Path) -> None:
