@@ -12,7 +12,8 @@ network.hidden, spiking T = 10, 1 epoch, train.threads = 1), every sweep its own
    --port=...``, 2 CPUs), then the same sweep with ``--ray 127.0.0.1:PORT``: the same
    final metrics per run as the reference, exactly (one thread per run).
 4. **throughput**: runs per minute with ``--workers 1`` and ``--workers 2`` on the same
-   grid, back to back (wall time of the whole command); the ratio is printed on one line.
+   grid, back to back (wall time of the whole command), 5 epochs per run
+   (``--throughput-epochs``); the ratio is printed on one line.
 
 Run: python benchmarks/sweep_demo.py [--only reference,resume,ray,throughput] [--epochs 1]
 Writes results/sweep_demo.json and .md (``--only throughput``: results/sweep_throughput.*).
@@ -142,7 +143,7 @@ def part_ray(work: Path, epochs: int) -> dict[str, Any]:
 
 
 def part_throughput(work: Path, epochs: int) -> dict[str, Any]:
-    res: dict[str, Any] = {"uptime_before": uptime()}
+    res: dict[str, Any] = {"uptime_before": uptime(), "epochs": epochs}
     for k in (1, 2):
         out = work / f"throughput_w{k}"
         code, wall = run(sweep_cmd(out, epochs, "--workers", str(k)))
@@ -158,7 +159,9 @@ def part_throughput(work: Path, epochs: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: " + ", ".join(PARTS))
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per run of the reference/resume/ray sweeps")
+    ap.add_argument("--throughput-epochs", type=int, default=5,
+                    help="epochs per run of the throughput sweeps (runs long enough that starting workers does not dominate)")
     ap.add_argument("--keep", help="directory for the sweeps (default: a temporary one, removed)")
     args = ap.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -175,7 +178,8 @@ def main() -> None:
     try:
         for p in parts:
             print(f"== {p}", flush=True)
-            payload[p] = globals()[f"part_{p}"](work, args.epochs)
+            epochs = args.throughput_epochs if p == "throughput" else args.epochs
+            payload[p] = globals()[f"part_{p}"](work, epochs)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -203,7 +207,7 @@ def main() -> None:
     if "throughput" in payload:
         r = payload["throughput"]
         table_rows.append({"figure": "throughput, --workers 1 vs 2", "result":
-                           f"{r['w1']['runs_per_min']:.2f} -> {r['w2']['runs_per_min']:.2f} runs/min: "
+                           f"{r['epochs']} epochs per run: {r['w1']['runs_per_min']:.2f} -> {r['w2']['runs_per_min']:.2f} runs/min: "
                            f"**{r['ratio']:.2f}x** (load before: {r['uptime_before'].split('load average:')[-1].strip()})",
                            "wall s": r["w1"]["wall_s"] + r["w2"]["wall_s"]})
     text = "\n".join(lines) + table(table_rows, ["figure", "result", "wall s"])
