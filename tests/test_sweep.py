@@ -195,3 +195,32 @@ def test_compare_mean_std_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [(r["rule.name"], r["n"]) for r in c.rows] == [("backprop", 3)]
     assert main(["compare", str(runs), "--by", "rule.nope"]) == 2
     assert main(["compare", str(runs), "--metric", "nope"]) == 2
+
+
+# ---------------------------------------------------------------------- the worked example
+
+
+def documented_output() -> list[str]:
+    """The output block of docs/sweeps.md's worked example (after 'Run on 2 cores, it prints')."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    block = text.split("Run on 2 cores, it prints", 1)[1].split("```", 2)[1]
+    return [line.rstrip() for line in block.strip().splitlines()]
+
+
+def run_sweep_example(tmp_path: Path, *extra: str) -> list[str]:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(root), os.environ.get("PYTHONPATH", "")] if p)}
+    proc = subprocess.run([sys.executable, str(root / "examples" / "sweep_grid.py"), "runs", *extra],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "runs" / "lr_hidden"
+    assert len([p for p in out.glob("*.h5") if p.name != "index.h5"]) == 8
+    assert (out / "compare_test_acc.png").stat().st_size > 1000
+    return [line.rstrip() for line in proc.stdout.strip().splitlines()]
+
+
+def test_worked_example_prints_what_the_docs_say(tmp_path: Path) -> None:
+    assert run_sweep_example(tmp_path) == documented_output()

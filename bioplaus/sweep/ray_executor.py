@@ -88,13 +88,14 @@ def connected(address: str) -> Iterator[Any]:
     """Ray initialised for ``address``; shut down afterwards if this call started or joined it.
 
     ``local`` starts an in-process Ray instance on loopback (no dashboard) for the sweep.
-    If this process already called ``ray.init`` the existing connection is used and kept.
+    If this process already called ``ray.init`` the existing connection is used and kept
+    (a ``HOST:PORT`` address must still answer).
     """
     ray = import_ray()
+    check_address(address)
     if ray.is_initialized():
         yield ray
         return
-    check_address(address)
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                               "configure_logging": True}
     if address == LOCAL:
@@ -165,8 +166,9 @@ def run_ray(specs: Sequence[RunSpec], out: Path, address: str, on_start: OnStart
     At most ``max_inflight`` tasks are submitted at a time (default: what the cluster's CPUs
     hold, each task asking for ``train.threads`` CPUs), so "running" in the progress line
     means running. Tasks are not retried: a worker that dies fails its run, with the reason
-    in the index. Ctrl-C cancels the submitted tasks (Ray raises KeyboardInterrupt in them,
-    so they close their files ``interrupted``); their runs are recorded ``interrupted`` and
+    in the index. Ctrl-C cancels the submitted tasks (Ray raises KeyboardInterrupt in them:
+    a running run closes its file ``interrupted``, which comes back like any other; a task
+    cancelled before it began returns nothing); their runs are recorded ``interrupted`` and
     run again next time. Returns True if the sweep was interrupted.
     """
     with connected(address) as ray:
@@ -239,7 +241,7 @@ def loopback_head(num_cpus: int = 2, temp_dir: str | Path | None = None, env: di
     Runs ``ray start --head --block --node-ip-address=127.0.0.1`` (no dashboard, free ports
     for the GCS, the raylet and the agents) in its own process group with
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and ``env`` added, waits until the GCS port
-    answers, and on exit stops exactly that group (SIGTERM, then SIGKILL after 5 s) —
+    answers, and on exit stops exactly that group (SIGTERM, then SIGKILL after 3 s) —
     unlike ``ray stop``, which stops every Ray on the machine. Workers import bioplaus
     from the head's environment: pass ``env={"PYTHONPATH": ...}`` to use a source tree.
     """
@@ -282,7 +284,7 @@ def loopback_head(num_cpus: int = 2, temp_dir: str | Path | None = None, env: di
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=3)
         except subprocess.TimeoutExpired:
             pass
         with contextlib.suppress(ProcessLookupError):

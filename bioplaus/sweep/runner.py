@@ -201,8 +201,8 @@ def sweep(
             raise ConfigError("--ray: expected an address (HOST:PORT), 'local' or 'auto'")
         from bioplaus.sweep.ray_executor import check_address, import_ray
 
-        if not import_ray().is_initialized():
-            check_address(ray)  # one line, exit 2, before anything is written
+        import_ray()
+        check_address(ray)  # one line, exit 2, before anything is written
     if workers is not None and int(workers) < 1:
         raise ConfigError(f"--workers: expected a positive integer, got {workers}")
     if ray is not None:
