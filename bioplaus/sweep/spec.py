@@ -84,12 +84,22 @@ def parse_axes(items: Iterable[str], flag: str) -> dict[str, list[Any]]:
     return axes
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def toml_value(v: Any) -> str:
-    """A Python value as TOML text for a ``key=value`` override."""
+    """A Python value as TOML text for a ``key=value`` override (tables as inline tables)."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, str | list | dict):
+    if isinstance(v, str):
         return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        items = [f"{k if _BARE_KEY.match(str(k)) else json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()]
+        return "{" + ", ".join(items) + "}"
+    if v is None:
+        raise ConfigError("a sweep value cannot be None (TOML has no null)")
     return repr(v)
 
 
