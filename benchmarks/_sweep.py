@@ -45,27 +45,60 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def method_axes(methods: Mapping[str, tuple[str | Path, Sequence[str]]]) -> tuple[Path, dict[str, list[Any]]]:
+def _get(d: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def _drop_none(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _drop_none(x) for k, x in v.items() if x is not None}
+    return v
+
+
+def method_axes(methods: Mapping[str, tuple[str | Path, Sequence[str]]],
+                common: Sequence[str] = ()) -> tuple[Path, dict[str, list[Any]]]:
     """(base sim, zipped axes) that run every method: ``{label: (sim, overrides)}``.
 
+    Each method's config is its sim with ``common`` then its own overrides; the base is the
+    first sim with ``common`` only (what the sweep applies before the axes).
+
     The axes are the keys whose values differ between the methods' configs (each loaded
-    with its own overrides), plus ``description`` = the label.
+    with its own overrides), or the whole table when some methods lack a key of it (a
+    rule's own options), plus ``description`` = the label.
     """
     labels = list(methods)
-    flats = [flatten(load_config(Path(sim), list(over)).to_dict()) for sim, over in methods.values()]
+    base = Path(next(iter(methods.values()))[0])
+    base_flat = flatten(load_config(base, list(common)).to_dict())
+    dicts = [load_config(Path(sim), [*common, *over]).to_dict() for sim, over in methods.values()]
+    flats = [flatten(d) for d in dicts]
     keys: list[str] = []
-    for f in flats:
+    for f in [base_flat, *flats]:
         keys.extend(k for k in f if k not in keys)
+    # every key on which a method differs from another or from the base (a method's own
+    # override that all methods share must still be set)
+    differ = [k for k in keys if k not in SKIP
+              and len({json.dumps(f.get(k, "<absent>"), sort_keys=True) for f in [base_flat, *flats]}) > 1]
+    # A key some configs lack (a rule's own option) or leave unset (None: TOML has no null)
+    # cannot be set key by key: the whole table it belongs to (e.g. [rule],
+    # [network.spiking]) becomes the axis instead, unset keys left out (a table value
+    # replaces the table, so they take their defaults).
+    whole: set[str] = set()
+    for k in differ:
+        if "." in k and any(f.get(k) is None for f in flats):
+            whole.add(k.rsplit(".", 1)[0])
+    whole = {t for t in whole if not any(t.startswith(o + ".") for o in whole)}
     axes: dict[str, list[Any]] = {LABEL: labels}
-    for k in keys:
-        if k in SKIP:
+    for table in sorted(whole):
+        axes[table] = [_drop_none(_get(d, table)) for d in dicts]
+    for k in differ:
+        if any(k.startswith(t + ".") for t in whole):
             continue
         values = [f.get(k) for f in flats]
-        if len({json.dumps(v, sort_keys=True) for v in values}) > 1:
-            if any(v is None for v in values):
-                raise ConfigError(f"{k}: set in some methods, unset in others ({labels})")
-            axes[k] = values
-    base = Path(next(iter(methods.values()))[0])
+        if any(v is None for v in values):
+            raise ConfigError(f"{k}: set in some methods, unset in others ({labels})")
+        axes[k] = values
     return base, axes
 
 
@@ -79,14 +112,16 @@ def methods_sweep(
 ) -> SweepResult:
     """Run every method x seed as one sweep (common overrides first); returns its result.
 
-    The sweep directory is ``out/set_<8 hex digits of the common overrides>``: a sweep
-    started again with the same overrides resumes, one with other overrides (say another
-    ``train.epochs``, which is not in the run file names) gets its own directory.
+    The sweep directory is ``out/set_<8 hex digits of the overrides>`` (common and per
+    method): a sweep started again with the same overrides resumes, one with other
+    overrides (say another ``train.epochs``, which is not in the run file names) gets its
+    own directory.
     """
     over = list(common)
-    out = Path(out) / ("set_" + hashlib.sha256(json.dumps(over).encode()).hexdigest()[:8])
-    flat_methods = {label: (sim, [*over, *o]) for label, (sim, o) in methods.items()}
-    base, axes = method_axes(flat_methods)
+    per_method = {label: list(o) for label, (_, o) in methods.items()}
+    key = json.dumps([over, per_method], sort_keys=True)
+    out = Path(out) / ("set_" + hashlib.sha256(key.encode()).hexdigest()[:8])
+    base, axes = method_axes(methods, over)
     seed_axis = {"seed": list(seeds)}
     res = sweep(base, grid=seed_axis, zip=axes, out=out, workers=workers, overrides=over, ray=ray)
     print(res.summary(), flush=True)

@@ -51,6 +51,11 @@ def test_grid_zip_seeds_expansion_order_and_count() -> None:
         expand(None, {"a.b": [1, 2], "c.d": [1]}, 1)
     with pytest.raises(ConfigError, match="listed twice"):
         expand({"rule.lr": [0.1, 0.1]})
+    # a zipped axis may repeat a value (bp, bp with two optimisers); a whole row may not
+    assert [p for p, _ in expand(None, {"rule.name": ["bp", "bp"], "rule.optimizer": ["sgd", "adam"]})] == [
+        {"rule.name": "bp", "rule.optimizer": "sgd"}, {"rule.name": "bp", "rule.optimizer": "adam"}]
+    with pytest.raises(ConfigError, match="same combination"):
+        expand(None, {"rule.name": ["bp", "bp"], "rule.lr": [0.1, 0.1]})
 
 
 def test_axis_parsing_is_toml_and_keeps_lists_together() -> None:
@@ -224,3 +229,39 @@ def run_sweep_example(tmp_path: Path, *extra: str) -> list[str]:
 
 def test_worked_example_prints_what_the_docs_say(tmp_path: Path) -> None:
     assert run_sweep_example(tmp_path) == documented_output()
+
+
+# ---------------------------------------------------------------------- benchmarks through sweeps
+
+
+def test_benchmark_methods_as_one_sweep_give_each_method_its_exact_config() -> None:
+    # benchmarks/_sweep.py: methods (sim files + overrides) become one sweep's zipped axes;
+    # every run's config must be exactly the method's sim with its overrides.
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from benchmarks._sweep import method_axes
+    from bioplaus.config import load_config
+
+    sims = root / "sims"
+    cases = [
+        ({m: (sims / f"{m.lower()}_fashion_mlp.toml", ["train.epochs=1"]) for m in ("BP", "FA", "DFA", "CCL")}
+         | {"CCL spiking": (sims / "ccl_fashion_mlp_spiking.toml", [])}, ["train.threads=1"]),
+        ({m: (sims / f"{m}.toml", []) for m in ("ft_pfashion_spiking", "ewc_pfashion_spiking", "proj_pfashion_spiking",
+                                                 "hlop_pfashion_spiking", "joint_pfashion_rate", "hlop_pfashion_fa")},
+         ["data.limit_train=64"]),
+        ({"CCL": (sims / "ccl_ae_fashion.toml", []),
+          "BP": (sims / "ccl_ae_fashion.toml", ["rule.method=bp", "rule.lr=0.03"]),
+          "BP (Adam)": (sims / "ccl_ae_fashion.toml", ["rule.method=bp", "rule.optimizer=adam"])}, []),
+    ]
+    for methods, common in cases:
+        base, axes = method_axes(methods, common)
+        assert axes["description"] == list(methods)
+        specs = build_runs(base, {"seed": [0, 1]}, axes, None, common)
+        assert len(specs) == 2 * len(methods) and len({s.file for s in specs}) == len(specs)
+        for spec, (sim, over) in zip(specs, [*methods.values(), *methods.values()], strict=True):
+            want = load_config(sim, [*common, *over, f"seed={spec.seed}", "train.progress=false",
+                                     "train.report=false"]).to_dict()
+            got = spec.config
+            assert {k for k in got | want if got.get(k) != want.get(k)} <= {"name", "description"}, spec.params

@@ -140,9 +140,14 @@ def expand(
     for key, values in [*grid.items(), *zipped.items()]:
         if not values:
             raise ConfigError(f"{key}: an axis needs at least one value")
+    for key, values in grid.items():
         texts = [value_text(v) for v in values]
         if len(set(texts)) != len(texts):
             raise ConfigError(f"{key}: a value is listed twice ({', '.join(texts)})")
+    if zipped:  # a zipped axis may repeat a value; the rows of values may not repeat
+        rows = [json.dumps([value_text(v) for v in vals]) for vals in builtins.zip(*zipped.values())]
+        if len(set(rows)) != len(rows):
+            raise ConfigError("--zip: the same combination of values is listed twice")
     lengths = {k: len(v) for k, v in zipped.items()}
     if len(set(lengths.values())) > 1:
         raise ConfigError("--zip: zipped axes need the same number of values; got "
