@@ -54,6 +54,8 @@ def _get(d: Mapping[str, Any], dotted: str) -> Any:
 def _drop_none(v: Any) -> Any:
     if isinstance(v, Mapping):
         return {k: _drop_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_drop_none(x) for x in v]
     return v
 
 
@@ -98,7 +100,7 @@ def method_axes(methods: Mapping[str, tuple[str | Path, Sequence[str]]],
         values = [f.get(k) for f in flats]
         if any(v is None for v in values):
             raise ConfigError(f"{k}: set in some methods, unset in others ({labels})")
-        axes[k] = values
+        axes[k] = [_drop_none(v) for v in values]  # e.g. a [[plugins]] list: unset options left out
     return base, axes
 
 
@@ -109,8 +111,9 @@ def methods_sweep(
     common: Sequence[str] = (),
     workers: int = 1,
     ray: str | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
 ) -> SweepResult:
-    """Run every method x seed as one sweep (common overrides first); returns its result.
+    """Run seeds x ``grid`` x methods as one sweep (common overrides first); returns its result.
 
     The sweep directory is ``out/set_<8 hex digits of the overrides>`` (common and per
     method): a sweep started again with the same overrides resumes, one with other
@@ -119,11 +122,11 @@ def methods_sweep(
     """
     over = list(common)
     per_method = {label: list(o) for label, (_, o) in methods.items()}
-    key = json.dumps([over, per_method], sort_keys=True)
+    key = json.dumps([over, per_method, {k: list(v) for k, v in (grid or {}).items()}], sort_keys=True, default=str)
     out = Path(out) / ("set_" + hashlib.sha256(key.encode()).hexdigest()[:8])
     base, axes = method_axes(methods, over)
-    seed_axis = {"seed": list(seeds)}
-    res = sweep(base, grid=seed_axis, zip=axes, out=out, workers=workers, overrides=over, ray=ray)
+    axes_grid = {"seed": list(seeds), **(grid or {})}  # seeds outermost, then grid, then methods
+    res = sweep(base, grid=axes_grid, zip=axes, out=out, workers=workers, overrides=over, ray=ray)
     print(res.summary(), flush=True)
     for row in res.failed:
         print(f"  failed: {row['file']}: {row.get('error')}", flush=True)
