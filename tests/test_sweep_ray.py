@@ -182,3 +182,18 @@ def test_worked_example_on_ray_prints_what_the_docs_say(ray_head: str, tmp_path:
     lines = [line.rstrip() for line in capsys.readouterr().out.strip().splitlines()]
     assert lines == documented_output()
     assert len(list((tmp_path / "runs" / "lr_hidden").glob("digits_mlp__*.h5"))) == 8
+
+
+def test_ray_listens_on_loopback_only(ray_head: str) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("ss") is None:
+        pytest.skip("no ss on this machine")
+    lines = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    ray_lines = [ln for ln in lines if any(p in ln for p in ("gcs_server", "raylet", "ray::", "\"ray\""))]
+    assert any(ray_head.split(":")[1] in ln for ln in ray_lines)  # the head's GCS is among them
+    for ln in ray_lines:
+        local = ln.split()[3]
+        assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), ln
+
