@@ -25,7 +25,9 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 
 
 def test_every_docs_page_is_in_the_nav() -> None:
-    nav = (ROOT / "mkdocs.yml").read_text()
+    # (mkdocs build --strict fails on a page left out of the nav too; this names it)
+    nav = "\n".join(line for line in (ROOT / "mkdocs.yml").read_text().splitlines()
+                    if not line.lstrip().startswith("#"))
     pages = sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
     missing = [p for p in pages if f": {p}" not in nav]
-    assert not missing, f"add to the nav of mkdocs.yml: {missing}"
+    assert not missing, f"add to the nav of mkdocs.yml (or uncomment its entry): {missing}"
