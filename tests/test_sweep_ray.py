@@ -91,7 +91,7 @@ def test_ray_task_returns_the_file_bytes_and_leaves_nothing_behind(tmp_path: Pat
     # What a worker without the driver's file system does: run into its own temp dir, return bytes.
     from bioplaus.sweep.spec import build_runs
 
-    spec = build_runs(small_config(), {"rule.lr": [0.05]}, overrides=ONE_THREAD)[0]
+    spec = build_runs(small_config(), {"rule.lr": [0.05]}, overrides=ONE_THREAD, report=True)[0]
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
@@ -99,6 +99,8 @@ def test_ray_task_returns_the_file_bytes_and_leaves_nothing_behind(tmp_path: Pat
     finally:
         os.chdir(cwd)
     assert list(tmp_path.iterdir()) == [] and outcome["status"] == "done"
+    figures = outcome.pop("_figures")  # --report: the figures come back with the file
+    assert "learning_curves.png" in figures and all(b[:4] == b"\x89PNG" for b in figures.values())
     back = tmp_path / spec.file
     back.write_bytes(data)
     with h5py.File(back, "r") as f:

@@ -130,11 +130,18 @@ def _token_auth_like_ray_start() -> bool:
 
 
 def _task(config: dict[str, Any], file: str) -> tuple[dict[str, Any], bytes | None]:
-    """In a Ray worker: one run into a private temporary directory; its outcome and file bytes."""
+    """In a Ray worker: one run into a private temporary directory; its outcome and file bytes.
+
+    With ``train.report`` the figures (``<stem>_figures/*``) come back too, in
+    ``outcome["_figures"]`` as ``{name: bytes}``.
+    """
     with tempfile.TemporaryDirectory(prefix="bioplaus-sweep-") as tmp:
         path = Path(tmp) / file
         outcome = run_one(config, str(path))
         data = path.read_bytes() if path.is_file() else None
+        figs = Path(tmp) / (path.stem + "_figures")
+        if figs.is_dir():
+            outcome["_figures"] = {f.name: f.read_bytes() for f in sorted(figs.iterdir()) if f.is_file()}
     return outcome, data
 
 
@@ -190,9 +197,15 @@ def run_ray(specs: Sequence[RunSpec], out: Path, address: str, on_start: OnStart
                 outcome, data = {"status": "interrupted", "error": "interrupted (task cancelled)"}, None
             except Exception as e:  # noqa: BLE001 - worker died, object lost, ...: this run fails
                 outcome, data = {"status": "failed", "error": f"ray task failed: {type(e).__name__}: {e}"}, None
+            figures = outcome.pop("_figures", None) if isinstance(outcome, dict) else None
             if data is not None:
                 try:
                     write_back(out, spec.file, data)
+                    if figures:
+                        fig_dir = out / (spec.stem + "_figures")
+                        fig_dir.mkdir(exist_ok=True)
+                        for name, blob in figures.items():
+                            write_back(fig_dir, name, blob)
                 except OSError as e:
                     outcome = {**outcome, "status": "failed",
                                "error": f"{out / spec.file}: could not write the returned run file: {e}"}
