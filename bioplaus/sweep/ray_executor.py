@@ -157,12 +157,15 @@ def write_back(out: Path, file: str, data: bytes) -> Path:
     return dest
 
 
-def _capacity(ray: Any, cpus_per_run: Sequence[float]) -> int:
-    """How many runs the cluster can run at once (its CPUs over the largest run's CPUs)."""
+def _cluster_cpus(ray: Any) -> float:
     try:
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        return max(1.0, float(ray.cluster_resources().get("CPU", 1.0)))
     except Exception:  # noqa: BLE001
-        cpus = 1.0
+        return 1.0
+
+
+def _capacity(cpus: float, cpus_per_run: Sequence[float]) -> int:
+    """How many runs the cluster can run at once (its CPUs over the largest run's CPUs)."""
     return max(1, int(cpus // max(cpus_per_run, default=1.0)))
 
 
@@ -181,8 +184,10 @@ def run_ray(specs: Sequence[RunSpec], out: Path, address: str, on_start: OnStart
     with connected(address) as ray:
         from ray.exceptions import TaskCancelledError
 
-        threads = [float(max(1, int(s.config.get("train", {}).get("threads") or 1))) for s in specs]
-        limit = max_inflight or _capacity(ray, threads)
+        total = _cluster_cpus(ray)
+        # a run asking for more CPUs than the cluster has would wait forever: ask for all of them
+        threads = [min(total, float(max(1, int(s.config.get("train", {}).get("threads") or 1)))) for s in specs]
+        limit = max_inflight or _capacity(total, threads)
         remote = ray.remote(_task)
         pending = list(zip(specs, threads, strict=True))
         pending.reverse()
@@ -231,7 +236,8 @@ def run_ray(specs: Sequence[RunSpec], out: Path, address: str, on_start: OnStart
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=False)
             with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop waiting
-                ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=CANCEL_WAIT_S)
+                ready = ray.wait(list(inflight), num_returns=len(inflight), timeout=CANCEL_WAIT_S)[0] \
+                    if inflight else []
                 for ref in ready:
                     finish(ref)
             for ref in list(inflight):  # never came back: recorded interrupted, run again next time
