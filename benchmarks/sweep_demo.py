@@ -211,6 +211,13 @@ def main() -> None:
                            f"**{r['ratio']:.2f}x** (load before: {r['uptime_before'].split('load average:')[-1].strip()})",
                            "wall s": r["w1"]["wall_s"] + r["w2"]["wall_s"]})
     text = "\n".join(lines) + table(table_rows, ["figure", "result", "wall s"])
+    if "throughput" in payload:
+        load1 = float(payload["throughput"]["uptime_before"].split("load average:")[-1].split(",")[0])
+        payload["throughput"]["fair"] = load1 < 1.0
+        if load1 >= 1.0:
+            text += (f"\n\nThe throughput ratio is **not a fair figure**: the 1-minute load was {load1:.1f} on "
+                     f"{os.cpu_count()} cores when it started (other jobs on the machine), so a second worker "
+                     "had no idle core to use. Rerun `python benchmarks/sweep_demo.py --only throughput` on a quiet machine.")
     name = "sweep_throughput" if parts == ["throughput"] else "sweep_demo"
     save(name, json.loads(json.dumps(payload, default=str)), text)
 
