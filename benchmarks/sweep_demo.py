@@ -15,8 +15,11 @@ network.hidden, spiking T = 10, 1 epoch, train.threads = 1), every sweep its own
    grid, back to back (wall time of the whole command), 40 epochs per run
    (``--throughput-epochs``); the ratio is printed on one line.
 
-Run: python benchmarks/sweep_demo.py [--only reference,resume,ray,throughput] [--epochs 1]
-Writes results/sweep_demo.json and .md (``--only throughput``: results/sweep_throughput.*).
+5. **overhead**: the same 3 runs in this process and in a 1-worker pool, alternating: what a
+   pool worker costs per run, to tell a slow 2-worker figure from a slow pool.
+
+Run: python benchmarks/sweep_demo.py [--only reference,resume,ray,throughput,overhead] [--epochs 1]
+Writes results/sweep_demo.json and .md (``--only throughput[,overhead]``: results/sweep_throughput.*).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import save, table  # noqa: E402
 
 GRID = ["--grid", "rule.lr=0.05,0.1", "--grid", "network.hidden=[32],[64],[128]"]
-PARTS = ("reference", "resume", "ray", "throughput")
+PARTS = ("reference", "resume", "ray", "throughput", "overhead")
 
 
 def sweep_cmd(out: Path, epochs: int, *extra: str) -> list[str]:
@@ -156,6 +159,42 @@ def part_throughput(work: Path, epochs: int) -> dict[str, Any]:
     return res
 
 
+def _timed_run(config: dict[str, Any], path: str) -> tuple[float, float]:
+    """(wall s, CPU s of this process) of one run; module level so a pool worker can run it."""
+    from bioplaus.sweep.executors import run_one
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    run_one(config, path)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def part_overhead(work: Path, epochs: int) -> dict[str, Any]:
+    """Per-run cost of a pool worker: the same 3 runs in this process and in a 1-worker pool,
+    alternating, so a slow 2-worker figure can be told apart from a slow pool."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bioplaus.sweep.executors import _mp_context
+    from bioplaus.sweep.spec import build_runs
+
+    specs = build_runs(ROOT / "sims/quickstart.toml", {"network.hidden": [[32], [64], [128]]},
+                       overrides=[f"train.epochs={epochs}", "network.spiking.T=10", "train.threads=1"])
+    res: dict[str, Any] = {"uptime_before": uptime(), "epochs": epochs, "in_process": [], "pool_1_worker": []}
+    (work / "overhead").mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(1, mp_context=_mp_context()) as ex:
+        ex.submit(time.sleep, 0).result()  # the worker is up before timing
+        for k, spec in enumerate(specs):
+            res["in_process"].append(_timed_run(spec.config, str(work / "overhead" / f"a{k}.h5")))
+            res["pool_1_worker"].append(ex.submit(_timed_run, spec.config, str(work / "overhead" / f"b{k}.h5")).result())
+    res["uptime_after"] = uptime()
+    a = sum(w for w, _ in res["in_process"][1:])
+    b = sum(w for w, _ in res["pool_1_worker"][1:])
+    res["pool_over_in_process_warm"] = b / a
+    print(f"overhead: a run in a 1-worker pool takes {res['pool_over_in_process_warm']:.2f}x its time in this "
+          f"process (warm, runs 2-3; first runs: {res['pool_1_worker'][0][0]:.1f} s vs {res['in_process'][0][0]:.1f} s)",
+          flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: " + ", ".join(PARTS))
@@ -178,7 +217,7 @@ def main() -> None:
     try:
         for p in parts:
             print(f"== {p}", flush=True)
-            epochs = args.throughput_epochs if p == "throughput" else args.epochs
+            epochs = args.throughput_epochs if p in ("throughput", "overhead") else args.epochs
             payload[p] = globals()[f"part_{p}"](work, epochs)
     finally:
         if not args.keep:
@@ -210,6 +249,12 @@ def main() -> None:
                            f"{r['epochs']} epochs per run: {r['w1']['runs_per_min']:.2f} -> {r['w2']['runs_per_min']:.2f} runs/min: "
                            f"**{r['ratio']:.2f}x** (load before: {r['uptime_before'].split('load average:')[-1].strip()})",
                            "wall s": r["w1"]["wall_s"] + r["w2"]["wall_s"]})
+    if "overhead" in payload:
+        r = payload["overhead"]
+        table_rows.append({"figure": "per-run cost of a pool worker (same 3 runs, in process vs 1-worker pool)", "result":
+                           f"{r['epochs']} epochs: warm runs {r['pool_over_in_process_warm']:.2f}x the in-process time; "
+                           f"first run {r['pool_1_worker'][0][0]:.1f} s vs {r['in_process'][0][0]:.1f} s",
+                           "wall s": sum(w for w, _ in r["in_process"] + r["pool_1_worker"])})
     text = "\n".join(lines) + table(table_rows, ["figure", "result", "wall s"])
     if "throughput" in payload:
         load1 = float(payload["throughput"]["uptime_before"].split("load average:")[-1].split(",")[0])
@@ -218,7 +263,8 @@ def main() -> None:
             text += (f"\n\nThe throughput ratio is **not a fair figure**: the 1-minute load was {load1:.1f} on "
                      f"{os.cpu_count()} cores when it started (other jobs on the machine), so a second worker "
                      "had no idle core to use. Rerun `python benchmarks/sweep_demo.py --only throughput` on a quiet machine.")
-    name = "sweep_throughput" if parts == ["throughput"] else "sweep_demo"
+    name = {("throughput",): "sweep_throughput", ("throughput", "overhead"): "sweep_throughput",
+            ("overhead",): "sweep_overhead"}.get(tuple(parts), "sweep_demo")
     save(name, json.loads(json.dumps(payload, default=str)), text)
 
 
