@@ -199,3 +199,23 @@ def test_ray_listens_on_loopback_only(ray_head: str) -> None:
         local = ln.split()[3]
         assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), ln
 
+
+
+@pytest.mark.slow
+def test_ray_local_starts_and_stops_its_own_instance(tmp_path: Path) -> None:
+    # its own process: this module's driver is already joined to the module's head
+    import subprocess
+
+    def ray_servers() -> set[str]:
+        return {pid for name in ("gcs_server", "raylet")  # pgrep -x: names up to 15 characters
+                for pid in subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.split()}
+
+    before = ray_servers()
+    out = tmp_path / "local"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)}
+    proc = subprocess.run([sys.executable, "-m", "bioplaus.cli", "sweep", "quickstart", "--set", "network.backend=rate",
+                           "--set", "train.epochs=1", "--grid", "rule.lr=0.05,1e30", "--out", str(out), "--ray", "local",
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # one run failed (NaN), the other finished
+    assert [r["status"] for r in rows_of(out / "index.csv")] == ["done", "failed"]
+    assert ray_servers() <= before  # the instance it started is gone with it
