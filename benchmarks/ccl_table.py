@@ -5,9 +5,11 @@ One command::
     nice -n 5 python benchmarks/ccl_table.py --epochs 30 --seeds 0 1 2
 
 runs every method from its sim (``sims/<method>_fashion_mlp.toml``) with the given epochs
-and seeds at one torch thread, and prints / writes the mean ± std test accuracy (last
-epoch) beside the paper's numbers. ``--spiking`` adds spiking CCL
-(``sims/ccl_fashion_mlp_spiking.toml``) as a fifth row.
+and seeds at one torch thread as one sweep (`bioplaus.sweep`; resumable in ``--out-dir``;
+``--workers K`` / ``--ray ADDRESS`` to spread it), and prints / writes the mean ± std test
+accuracy (last epoch, by `bioplaus.sweep.compare`) beside the paper's numbers.
+``--spiking`` adds spiking CCL (``sims/ccl_fashion_mlp_spiking.toml``, its own epochs) as a
+fifth row. ``--quick`` checks the script on the digits in seconds (nothing saved).
 """
 
 from __future__ import annotations
@@ -15,18 +17,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import save, table  # noqa: E402
-from bioplaus.config import load_config  # noqa: E402
-from bioplaus.experiments import run_experiment  # noqa: E402
+from benchmarks._sweep import add_sweep_args, method_table, methods_sweep, runs_by_label  # noqa: E402
 
 PAPER = {"BP": 89.58, "FA": 87.38, "DFA": 87.35, "CCL": 88.58}
 SIMS = {
@@ -36,19 +33,7 @@ SIMS = {
     "CCL": "sims/ccl_fashion_mlp.toml",
     "CCL (spiking)": "sims/ccl_fashion_mlp_spiking.toml",
 }
-
-
-def run_one(sim: str, seed: int, epochs: int | None, out_dir: Path, extra: list[str]) -> dict:
-    """Train one sim with one seed; return its final test accuracy and wall time."""
-    over = [f"seed={seed}", "train.report=false", "train.progress=false", "train.threads=1",
-            "record.weights_every=0", "record.save_model=false", *extra]
-    if epochs:
-        over.append(f"train.epochs={epochs}")
-    cfg = load_config(ROOT / sim, over)
-    t0 = time.perf_counter()
-    res = run_experiment(cfg, out=out_dir / f"{cfg.name}_s{seed}.h5", progress=False)
-    return {"acc": 100.0 * res.metrics["test_acc"], "seconds": time.perf_counter() - t0,
-            "epochs": cfg.train.epochs}
+QUICK = ["data.dataset=digits", "data.batch_size=64"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,39 +44,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spiking", action="store_true", help="add spiking CCL (its own epochs)")
     ap.add_argument("--name", default="ccl_table")
     ap.add_argument("--set", action="append", default=[], help="extra KEY=VALUE for every run")
+    ap.add_argument("--quick", action="store_true", help="digits, 1 epoch: a check of the script, nothing saved")
+    add_sweep_args(ap, str(ROOT / "runs" / "bench" / "ccl_table"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     methods = list(args.methods) + (["CCL (spiking)"] if args.spiking else [])
+    common = ["train.threads=1", "record.weights_every=0", "record.save_model=false", *args.set]
+    if args.quick:
+        common += QUICK
+        args.epochs = 1
+    per_method = {}
+    for m in methods:
+        epochs = 1 if args.quick else (None if m == "CCL (spiking)" else (args.epochs or None))
+        per_method[m] = (ROOT / SIMS[m], [f"train.epochs={epochs}"] if epochs else [])
+    res = methods_sweep(per_method, args.seeds, args.out_dir, common, workers=args.workers, ray=args.ray)
+    acc = method_table(res, "test_acc")
+    runs = runs_by_label(res)
     rows, raw = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for m in methods:
-            epochs = None if m == "CCL (spiking)" else (args.epochs or None)
-            runs = []
-            for s in args.seeds:
-                r = run_one(SIMS[m], s, epochs, Path(tmp), args.set)
-                print(f"{m} seed {s}: {r['acc']:.2f} % ({r['epochs']} epochs, {r['seconds']:.0f} s)",
-                      flush=True)
-                runs.append(r)
-            accs = [r["acc"] for r in runs]
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            mean = statistics.mean(accs)
-            paper = PAPER.get(m.split()[0])
-            rows.append({
-                "method": m,
-                "test acc % (mean ± std)": f"{mean:.2f} ± {sd:.2f}",
-                "paper": f"{paper:.2f}" if paper else "",
-                "diff": f"{mean - paper:+.2f}" if paper else "",
-                "seeds": len(accs),
-                "epochs": runs[0]["epochs"],
-                "s / run": f"{statistics.mean(r['seconds'] for r in runs):.0f}",
-            })
-            raw[m] = {"accs": accs, "mean": mean, "std": sd, "paper": paper,
-                      "epochs": runs[0]["epochs"], "seconds": [r["seconds"] for r in runs],
-                      "sim": SIMS[m]}
+    for m in methods:
+        done = [r for r in runs[m] if r["status"] == "done"]
+        if m not in acc:
+            continue
+        a = acc[m]
+        mean, sd = 100 * a["mean"], 100 * a["std"]
+        paper = PAPER.get(m.split()[0])
+        epochs = per_method[m][1][0].split("=")[1] if per_method[m][1] else "sim's"
+        secs = [r["wall_s"] for r in done]
+        rows.append({
+            "method": m,
+            "test acc % (mean ± std)": f"{mean:.2f} ± {sd:.2f}",
+            "paper": f"{paper:.2f}" if paper else "",
+            "diff": f"{mean - paper:+.2f}" if paper else "",
+            "seeds": a["n"],
+            "epochs": epochs,
+            "s / run": f"{statistics.mean(secs):.0f}" if secs else "",
+        })
+        raw[m] = {"accs": [100 * r["final_test_acc"] for r in done], "mean": mean, "std": sd, "paper": paper,
+                  "epochs": epochs, "seconds": secs, "sim": SIMS[m], "files": [r["file"] for r in done]}
     cols = ["method", "test acc % (mean ± std)", "paper", "diff", "seeds", "epochs", "s / run"]
     text = (f"## CCL paper Table 1, Fashion-MNIST, MLP 784-256x5-10 (seeds {args.seeds})\n\n"
             + table(rows, cols))
-    save(args.name, {"seeds": args.seeds, "results": raw}, text)
+    if args.quick:
+        print(text + "\n(--quick: not saved to results/)")
+        return 0
+    save(args.name, {"seeds": args.seeds, "results": raw, "sweep": str(res.out)}, text)
     return 0
 
 

@@ -15,7 +15,13 @@ Variants (``--variants``, comma separated):
   exact       the exact projection plugin (GPM-style SVD of stored activity) with HLOP's
               dimensions: what the subspace sizes allow, without the Hebbian approximation
 
+The grid is one sweep (`bioplaus.sweep`: seeds x epochs per task x variants, the variants'
+plugin settings as zipped axes; resumable in ``--out-dir``, ``--workers K`` / ``--ray
+ADDRESS`` to spread it); ACC and BWT mean ± sd per variant and epochs by
+`bioplaus.sweep.compare`.
+
 Run:  python benchmarks/hlop_defaults.py                      # code,ortho,residual,res_ortho; epochs 2,3,5; seeds 0,1
+      python benchmarks/hlop_defaults.py --quick              # 2 tasks, 1 epoch, 256 samples: a check, nothing saved
       python benchmarks/hlop_defaults.py --variants code,res_ortho --epochs 2 --seeds 0
       options: --threads N, --set key=value (any config override, repeatable), --tag
 Writes results/hlop_defaults_digits[_<tag>].{md,json}.
@@ -33,17 +39,16 @@ import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import save, table  # noqa: E402
+from benchmarks._sweep import LABEL, add_sweep_args, methods_sweep  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "configs" / "hlop_pdigits_spiking.toml"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -91,57 +96,47 @@ VARIANTS = {
 }
 
 
-def run_one(overrides: list[str], out: Path) -> dict[str, Any]:
-    from bioplaus.continual import ContinualTrainer
-
-    from bioplaus.config import load_config
+def run_info(path: Path) -> dict[str, Any]:
+    """What the table keeps of one run file besides its final metrics: the accuracy matrix
+    and the last orthogonality error of each layer's lateral subspace."""
     from bioplaus.record import open_run
 
-    cfg = load_config(CONFIG, overrides)
-    t0 = time.perf_counter()
-    res = ContinualTrainer(cfg, out=out, progress=False).run()
-    wall = time.perf_counter() - t0
-    with open_run(res.path) as run:
+    with open_run(path) as run:
         R = np.asarray(run.array("/continual/acc_matrix"), dtype=float)
-        orth = {}
-        for name in run.metrics:
-            if name.endswith("/hlop_orth_err"):
-                orth[name.split("/")[0]] = float(run.metric(name)[-1])
-    m = res.metrics
-    pts = lambda v: 100.0 * v if math.isfinite(v) else float("nan")  # noqa: E731
-    return {
-        "ACC": pts(m["ACC"]),
-        "BWT": pts(m["BWT"]),
-        "forgetting": pts(m["forgetting"]),
-        "train_s": m["train_seconds"],
-        "wall_s": wall,
-        "orth_err_last": orth,
-        "acc_matrix": (100 * R).round(2).tolist(),
-    }
+        orth = {name.split("/")[0]: float(run.metric(name)[-1]) for name in run.metrics
+                if name.endswith("/hlop_orth_err")}
+    return {"orth_err_last": orth, "acc_matrix": (100 * R).round(2).tolist()}
 
 
-def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean (and spread over seeds) of ACC / BWT per variant and epochs per task."""
+def pts(v: Any) -> float:
+    return 100.0 * float(v) if v is not None and math.isfinite(float(v)) else float("nan")
+
+
+def summary(result: Any, variants: list[str]) -> list[dict[str, Any]]:
+    """Mean and sd over seeds of ACC / BWT per variant and epochs per task (`compare`)."""
+    from bioplaus.sweep import compare
+
+    by = [LABEL, "continual.epochs_per_task"]
+    stats = {}
+    for metric in ("ACC", "BWT"):
+        for r in compare([result.out], by=by, metric=metric).rows:
+            stats.setdefault((r[LABEL], int(r["continual.epochs_per_task"])), {})[metric] = r
     out = []
-    keys = sorted({(r["variant"], r["epochs"]) for r in rows}, key=lambda k: (list(VARIANTS).index(k[0]), k[1]))
-    for v, e in keys:
-        rs = [r for r in rows if r["variant"] == v and r["epochs"] == e]
-        acc = [r["ACC"] for r in rs]
-        bwt = [r["BWT"] for r in rs]
-        sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else float("nan")  # noqa: E731
-        out.append(
-            {
-                "variant": v,
-                "epochs": e,
-                "seeds": len(rs),
-                "ACC": statistics.mean(acc),
-                "ACC_sd": sd(acc),
-                "BWT": statistics.mean(bwt),
-                "BWT_sd": sd(bwt),
-                "BWT_worst": min(bwt),
-                "train_s": statistics.mean(r["train_s"] for r in rs),
-            }
-        )
+    for (v, e), st in sorted(stats.items(), key=lambda kv: (variants.index(kv[0][0]), kv[0][1])):
+        rows = [r for r in result.rows if r["status"] == "done" and r[LABEL] == v
+                and int(r["continual.epochs_per_task"]) == e]
+        n = st["ACC"]["n"]
+        out.append({
+            "variant": v,
+            "epochs": e,
+            "seeds": n,
+            "ACC": pts(st["ACC"]["mean"]),
+            "ACC_sd": pts(st["ACC"]["std"]) if n > 1 else float("nan"),
+            "BWT": pts(st["BWT"]["mean"]),
+            "BWT_sd": pts(st["BWT"]["std"]) if n > 1 else float("nan"),
+            "BWT_worst": min(pts(r["final_BWT"]) for r in rows),
+            "train_s": statistics.mean(r["final_train_seconds"] for r in rows),
+        })
     return out
 
 
@@ -198,38 +193,45 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1", help="seeds, comma separated")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
-    ap.add_argument("--out-dir", default="runs/bench_hlop_defaults")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
+    ap.add_argument("--quick", action="store_true", help="2 tasks, 1 epoch, 256 samples: a check, nothing saved")
+    add_sweep_args(ap, "runs/bench_hlop_defaults")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
+    if args.quick:
+        args.epochs, args.seeds = "1", "0"
+        args.set += ["continual.n_tasks=2", "data.limit_train=256", "data.limit_test=100"]
     epochs = [int(e) for e in args.epochs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     name = "hlop_defaults_digits" + (f"_{args.tag}" if args.tag else "")
     base = [f"train.threads={args.threads}", "train.report=false"] + args.set
+    res = methods_sweep({v: (CONFIG, VARIANTS[v]) for v in variants}, seeds, args.out_dir, base,
+                        workers=args.workers, ray=args.ray, grid={"continual.epochs_per_task": epochs})
     rows: list[dict[str, Any]] = []
-    for seed in seeds:
-        for e in epochs:
-            for v in variants:
-                ov = base + [f"seed={seed}", f"continual.epochs_per_task={e}"] + VARIANTS[v]
-                r = run_one(ov, out_dir / f"{v}_e{e}_s{seed}.h5")
-                rows.append({"variant": v, "epochs": e, "seed": seed, "overrides": ov, **r})
-                print(f"{v:>15} epochs={e} seed={seed}: ACC {r['ACC']:.2f} BWT {r['BWT']:+.2f} "
-                      f"({r['train_s']:.0f} s)", flush=True)
-                summ = summary(rows)
-                cols = ["variant", "epochs", "seeds", "ACC", "ACC_sd", "BWT", "BWT_sd", "BWT_worst", "train_s"]
-                text = (
-                    f"Permuted digits ({CONFIG.relative_to(ROOT)}), {len(rows[0]['acc_matrix'][0])} tasks; mean over seeds "
-                    f"{','.join(map(str, sorted({r['seed'] for r in rows})))}; ACC/BWT in points; "
-                    f"overrides: {' '.join(base)}\n\n" + table(summ, cols)
-                )
-                # Written after every run so an interrupted grid keeps what it measured.
-                save(name, {"config": str(CONFIG.relative_to(ROOT)), "summary": summ, "rows": rows}, text)
+    for r in res.rows:
+        if r["status"] != "done":
+            continue
+        v, e = r[LABEL], int(r["continual.epochs_per_task"])
+        ov = base + [f"seed={r['seed']}", f"continual.epochs_per_task={e}"] + VARIANTS[v]
+        rows.append({"variant": v, "epochs": e, "seed": r["seed"], "overrides": ov,
+                     "ACC": pts(r["final_ACC"]), "BWT": pts(r["final_BWT"]), "forgetting": pts(r["final_forgetting"]),
+                     "train_s": r["final_train_seconds"], "wall_s": r["wall_s"], **run_info(res.out / r["file"])})
+        print(f"{v:>15} epochs={e} seed={r['seed']}: ACC {rows[-1]['ACC']:.2f} BWT {rows[-1]['BWT']:+.2f} "
+              f"({rows[-1]['train_s']:.0f} s)", flush=True)
+    summ = summary(res, variants)
+    cols = ["variant", "epochs", "seeds", "ACC", "ACC_sd", "BWT", "BWT_sd", "BWT_worst", "train_s"]
+    text = (
+        f"Permuted digits ({CONFIG.relative_to(ROOT)}), {len(rows[0]['acc_matrix'][0])} tasks; mean over seeds "
+        f"{','.join(map(str, sorted({r['seed'] for r in rows})))}; ACC/BWT in points; "
+        f"overrides: {' '.join(base)}\n\n" + table(summ, cols)
+    )
+    if args.quick:
+        print(text + "\n(--quick: not saved to results/)")
+        return
+    save(name, {"config": str(CONFIG.relative_to(ROOT)), "summary": summ, "rows": rows, "sweep": str(res.out)}, text)
 
 
 if __name__ == "__main__":

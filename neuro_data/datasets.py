@@ -420,8 +420,8 @@ def load_npz(
     name: str = "npz",
     shape: Sequence[int] | None = None,
 ) -> Dataset:
-    """A `Dataset` from an .npz file with keys x_train, y_train [, x_test, y_test]
-    [, classes or class_names]; options and checks as in `from_arrays`.
+    """A `Dataset` from an .npz file with keys ``x_train``, ``y_train`` and optionally
+    ``x_test``, ``y_test`` and ``classes`` (or ``class_names``); options and checks as in `from_arrays`.
 
     Read with ``allow_pickle=False`` (object arrays are refused). Errors name the file and
     the key. ``classes=`` may only repeat the file's class names, not contradict them.

@@ -51,6 +51,11 @@ def test_grid_zip_seeds_expansion_order_and_count() -> None:
         expand(None, {"a.b": [1, 2], "c.d": [1]}, 1)
     with pytest.raises(ConfigError, match="listed twice"):
         expand({"rule.lr": [0.1, 0.1]})
+    # a zipped axis may repeat a value (bp, bp with two optimisers); a whole row may not
+    assert [p for p, _ in expand(None, {"rule.name": ["bp", "bp"], "rule.optimizer": ["sgd", "adam"]})] == [
+        {"rule.name": "bp", "rule.optimizer": "sgd"}, {"rule.name": "bp", "rule.optimizer": "adam"}]
+    with pytest.raises(ConfigError, match="same combination"):
+        expand(None, {"rule.name": ["bp", "bp"], "rule.lr": [0.1, 0.1]})
 
 
 def test_axis_parsing_is_toml_and_keeps_lists_together() -> None:
@@ -195,3 +200,68 @@ def test_compare_mean_std_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [(r["rule.name"], r["n"]) for r in c.rows] == [("backprop", 3)]
     assert main(["compare", str(runs), "--by", "rule.nope"]) == 2
     assert main(["compare", str(runs), "--metric", "nope"]) == 2
+
+
+# ---------------------------------------------------------------------- the worked example
+
+
+def documented_output() -> list[str]:
+    """The output block of docs/sweeps.md's worked example (after 'Run on 2 cores, it prints')."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    block = text.split("Run on 2 cores, it prints", 1)[1].split("```", 2)[1]
+    return [line.rstrip() for line in block.strip().splitlines()]
+
+
+def run_sweep_example(tmp_path: Path, *extra: str) -> list[str]:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(root), os.environ.get("PYTHONPATH", "")] if p)}
+    proc = subprocess.run([sys.executable, str(root / "examples" / "sweep_grid.py"), "runs", *extra],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "runs" / "lr_hidden"
+    assert len([p for p in out.glob("*.h5") if p.name != "index.h5"]) == 8
+    assert (out / "compare_test_acc.png").stat().st_size > 1000
+    return [line.rstrip() for line in proc.stdout.strip().splitlines()]
+
+
+def test_worked_example_prints_what_the_docs_say(tmp_path: Path) -> None:
+    assert run_sweep_example(tmp_path) == documented_output()
+
+
+# ---------------------------------------------------------------------- benchmarks through sweeps
+
+
+def test_benchmark_methods_as_one_sweep_give_each_method_its_exact_config() -> None:
+    # benchmarks/_sweep.py: methods (sim files + overrides) become one sweep's zipped axes;
+    # every run's config must be exactly the method's sim with its overrides.
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from benchmarks._sweep import method_axes
+    from bioplaus.config import load_config
+
+    sims = root / "sims"
+    cases = [
+        ({m: (sims / f"{m.lower()}_fashion_mlp.toml", ["train.epochs=1"]) for m in ("BP", "FA", "DFA", "CCL")}
+         | {"CCL spiking": (sims / "ccl_fashion_mlp_spiking.toml", [])}, ["train.threads=1"]),
+        ({m: (sims / f"{m}.toml", []) for m in ("ft_pfashion_spiking", "ewc_pfashion_spiking", "proj_pfashion_spiking",
+                                                 "hlop_pfashion_spiking", "joint_pfashion_rate", "hlop_pfashion_fa")},
+         ["data.limit_train=64"]),
+        ({"CCL": (sims / "ccl_ae_fashion.toml", []),
+          "BP": (sims / "ccl_ae_fashion.toml", ["rule.method=bp", "rule.lr=0.03"]),
+          "BP (Adam)": (sims / "ccl_ae_fashion.toml", ["rule.method=bp", "rule.optimizer=adam"])}, []),
+    ]
+    for methods, common in cases:
+        base, axes = method_axes(methods, common)
+        assert axes["description"] == list(methods)
+        specs = build_runs(base, {"seed": [0, 1]}, axes, None, common)
+        assert len(specs) == 2 * len(methods) and len({s.file for s in specs}) == len(specs)
+        for spec, (sim, over) in zip(specs, [*methods.values(), *methods.values()], strict=True):
+            want = load_config(sim, [*common, *over, f"seed={spec.seed}", "train.progress=false",
+                                     "train.report=false"]).to_dict()
+            got = spec.config
+            assert {k for k in got | want if got.get(k) != want.get(k)} <= {"name", "description"}, spec.params

@@ -1,6 +1,8 @@
 """Sweeps (grid / zip x seeds, each run its own file, one index) and comparisons.
 
-``from bioplaus.sweep import sweep, compare``; see docs/sweeps.md.
+``from bioplaus.sweep import sweep, compare``; see docs/sweeps.md. Runs execute in this
+process, in a process pool (`bioplaus.sweep.executors`) or as Ray tasks
+(``sweep(..., ray="HOST:PORT")``, `bioplaus.sweep.ray_executor`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     grid = parse_axes(args.grid, "--grid")
     zipped = parse_axes(args.zip, "--zip")
     res = sweep(args.config, grid=grid, zip=zipped, seeds=args.seeds, out=args.out, workers=args.workers,
-                overrides=args.set, progress=not args.quiet, report=args.report)
+                overrides=args.set, progress=not args.quiet, report=args.report, ray=args.ray)
     print(res.summary())
     for row in res.failed:
         print(f"  failed: {row['file']}: {row.get('error') or 'no error recorded'}")
@@ -44,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="directory for the run files and index.csv / index.h5")
     s.add_argument("--workers", type=int, default=None,
                    help="1 = in this process; K = a pool of K processes (default: the cores)")
+    s.add_argument("--ray", metavar="ADDRESS",
+                   help="run every run as a Ray task: HOST:PORT of a Ray head, or 'local' to start one "
+                        "in this process (needs the ray extra)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value for every run (repeatable)")
     s.add_argument("--report", action="store_true", help="write figures for every run")

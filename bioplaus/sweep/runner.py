@@ -176,6 +176,7 @@ def sweep(
     *,
     progress: bool = True,
     report: bool = False,
+    ray: str | None = None,
 ) -> SweepResult:
     """Run ``config`` over ``grid`` x ``zip`` x ``seeds``; one run file each in ``out``.
 
@@ -187,11 +188,30 @@ def sweep(
     ``out/previous/`` and run again. ``out/index.csv`` and ``out/index.h5`` are rewritten
     as runs finish. With ``workers > 1`` a script must call this under
     ``if __name__ == "__main__":`` (worker processes re-import the main module).
+
+    ``ray``: run every run as a Ray task instead — ``"local"`` starts a Ray instance in this
+    process for the sweep (shut down at the end), ``"HOST:PORT"`` joins the cluster whose head
+    listens there (``ray start --head --port=PORT``); run files come back into ``out`` either
+    way. With Ray, runs default to ``train.threads = 1`` (one CPU per task) and ``workers``,
+    if given, caps how many tasks run at once (default: what the cluster's CPUs hold).
     """
-    workers = cpu_count() if workers is None else int(workers)
-    if workers < 1:
+    if ray is not None:
+        ray = str(ray).strip()
+        if not ray:
+            raise ConfigError("--ray: expected an address (HOST:PORT), 'local' or 'auto'")
+        from bioplaus.sweep.ray_executor import check_address, import_ray
+
+        import_ray()
+        check_address(ray)  # one line, exit 2, before anything is written
+    if workers is not None and int(workers) < 1:
         raise ConfigError(f"--workers: expected a positive integer, got {workers}")
-    specs = build_runs(config, grid, zip, seeds, overrides, workers=workers, report=report)
+    if ray is not None:
+        # one CPU per task unless the config says otherwise (build_runs: cores // workers)
+        specs = build_runs(config, grid, zip, seeds, overrides, workers=cpu_count(), report=report)
+        workers = int(workers) if workers is not None else 0
+    else:
+        workers = cpu_count() if workers is None else int(workers)
+        specs = build_runs(config, grid, zip, seeds, overrides, workers=workers, report=report)
     params = [k for k in [*(grid or {}), *(zip or {})] if k != "seed"]
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -242,6 +262,10 @@ def sweep(
             with _stoppable():
                 if not todo:
                     interrupted = False
+                elif ray is not None:
+                    from bioplaus.sweep.ray_executor import run_ray
+
+                    interrupted = run_ray(todo, out, ray, on_start, on_done, max_inflight=workers or None)
                 elif workers == 1:
                     interrupted = run_serial(todo, out, on_start, on_done)
                 else:

@@ -84,12 +84,22 @@ def parse_axes(items: Iterable[str], flag: str) -> dict[str, list[Any]]:
     return axes
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def toml_value(v: Any) -> str:
-    """A Python value as TOML text for a ``key=value`` override."""
+    """A Python value as TOML text for a ``key=value`` override (tables as inline tables)."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, str | list | dict):
+    if isinstance(v, str):
         return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        items = [f"{k if _BARE_KEY.match(str(k)) else json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()]
+        return "{" + ", ".join(items) + "}"
+    if v is None:
+        raise ConfigError("a sweep value cannot be None (TOML has no null)")
     return repr(v)
 
 
@@ -130,9 +140,14 @@ def expand(
     for key, values in [*grid.items(), *zipped.items()]:
         if not values:
             raise ConfigError(f"{key}: an axis needs at least one value")
+    for key, values in grid.items():
         texts = [value_text(v) for v in values]
         if len(set(texts)) != len(texts):
             raise ConfigError(f"{key}: a value is listed twice ({', '.join(texts)})")
+    if zipped:  # a zipped axis may repeat a value; the rows of values may not repeat
+        rows = [json.dumps([value_text(v) for v in vals]) for vals in builtins.zip(*zipped.values())]
+        if len(set(rows)) != len(rows):
+            raise ConfigError("--zip: the same combination of values is listed twice")
     lengths = {k: len(v) for k, v in zipped.items()}
     if len(set(lengths.values())) > 1:
         raise ConfigError("--zip: zipped axes need the same number of values; got "
