@@ -413,6 +413,18 @@ class NoProp(LearningRule):
                     d.gen = self.train_gen
         self.scheduler = None
 
+    def reset_optimizer(self) -> None:
+        """Fresh optimiser state for every block and for the shared p_out / W_embed (task streams)."""
+        if not self.units:
+            return super().reset_optimizer()
+        m: NoPropModel = self.net
+        for u in self.units:
+            u.opt = self.make_optimizer(list(u.block.parameters()))
+        self.optimizer = self.make_optimizer(list(m.head.parameters()) + ([m.embed.W] if m.embed.learnable else []))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for o in self.optimizers() for g in o.param_groups for p in g["params"]]
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer, *(u.opt for u in self.units)]
 
@@ -438,6 +450,9 @@ class NoProp(LearningRule):
             self.head_sum[0] += float(ce.detach())
             self.head_sum[1] += 1
         self.apply_update(loss, optimizer=unit.opt, extra=extra)
+        # Free the block's gradients now, not at its next step: only the block in training
+        # holds gradients (DT's memory advantage; the numbers do not change).
+        unit.opt.zero_grad(set_to_none=True)
         acc = float((logits.detach().argmax(1) == y).float().mean())
         self._note(unit.t, float(l2.detach()))
         return {"loss": float(l2.detach()), "acc": acc}

@@ -122,11 +122,13 @@ class Dense(nn.Module):
     """
 
     is_conv = False
-    is_output = False
     temporal = False
 
-    def __init__(self, n_in: int, n_out: int, name: str, bn: bool = True, act: nn.Module | None = None) -> None:
+    def __init__(
+        self, n_in: int, n_out: int, name: str, bn: bool = True, act: nn.Module | None = None, is_output: bool = False
+    ) -> None:
         super().__init__()
+        self.is_output = is_output
         self.synapse = nn.Linear(n_in, n_out)
         self.bn = nn.BatchNorm1d(n_out) if bn else None
         self.act = act
@@ -210,11 +212,11 @@ class Block(nn.Module):
         self.time_fc = nn.Linear(time_dim, width) if time_dim else None
         self.fuse1 = Dense(2 * width, width, f"{name}.fuse1", act=act())
         self.fuse2 = Dense(width, width // 2, f"{name}.fuse2", act=act())
-        self.out = nn.Linear(width // 2, n_out)
+        self.out = Dense(width // 2, n_out, f"{name}.out", bn=False, act=None, is_output=True)
 
     def dense_layers(self) -> list[Dense]:
-        """The dense layers plugins may act on, in forward order."""
-        return [self.img_fc, self.z_fc, self.res_a, self.res_b, self.fuse1, self.fuse2]
+        """The dense layers plugins may act on, in forward order (the last one is the output)."""
+        return [self.img_fc, self.z_fc, self.res_a, self.res_b, self.fuse1, self.fuse2, self.out]
 
     def set_generator(self, gen: torch.Generator | None) -> None:
         for d in self.image.drops:

@@ -71,6 +71,7 @@ def worker_main(spec: dict[str, Any], wid: int, held: list[int], cmd_q: Any, out
                     if clip > 0:
                         clip_grad_norm(list(u.block.parameters()), clip)
                     u.opt.step()
+                    u.opt.zero_grad(set_to_none=True)
                     buf.append((u.t, float(l2.detach()), float((logits.detach().argmax(1) == y).float().mean())))
                     if len(buf) >= 20:
                         out_q.put(("steps", wid, buf))
