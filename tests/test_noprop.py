@@ -212,3 +212,54 @@ def test_parallel_needs_fixed_embedding() -> None:
         NoProp.parse_options({"channels": [4, 8]})
     with pytest.raises(ConfigError, match="variant"):
         NoProp.parse_options({"variant": "dx"})
+
+
+def test_prototype_is_the_most_central_image() -> None:
+    from bioplaus.rules.noprop_model import LabelEmbedding
+
+    emb = LabelEmbedding("prototype", 2, 4, seed=0)
+    v = torch.tensor([0.0, 1, 0.45, 3, 0.5, 5, 9, 6, 5.8, 20])
+    x = v[:, None].repeat(1, 4)
+    y = torch.tensor([0] * 5 + [1] * 5)
+    emb.init_prototypes(x, y)
+    # smallest median distance to the class: 0.45 (class 0) and 5.8 (class 1), not the means
+    assert torch.equal(emb.W[0], x[2]) and torch.equal(emb.W[1], x[8])
+
+
+def test_learned_embedding_is_orthogonal_at_init() -> None:
+    from bioplaus.rules.noprop_model import LabelEmbedding
+
+    W = LabelEmbedding("learned", 10, 20, seed=1).W.detach()
+    assert torch.allclose(W @ W.T, torch.eye(10), atol=1e-5)
+
+
+def test_spiking_blocks_use_lif_rates() -> None:
+    from bioplaus.config import NetworkConfig, RuleConfig
+    from bioplaus.rules.noprop_model import LIFRate
+
+    net = NetworkConfig(backend="spiking")
+    net.spiking.T = 5
+    rule = NoProp(RuleConfig(name="noprop", optimizer="adam", lr=1e-3, options={**TINY}))
+    ctx = RuleContext(n_classes=10, input_shape=(1, 8, 8), seed=0, network=net)
+    rule.setup(rule.build_model(ctx), ctx)
+    b = rule.net.blocks[0]
+    assert isinstance(b.z_fc.act, LIFRate) and isinstance(b.fuse2.act, LIFRate)
+    x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 10
+    before = b.z_fc.weight.detach().clone()
+    rule.block_step(rule.units[0], x, y)
+    rate = b.fuse1.state.out.detach()
+    assert torch.allclose(rate * 5, (rate * 5).round(), atol=1e-5)  # spike counts / T
+    assert 0 <= float(rate.min()) and float(rate.max()) <= 1
+    assert not torch.equal(before, b.z_fc.weight)  # the surrogate gradient reaches the LIF layers
+
+
+def test_parallel_with_learned_embedding_is_a_config_error(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bioplaus.cli", "run", "sims/noprop_dt_fashion_dim20.toml", "--set", "rule.mode=parallel",
+           "--out", str(tmp_path / "x.h5")]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert p.returncode == 2
+    assert "parallel" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
