@@ -105,7 +105,7 @@ class NoPropModel(nn.Module):
         a, b, c = inference_coefficients(ab)
         self.register_buffer("coef", torch.stack([a, b, c]).float())
         self.blocks = nn.ModuleList()
-        self.head = nn.Linear(dim, n_classes)
+        self.head = Dense(dim, n_classes, "head", bn=False, act=None, is_output=True)
         self.gamma: MonotoneGamma | None = None
         self.mix: nn.Parameter | None = None
         self.cnn: nn.Module | None = None
@@ -127,11 +127,11 @@ class NoPropModel(nn.Module):
                 self.gamma = MonotoneGamma(opts.gamma_min, opts.gamma_max)
         else:  # cnn
             torch.manual_seed(block_seed(seed, 1))
-            img = ImagePath(in_shape, chans, opts.dropout)
+            img = ImagePath(in_shape, chans, opts.dropout, "cnn.image")
             self.cnn = nn.ModuleDict({"image": img, "fc": Dense(img.n_out, width, "cnn.fc", act=nn.ReLU())})
-            self.head = nn.Linear(width, n_classes)
+            self.head = Dense(width, n_classes, "head", bn=False, act=None, is_output=True)
         torch.manual_seed(block_seed(seed, 0))
-        self.head.reset_parameters()
+        self.head.synapse.reset_parameters()
 
     # -- pieces ------------------------------------------------------------------------
     def u_hat(self, logits: Tensor) -> Tensor:
@@ -142,10 +142,12 @@ class NoPropModel(nn.Module):
         """−‖z − W_c‖² per class (FM's nearest-embedding prediction as logits)."""
         return -torch.cdist(z, self.embed.W) ** 2
 
-    def dense_layers(self) -> list[Dense]:
+    def plastic_layers(self) -> list[nn.Module]:
+        """Every block's convs and dense layers, then the shared p_out (plugins act on these)."""
         if self.cnn is not None:
-            return [self.cnn["fc"]]
-        return [d for b in self.blocks for d in b.dense_layers()]
+            im = self.cnn["image"]
+            return [im.conv1, im.conv2, im.conv3, self.cnn["fc"], self.head]
+        return [d for b in self.blocks if isinstance(b, Block) for d in b.plastic_layers()] + [self.head]
 
     def describe(self) -> str:
         o = self.opts
@@ -369,8 +371,8 @@ class NoProp(LearningRule):
         return NoPropModel(self.opts, ctx.input_shape, ctx.n_classes, ctx.seed, spiking)
 
     def protected_layers(self) -> list[Any]:
-        """The dense layers of every block (conv image paths are left alone)."""
-        return self.net.dense_layers()
+        """Each block's convs and dense layers (block by block), then p_out."""
+        return self.net.plastic_layers()
 
     def probe_forward(self, x: Tensor) -> None:
         was = self.net.training
@@ -668,6 +670,9 @@ def noprop_steps_figure(run: Any, out_dir: Any) -> list[Any]:
         last = i == len(arr) - 1
         ax.plot(k, 100 * row, color="C0" if last else "0.7", lw=2 if last else 0.8,
                 label="last evaluation" if last else None)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("denoising steps")
     ax.set_ylabel("accuracy of p_out(z_k) (%)")
     ax.set_title("NoProp: accuracy against the number of denoising steps", fontsize=10)

@@ -151,20 +151,47 @@ class Dense(nn.Module):
         return out
 
 
+class Conv(nn.Module):
+    """A 3x3 conv (padding 1) a plugin can act on: ``synapse``, ``state.input``, ``is_conv``."""
+
+    is_conv = True
+    is_output = False
+    temporal = False
+
+    def __init__(self, c_in: int, c_out: int, name: str) -> None:
+        super().__init__()
+        self.synapse = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self._name = name
+        self.state = LayerState()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def weight(self) -> Tensor:
+        return self.synapse.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        cur = self.synapse(x)
+        self.state = LayerState(input=x, current=cur, out=cur, y=cur)
+        return cur
+
+
 class ImagePath(nn.Module):
     """conv-ReLU-maxpool-dropout → conv-ReLU-dropout → conv-ReLU-maxpool-dropout → flatten.
 
     3x3 kernels, padding 1; the paper gives the layout but not the widths.
     """
 
-    def __init__(self, in_shape: tuple[int, ...], channels: list[int], dropout: float) -> None:
+    def __init__(self, in_shape: tuple[int, ...], channels: list[int], dropout: float, name: str = "image") -> None:
         super().__init__()
         c_in, h, w = (in_shape if len(in_shape) == 3 else (1, *in_shape)) if len(in_shape) >= 2 else (1, 1, in_shape[0])
         self.in_shape = (c_in, h, w)
         c1, c2, c3 = channels
-        self.conv1 = nn.Conv2d(c_in, c1, 3, padding=1)
-        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
-        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.conv1 = Conv(c_in, c1, f"{name}.conv1")
+        self.conv2 = Conv(c1, c2, f"{name}.conv2")
+        self.conv3 = Conv(c2, c3, f"{name}.conv3")
         self.drops = nn.ModuleList(SeededDropout(dropout) for _ in range(3))
         self.n_out = c3 * (h // 2 // 2) * (w // 2 // 2)
 
@@ -204,7 +231,7 @@ class Block(nn.Module):
         def act() -> nn.Module:
             return LIFRate(*spiking) if spiking is not None else nn.ReLU()
 
-        self.image = ImagePath(in_shape, channels, dropout)
+        self.image = ImagePath(in_shape, channels, dropout, f"{name}.image")
         self.img_fc = Dense(self.image.n_out, width, f"{name}.img_fc", act=None)
         self.z_fc = Dense(z_dim, width, f"{name}.z_fc", act=act())
         self.res_a = Dense(width, width, f"{name}.res_a", bn=False, act=act())
@@ -214,9 +241,10 @@ class Block(nn.Module):
         self.fuse2 = Dense(width, width // 2, f"{name}.fuse2", act=act())
         self.out = Dense(width // 2, n_out, f"{name}.out", bn=False, act=None, is_output=True)
 
-    def dense_layers(self) -> list[Dense]:
-        """The dense layers plugins may act on, in forward order (the last one is the output)."""
-        return [self.img_fc, self.z_fc, self.res_a, self.res_b, self.fuse1, self.fuse2, self.out]
+    def plastic_layers(self) -> list[nn.Module]:
+        """The layers plugins may act on, in forward order (the last one is the output)."""
+        im = self.image
+        return [im.conv1, im.conv2, im.conv3, self.img_fc, self.z_fc, self.res_a, self.res_b, self.fuse1, self.fuse2, self.out]
 
     def set_generator(self, gen: torch.Generator | None) -> None:
         for d in self.image.drops:
