@@ -96,6 +96,7 @@ class NoPropModel(nn.Module):
         self.opts = opts
         self.variant = opts.variant
         self.n_classes = n_classes
+        self.active_classes: Tensor | None = None
         self.in_shape = tuple(in_shape)
         dim = {"onehot": n_classes, "learned": opts.embed_dim, "prototype": int(math.prod(in_shape))}[opts.embedding]
         self.embed = LabelEmbedding(opts.embedding, n_classes, dim, seed)
@@ -135,7 +136,16 @@ class NoPropModel(nn.Module):
 
     # -- pieces ------------------------------------------------------------------------
     def u_hat(self, logits: Tensor) -> Tensor:
-        """The block's guess of the label embedding: softmax(logits)·W_embed."""
+        """The block's guess of the label embedding: softmax(logits)·W_embed.
+
+        With ``active_classes`` set (task-incremental streams: one head per task) the
+        softmax runs over those classes only, in training and in inference.
+        """
+        act = self.active_classes
+        if act is not None:
+            mask = torch.full((logits.shape[-1],), -1e9, dtype=logits.dtype)
+            mask[act] = 0.0
+            logits = logits + mask
         return F.softmax(logits, dim=1) @ self.embed.W
 
     def nearest_logits(self, z: Tensor) -> Tensor:
@@ -356,6 +366,17 @@ class NoProp(LearningRule):
         if not (o.gamma_min < o.gamma_max):
             raise ConfigError(f"{where}.gamma_min: must be below gamma_max")
 
+    @property
+    def active_classes(self) -> Tensor | None:
+        return self._active
+
+    @active_classes.setter
+    def active_classes(self, value: Tensor | None) -> None:
+        # the blocks' softmax follows the task's classes too (see NoPropModel.u_hat)
+        self._active = value
+        if getattr(self, "net", None) is not None:
+            self.net.active_classes = value
+
     # -- the model -------------------------------------------------------------------
     def build_model(self, ctx: RuleContext) -> nn.Module:
         spiking = None
@@ -384,6 +405,7 @@ class NoProp(LearningRule):
     # -- life cycle ------------------------------------------------------------------
     def setup(self, net: nn.Module, ctx: RuleContext) -> None:
         self.net = net
+        net.active_classes = self._active
         self.ctx = ctx
         o = self.opts
         m: NoPropModel = net
