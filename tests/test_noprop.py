@@ -273,3 +273,50 @@ def test_parallel_with_learned_embedding_is_a_config_error(tmp_path, capsys) -> 
     err = capsys.readouterr().err
     assert "parallel" in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_projection_plugin_protects_the_declared_block_layers(tmp_path) -> None:
+    """Plugins act on NoProp's blocks through `protected_layers`: with the exact projection
+    plugin and SGD, every declared layer's change during task 1 is orthogonal to the
+    subspace of task 0's presynaptic activity."""
+    from bioplaus.plugins.base import Plugin
+    from bioplaus.registry import PLUGINS
+
+    snaps: dict[str, torch.Tensor] = {}
+    bases: dict[int, torch.Tensor] = {}  # task 0's subspaces, as task 1 starts
+
+    class Snapshot(Plugin):
+        name = "np_snapshot"
+
+        def setup(self, rule, ctx) -> None:  # noqa: ANN001
+            self.rule = rule
+
+        def before_task(self, task_id: int, loader) -> None:  # noqa: ANN001
+            if task_id == 1:
+                snaps.update({la.name: la.weight.detach().clone() for la in self.rule.protected_layers()})
+                bases.update({k: v.clone() for k, v in self.rule.plugins.find("projection").bases.items()})
+
+    PLUGINS.register("np_snapshot", Snapshot)
+    try:
+        cfg = {
+            "kind": "continual",
+            "data": {"dataset": "digits", "batch_size": 32, "val_fraction": 0.0, "limit_test": 100},
+            "rule": {"name": "noprop", "optimizer": "sgd", "lr": 0.05, **TINY, "T": 2},
+            "continual": {"stream": "split", "n_tasks": 2, "classes_per_task": 2, "setting": "task", "epochs_per_task": 1},
+            "train": {"threads": 1, "report": False},
+            "record": {"weights_every": 0},
+            "plugins": [{"name": "projection", "neurons_first": [3], "neurons_per_task": [2], "samples": 64},
+                        {"name": "np_snapshot"}],
+        }
+        res = bioplaus.run(cfg, out=tmp_path / "proj.h5", progress=False)
+    finally:
+        PLUGINS.unregister("np_snapshot")
+    exp = res.experiment
+    layers = exp.rule.protected_layers()
+    assert len(layers) == 2 * 10 + 1 and layers[-1].name == "head"  # 3 convs + 7 dense per block
+    for i, layer in enumerate(layers):
+        B = bases[i]
+        assert B.shape[0] > 0, layer.name
+        dW = (layer.weight.detach() - snaps[layer.name]).reshape(layer.weight.shape[0], -1)
+        assert float(dW.norm()) > 0, f"{layer.name} did not learn task 1"
+        assert float((dW @ B.T).norm()) <= 1e-4 * float(dW.norm()) + 1e-7, layer.name

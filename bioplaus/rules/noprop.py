@@ -408,6 +408,8 @@ class NoProp(LearningRule):
         net.active_classes = self._active
         self.ctx = ctx
         o = self.opts
+        if o.mode != "interleaved" and "n_tasks" in ctx.extra:
+            raise ConfigError(f"rule.mode: task streams train NoProp's blocks 'interleaved', not {o.mode!r}")
         m: NoPropModel = net
         self.head_gen = torch.Generator().manual_seed(block_seed(ctx.seed, 0) + 1)
         self.eval_seed = block_seed(ctx.seed, 0) + 2
@@ -523,7 +525,7 @@ class NoProp(LearningRule):
         ends = torch.sigmoid(-m.gamma(torch.tensor([0.0, 1.0])))
         z1 = ends[1].sqrt() * u + (1 - ends[1]).sqrt() * torch.randn(u.shape, generator=g)
         ce = F.cross_entropy(m.head(z1), y)
-        kl = kl_to_standard(u, float(ends[0])).mean()
+        kl = kl_to_standard(u, float(ends[0].detach())).mean()  # the ends of γ are fixed
         loss = 0.5 * self.opts.eta * (snr_prime * l2).mean() + ce + kl
         self.apply_update(loss)
         self._note(1, float(l2.mean().detach()))
