@@ -320,3 +320,12 @@ def test_projection_plugin_protects_the_declared_block_layers(tmp_path) -> None:
         dW = (layer.weight.detach() - snaps[layer.name]).reshape(layer.weight.shape[0], -1)
         assert float(dW.norm()) > 0, f"{layer.name} did not learn task 1"
         assert float((dW @ B.T).norm()) <= 1e-4 * float(dW.norm()) + 1e-7, layer.name
+
+
+def test_parallel_stopped_by_max_steps_evaluates_the_trained_blocks(tmp_path) -> None:
+    a = run_cfg(tmp_path, "par_stop", {"mode": "parallel", "workers": 2}, data={"limit_train": 128, "limit_test": 50},
+                train={"epochs": 1, "max_steps": 3})
+    b = run_cfg(tmp_path, "seq_full", {"mode": "sequential"}, data={"limit_train": 128, "limit_test": 50},
+                train={"epochs": 1})
+    pa, pb = block_params(a.path), block_params(b.path)
+    assert all(np.array_equal(pa[k], pb[k]) for k in pb)  # the workers finished their epoch

@@ -582,9 +582,16 @@ class NoProp(LearningRule):
                 self.apply_update(ce + kl)
                 self.head_sum[0] += float(ce.detach())
                 self.head_sum[1] += 1
-        for t, l2, acc in self.pool.steps():
-            self._note(t, l2)
-            yield {"loss": l2, "acc": acc}
+        try:
+            for t, l2, acc in self.pool.steps():
+                self._note(t, l2)
+                yield {"loss": l2, "acc": acc}
+        except GeneratorExit:
+            # stopped early (train.max_steps): the workers finish their epoch; evaluate on it
+            for _ in self.pool.steps():
+                pass
+            self.pool.collect()
+            raise
         self.pool.collect()
 
     def close(self) -> None:

@@ -129,12 +129,13 @@ class BlockPool:
 
     def start_epoch(self) -> None:
         self.states = {}
+        self.done: set[int] = set()
         for q in self.cmd_qs:
             q.put("epoch")
 
     def steps(self) -> Any:
         """(block, L2, accuracy) of each step as the workers report them, until all are done."""
-        done: set[int] = set()
+        done = self.done  # on the pool: a second call (draining) continues where the first stopped
         while len(done) < len(self.procs):
             try:
                 kind, wid, payload = self.out_q.get(timeout=POLL_S)
