@@ -36,11 +36,10 @@ def load(dataset: str, n_train: int) -> tuple[torch.Tensor, torch.Tensor, tuple[
 
 
 def train(workers: int, x: torch.Tensor, y: torch.Tensor, shape: tuple[int, ...], epochs: int) -> dict:
-    from neuro_data.loader import ArrayLoader
-
     from bioplaus.config import RuleConfig
     from bioplaus.rules.base import RuleContext
     from bioplaus.rules.noprop import NoProp
+    from neuro_data.loader import ArrayLoader
 
     opts = {"mode": "parallel", "workers": workers, "T": 10, "channels": [16, 32, 64], "width": 128}
     rule = NoProp(RuleConfig(name="noprop", optimizer="adamw", lr=1e-3, weight_decay=1e-3, options=opts))

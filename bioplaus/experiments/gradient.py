@@ -10,8 +10,8 @@ A kind supplies its data, its loop and its metric declarations.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch

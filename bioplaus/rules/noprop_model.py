@@ -35,7 +35,6 @@ from torch import Tensor, nn
 
 from bioplaus.nets import LayerState
 
-
 # ----------------------------------------------------------------------------- schedule
 
 

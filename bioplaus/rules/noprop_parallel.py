@@ -38,10 +38,9 @@ def worker_main(spec: dict[str, Any], wid: int, held: list[int], cmd_q: Any, out
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles signals and stops us
     try:
         torch.set_num_threads(int(spec["threads"]))
-        from neuro_data.loader import ArrayLoader
-
         from bioplaus.rules.base import clip_grad_norm
         from bioplaus.rules.noprop import BlockUnit, NoProp, NoPropModel, epoch_batches
+        from neuro_data.loader import ArrayLoader
 
         rule = NoProp(spec["rule_cfg"])
         model = NoPropModel(rule.opts, spec["in_shape"], spec["n_classes"], spec["seed"], spec["spiking"], set(held))
