@@ -98,7 +98,8 @@ class Registry(Generic[T]):
 RULES: Registry[type] = Registry(
     "rules",
     "rule.name",
-    ("bioplaus.rules.backprop", "bioplaus.rules.feedback_alignment", "bioplaus.rules.ccl", "bioplaus.rules.ccl_ae"),
+    ("bioplaus.rules.backprop", "bioplaus.rules.feedback_alignment", "bioplaus.rules.ccl", "bioplaus.rules.ccl_ae",
+     "bioplaus.rules.noprop"),
 )
 PLUGINS: Registry[type] = Registry(
     "plugins", "plugins.name", ("bioplaus.plugins.hlop", "bioplaus.plugins.ewc", "bioplaus.plugins.projection")

@@ -10,6 +10,7 @@ A kind supplies its data, its loop and its metric declarations.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -156,15 +157,36 @@ class GradientExperiment(Experiment):
 
     # -- the loop's pieces ------------------------------------------------------------
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """One step of the rule with every hook; returns the rule's metrics.
+        """One step of the rule with every hook (see `record_step`); returns the rule's metrics.
 
         Fails the run (`RunError` naming the step) on a non-finite metric, on the watched
         metric diverging (`check_divergence`) and, on logged steps, on a non-finite
         parameter.
         """
+        self.ctx.check_stop()
+        return self.record_step(self.rule.train_step(x, y))
+
+    def epoch_steps(self, loader: Any) -> Iterator[dict[str, float]]:
+        """One epoch of recorded steps: the rule's own plan (`LearningRule.train_epoch`) or
+        `train_step` on each batch of ``loader``."""
+        plan = self.rule.train_epoch(loader)
+        if plan is None:
+            for x, y in loader:
+                yield self.train_step(x, y)
+            return
+        try:
+            while True:
+                self.ctx.check_stop()
+                m = next(plan, None)
+                if m is None:
+                    return
+                yield self.record_step(m)
+        finally:
+            plan.close()
+
+    def record_step(self, m: dict[str, float]) -> dict[str, float]:
+        """The per-step bookkeeping after the rule's step returned its metrics ``m``."""
         ctx = self.ctx
-        ctx.check_stop()
-        m = self.rule.train_step(x, y)
         self.rule.after_step()
         step = ctx.step + 1
         finite_or_raise(m, step)
@@ -236,3 +258,5 @@ class GradientExperiment(Experiment):
             bar.close()
         if hasattr(self, "plugins"):
             self.plugins.close()
+        if hasattr(self, "rule"):
+            self.rule.close()

@@ -41,13 +41,14 @@ class Supervised(GradientExperiment):
         self.data: DataBundle = given if isinstance(given, DataBundle) else prepare_data(cfg, given)
         d = self.data
         steps_per_epoch = len(d.train)
-        total = steps_per_epoch * cfg.train.epochs
+        total = RULES.get(cfg.rule.name)(cfg.rule).steps_per_epoch(steps_per_epoch) * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)
         self.total_steps = total
         n_max = max(d.train.n, d.test.n, d.val.n if d.val is not None else 0)
         self.build_rule(d.n_classes, d.input_shape, steps_per_epoch, total, n_samples=n_max)
         self.setup_rule(d.probe_x, d.probe_y)
+        self.rule.init_from_data(d.train)
 
     def meta(self) -> dict[str, Any]:
         d = self.data
@@ -76,14 +77,13 @@ class Supervised(GradientExperiment):
     def train_loop(self) -> dict[str, float]:
         cfg, d, ctx = self.cfg, self.data, self.ctx
         swmr = False
-        n_batches = len(d.train)
         last_eval: dict[str, float] = {}
         for epoch in range(1, cfg.train.epochs + 1):
             te = time.perf_counter()
             sums: dict[str, float] = {}
             count = 0
-            for b, (x, y) in enumerate(d.train, start=1):
-                m = self.train_step(x, y)
+            n_batches = self.rule.steps_per_epoch(len(d.train))
+            for b, m in enumerate(self.epoch_steps(d.train), start=1):
                 if not swmr:
                     # Every dataset exists after one step (the declared metrics were created
                     # with the file, the probes and weights logged at step 0): from here on
@@ -98,7 +98,7 @@ class Supervised(GradientExperiment):
                 if cfg.train.max_steps and ctx.step >= cfg.train.max_steps:
                     break
             last = (cfg.train.max_steps and ctx.step >= cfg.train.max_steps) or epoch == cfg.train.epochs
-            summary = {f"train_{k}_epoch": sums.get(k, 0.0) / max(count, 1) for k in self.epoch_keys()}
+            summary = {f"train_{k}_epoch": sums[k] / max(count, 1) for k in self.epoch_keys() if k in sums}
             if epoch % cfg.train.eval_every == 0 or last:
                 summary.update(self.evaluate())
                 last_eval = {**summary}

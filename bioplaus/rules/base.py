@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -193,6 +194,25 @@ class LearningRule:
     # -- training --------------------------------------------------------------------
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
         raise NotImplementedError
+
+    def init_from_data(self, loader: Any) -> None:
+        """Called once with the training loader before training (e.g. NoProp's prototypes)."""
+
+    def train_epoch(self, loader: Any) -> Iterator[dict[str, float]] | None:
+        """None (the default): the kind calls `train_step` on each batch of ``loader``.
+
+        A rule that orders its own work (NoProp: block after block, or blocks in worker
+        processes) returns an iterator instead; each item is one step's metrics, and the
+        kind does its per-step bookkeeping (stop check, logging, plugin hooks) on each.
+        """
+        return None
+
+    def steps_per_epoch(self, n_batches: int) -> int:
+        """Steps one epoch of ``n_batches`` batches takes (`train_epoch` may take more)."""
+        return n_batches
+
+    def close(self) -> None:
+        """Release what the rule holds beyond its model (worker processes); called once."""
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
