@@ -109,7 +109,7 @@ def test_ray_task_returns_the_file_bytes_and_leaves_nothing_behind(tmp_path: Pat
 
 def test_ctrl_c_cancels_the_ray_tasks(ray_head: str, tmp_path: Path) -> None:
     out = tmp_path / "stop"
-    slow = tiny_config(train__epochs=200, data__limit_train=512)
+    slow = tiny_config(train__epochs=100_000, data__limit_train=512)  # ends only by the Ctrl-C
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
