@@ -75,6 +75,17 @@ def block_seed(seed: int, t: int) -> int:
 # ----------------------------------------------------------------------------- the model
 
 
+def _denoise_step(u: Tensor, z: Tensor, a: Tensor, b: Tensor, c: Tensor, how: str,
+                  gen: torch.Generator | None) -> Tensor:
+    """One step of the chain: z_t = a_t û + b_t z_{t-1} (+ √c_t ε when ``how`` is stochastic);
+    ``how = "direct"`` takes z_t = û."""
+    if how == "direct":
+        return u
+    z = a * u + b * z
+    if how == "stochastic":
+        z = z + c.sqrt() * torch.randn(z.shape, generator=gen)
+    return z
+
 class NoPropModel(nn.Module):
     """The blocks, the label embedding and the output classifier p_out of one variant.
 
@@ -174,14 +185,7 @@ class NoPropModel(nn.Module):
         zs = [z]
         a, b, c = self.coef
         for i, block in enumerate(self.blocks):
-            u = self.u_hat(block(z, x))
-            if how == "direct":
-                z = u
-            else:
-                z = a[i] * u + b[i] * z
-                if how == "stochastic":
-                    z = z + c[i].sqrt() * torch.randn(z.shape, generator=gen)
-            zs.append(z)
+            zs.append(z := _denoise_step(self.u_hat(block(z, x)), z, a[i], b[i], c[i], how, gen))
         return zs
 
     def ct_alpha_bar(self, t: Tensor) -> Tensor:
@@ -198,14 +202,7 @@ class NoPropModel(nn.Module):
         block = self.blocks[0]
         for k in range(steps):
             tf = time_features(grid[k].expand(x.shape[0]), TIME_DIM)
-            u = self.u_hat(block(z, x, tf))
-            if how == "direct":
-                z = u
-            else:
-                z = a[k] * u + b[k] * z
-                if how == "stochastic":
-                    z = z + c[k].sqrt() * torch.randn(z.shape, generator=gen)
-            zs.append(z)
+            zs.append(z := _denoise_step(self.u_hat(block(z, x, tf)), z, a[k], b[k], c[k], how, gen))
         return zs
 
     def fm_chain(self, x: Tensor, steps: int, gen: torch.Generator | None) -> list[Tensor]:

@@ -112,7 +112,22 @@ class LIFRate(nn.Module):
         return spikes.mean(0)
 
 
-class Dense(nn.Module):
+class _PluginLayer(nn.Module):
+    """What plugins read from a layer besides ``state``: its ``name`` and ``weight``."""
+
+    synapse: nn.Module
+    _name: str
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def weight(self) -> Tensor:
+        return self.synapse.weight
+
+
+class Dense(_PluginLayer):
     """Linear [-> BatchNorm] [-> ReLU or LIF rate]: one dense layer a plugin can act on.
 
     Exposes what plugins read from a layer (``weight``, ``name``, ``is_conv``,
@@ -134,14 +149,6 @@ class Dense(nn.Module):
         self._name = name
         self.state = LayerState()
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def weight(self) -> Tensor:
-        return self.synapse.weight
-
     def forward(self, x: Tensor) -> Tensor:
         cur = self.synapse(x)
         h = self.bn(cur) if self.bn is not None else cur
@@ -150,7 +157,7 @@ class Dense(nn.Module):
         return out
 
 
-class Conv(nn.Module):
+class Conv(_PluginLayer):
     """A 3x3 conv (padding 1) a plugin can act on: ``synapse``, ``state.input``, ``is_conv``."""
 
     is_conv = True
@@ -162,14 +169,6 @@ class Conv(nn.Module):
         self.synapse = nn.Conv2d(c_in, c_out, 3, padding=1)
         self._name = name
         self.state = LayerState()
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def weight(self) -> Tensor:
-        return self.synapse.weight
 
     def forward(self, x: Tensor) -> Tensor:
         cur = self.synapse(x)
