@@ -183,6 +183,12 @@ def test_export_command_from_a_run(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["export", str(tmp_path / "missing.h5")]) == 2
     assert main(["export", str(run), "--nir", str(tmp_path / "e.nir")]) == 2  # never replaced unasked
     assert main(["export", str(run), "--nir", str(tmp_path / "e.nir"), "--overwrite"]) == 0
+    capsys.readouterr()
+    # not a regular file: refused in one line, with or without --overwrite
+    for target in (tmp_path, Path("/dev/null")):
+        assert main(["export", str(run), "--nir", str(target), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the NIR file" in err
     # the older spelling still works
     assert main(["export", str(run), "--format", "nir", "--out", str(tmp_path / "f.nir")]) == 0
     assert math.isclose(float(nir.read(tmp_path / "f.nir").metadata["dt"]), 1e-3)

@@ -34,9 +34,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         nir_out = args.out or str(Path(args.file).with_suffix(".nir"))
     if nir_out:
         from bioplaus.export.nir import export_nir, load_net
+        from bioplaus.record.writer import check_export_path
 
-        if Path(nir_out).exists() and not args.overwrite:
-            raise BioplausError(f"{nir_out}: exists; pass --overwrite to replace it")
+        check_export_path(nir_out, args.overwrite, "the NIR file")
 
         net = load_net(args.file)
         export_nir(net, nir_out, integration=args.integration, extra_metadata=run_metadata(args.file))

@@ -77,10 +77,9 @@ def export_nwb(run_path: str | Path, out: str | Path, *, overwrite: bool = False
         raise BioplausError("--nwb needs pynwb: pip install pynwb") from None
 
     from bioplaus.record import open_run
+    from bioplaus.record.writer import check_export_path
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise BioplausError(f"{out}: exists; pass --overwrite to replace it")
+    out = check_export_path(out, overwrite, "the NWB file")
     times, trials, dt, n_time = spike_times(run_path)
     with open_run(run_path) as run:
         attrs = dict(run.attrs)

@@ -193,19 +193,45 @@ def check_out_path(path: str | Path, on_exists: str = "refuse") -> Path:
             raise OutputError(f"{path}: exists; pass --overwrite (record.overwrite = true) to replace it")
         if not is_run_file(path):
             raise OutputError(f"{path}: exists and is not a bioplaus run file; refusing to overwrite it")
+    _check_parent(path, "the run file")
+    return path
+
+
+def _check_parent(path: Path, what: str) -> None:
+    """`OutputError` unless ``what`` can be created at ``path``: the nearest existing
+    ancestor is a writable directory on a writable file system."""
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise OutputError(f"{path}: cannot create the run file: {parent} is not a directory")
+        raise OutputError(f"{path}: cannot create {what}: {parent} is not a directory")
     try:
         read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
     except OSError:
         read_only = False
     if read_only:
-        raise OutputError(f"{path}: cannot create the run file: {os.strerror(errno.EROFS)}")
+        raise OutputError(f"{path}: cannot create {what}: {os.strerror(errno.EROFS)}")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot create the run file: {os.strerror(errno.EACCES)} ({parent})")
+        raise OutputError(f"{path}: cannot create {what}: {os.strerror(errno.EACCES)} ({parent})")
+
+
+def check_export_path(path: str | Path, overwrite: bool, what: str) -> Path:
+    """The path an exported file (``what``: "the NIR file", "the NWB file") will take, or
+    `OutputError`: an existing file is replaced only with ``overwrite``; a directory, a device
+    or a pipe, and a place the process cannot write, are always refused. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name for {what}")
+    if os.path.lexists(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot use it for {what}: {_reason(exc)}") from None
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"{path}: is {_kind_of_file(mode)}; {what} must be a regular file")
+        if not overwrite:
+            raise OutputError(f"{path}: exists; pass --overwrite to replace it")
+    _check_parent(path, what)
     return path
 
 
