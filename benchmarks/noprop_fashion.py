@@ -1,6 +1,6 @@
 """NoProp on Fashion-MNIST, side by side: test accuracy of every variant and baseline.
 
-    python benchmarks/noprop_fashion.py [--seeds 0 1] [--epochs 20] [--limit-train 0] [--threads 1]
+    python benchmarks/noprop_fashion.py [--seeds 0 1] [--epochs 20] [--limit-train 0] [--workers 1]
 
 Runs, for each seed and the same epoch budget: backprop over the DT blocks
 (sims/noprop_bp_blocks_fashion.toml), the plain backprop CNN with the same image path
@@ -8,12 +8,15 @@ Runs, for each seed and the same epoch budget: backprop over the DT blocks
 (stochastic inference, the deterministic z_t = û_t beside it), NoProp-CT, NoProp-FM and
 the spiking DT (``--spiking``). All use CPU-sized blocks (channels 16/32/64, width 128).
 ``--limit-train`` / ``--epochs`` give a reduced setting, which the table's title states.
-Writes results/<name>.{md,json} and the run files under runs/bench/noprop/.
+``--workers K`` runs the (method, seed) runs in K processes (one torch thread each), the
+slowest first. Writes results/<name>.{md,json} and the run files under runs/bench/noprop/.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -44,6 +47,17 @@ def mean_std(v: list[float]) -> str:
     return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
 
 
+def one_run(label: str, sim: str, seed: int, over: list[str], out: str) -> tuple[str, int, float, float, float]:
+    """One (method, seed) run: (label, seed, test acc %, deterministic %, seconds)."""
+    cfg = load_config(ROOT / "sims" / f"{sim}.toml", over)
+    cfg.train.report = False
+    res = run_experiment(cfg, out=Path(out), progress=False, overwrite=True)
+    acc = 100 * res.metrics["test_acc"]
+    det = 100 * res.metrics.get("test_acc_det", res.metrics["test_acc"])
+    print(f"{label} seed {seed}: {acc:.2f} (det {det:.2f}) in {res.seconds:.0f} s", flush=True)
+    return label, seed, acc, det, res.seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -51,6 +65,7 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=0)
     ap.add_argument("--limit-test", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--eval-steps", type=int, default=0, help="CT/FM inference steps (0 = the sims' 100)")
     ap.add_argument("--channels", type=int, nargs=3, default=None, help="override the blocks' conv widths")
     ap.add_argument("--width", type=int, default=0, help="override the blocks' dense width")
@@ -63,9 +78,8 @@ def main() -> None:
     if a.only:
         sims = {k: v for k, v in sims.items() if any(s.lower() in k.lower() for s in a.only)}
     load0 = os.getloadavg()[0]
-    rows, payload = [], {}
+    jobs = []
     for label, sim in sims.items():
-        accs, dets, secs = [], [], []
         for seed in a.seeds:
             over = [f"seed={seed}", f"train.epochs={a.epochs}", f"train.threads={a.threads}",
                     f"data.limit_train={a.limit_train}", f"data.limit_test={a.limit_test}"]
@@ -75,13 +89,18 @@ def main() -> None:
                 over.append(f"rule.width={a.width}")
             if a.eval_steps and ("_ct_" in sim or "_fm_" in sim):
                 over.append(f"rule.eval_steps={a.eval_steps}")
-            cfg = load_config(ROOT / "sims" / f"{sim}.toml", over)
-            cfg.train.report = False
-            res = run_experiment(cfg, out=Path(a.out) / f"{a.name}_{sim}_s{seed}.h5", progress=False, overwrite=True)
-            accs.append(100 * res.metrics["test_acc"])
-            dets.append(100 * res.metrics.get("test_acc_det", res.metrics["test_acc"]))
-            secs.append(res.seconds)
-            print(f"{label} seed {seed}: {accs[-1]:.2f} (det {dets[-1]:.2f}) in {secs[-1]:.0f} s", flush=True)
+            jobs.append((label, sim, seed, over, str(Path(a.out) / f"{a.name}_{sim}_s{seed}.h5")))
+    if a.workers > 1:
+        # the T-block runs (DT, backprop over blocks) first: they take ~10x the others
+        jobs.sort(key=lambda j: not ("DT" in j[0] or "over blocks" in j[0]))
+        with cf.ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as ex:
+            done = list(ex.map(one_run, *zip(*jobs)))
+    else:
+        done = [one_run(*j) for j in jobs]
+    rows, payload = [], {}
+    for label, sim in sims.items():
+        mine = sorted((d for d in done if d[0] == label), key=lambda d: d[1])
+        accs, dets, secs = ([d[k] for d in mine] for k in (2, 3, 4))
         rows.append({"method": label, "test acc %": mean_std(accs),
                      "deterministic %": mean_std(dets) if "DT" in label or "CT" in label else "",
                      "seconds/run": statistics.mean(secs)})

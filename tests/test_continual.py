@@ -144,6 +144,59 @@ def test_split_stream_is_task_incremental(tmp_path) -> None:  # noqa: ANN001
     assert trainer.tasks[3].classes == [6, 7]
 
 
+def test_freeze_batchnorm_fixes_statistics_and_affine_parameters() -> None:
+    import torch
+    from torch import nn
+
+    from bioplaus.experiments.continual import freeze_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3))
+    net(torch.randn(32, 5))  # some running statistics
+    assert freeze_batchnorm(net) == 1 and freeze_batchnorm(net) == 0
+    bn = net[1]
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    lin = net[0].weight.detach().clone()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=0.1, weight_decay=0.1)
+    net.train()
+    x = torch.randn(32, 5)
+    out = net(x)
+    out.square().mean().backward()
+    opt.step()
+    assert all(torch.equal(v, bn.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(lin, net[0].weight)
+    # in training mode it normalises with the running statistics, as in evaluation
+    with torch.no_grad():
+        h = net[0](x)
+        assert torch.allclose(bn(h), (h - bn.running_mean) / (bn.running_var + bn.eps).sqrt() * bn.weight + bn.bias)
+
+
+def test_freeze_norm_keeps_noprop_batchnorm_from_task_0_with_ewc(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import torch
+
+    from bioplaus.experiments import continual
+
+    snap: dict[str, torch.Tensor] = {}
+    real = continual.freeze_batchnorm
+
+    def spy(net):  # noqa: ANN001, ANN202
+        snap.update({k: v.clone() for k, v in net.state_dict().items() if ".bn." in k})
+        return real(net)
+
+    monkeypatch.setattr(continual, "freeze_batchnorm", spy)
+    cfg = load_config(_cfg(
+        rule={"name": "noprop", "optimizer": "adamw", "lr": 5e-3, "channels": [4, 4, 4], "width": 16, "T": 2},
+        data={"dataset": "digits", "val_fraction": 0.0, "batch_size": 32, "normalize": "unit",
+              "limit_train": 96, "limit_test": 40},
+        continual={"stream": "split", "n_tasks": 3, "epochs_per_task": 1, "freeze_norm": True},
+        plugins=[{"name": "ewc", "samples": 8}],
+    ))
+    res = run_experiment(cfg, out=tmp_path / "bn.h5", progress=False)
+    final = res.experiment.rule.net.state_dict()
+    assert snap and all(torch.equal(v, final[k]) for k, v in snap.items())
+    assert math.isfinite(res.metrics["ACC"])
+
+
 def test_joint_mode_is_one_row_with_the_same_number_of_steps(tmp_path) -> None:  # noqa: ANN001
     cfg = load_config(_cfg(continual={"stream": "permuted", "n_tasks": 3, "mode": "joint"}))
     res = run_experiment(cfg, out=tmp_path / "joint.h5", progress=False)

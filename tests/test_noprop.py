@@ -135,6 +135,25 @@ def test_block_loss_gradient_reaches_only_its_block() -> None:
     assert touched == {"0", "head"}
 
 
+@pytest.mark.parametrize("readout", ["logits", "p_out"])
+def test_backprop_over_blocks_readout(readout: str) -> None:
+    """Backprop over blocks classifies with the last block's logits (default) or p_out(z_T),
+    in training and in inference, and its loss reaches every block."""
+    rule = tiny_rule(variant="backprop", bp_readout=readout)
+    m: NoPropModel = rule.net
+    m.eval()
+    x = torch.rand(8, 1, 8, 8)
+    blk: list[torch.Tensor] = []
+    zs = m.backprop_chain(x, torch.Generator().manual_seed(5), blk)
+    expect = blk[-1] if readout == "logits" else m.head(zs[-1])
+    assert len(blk) == 3 and torch.equal(m(x, torch.Generator().manual_seed(5)), expect)
+    m.train()
+    rule.train_step(x, torch.arange(8))
+    for b in m.blocks:
+        assert all(p.grad is not None for p in b.parameters() if p.requires_grad)
+    assert (m.head.weight.grad is None) == (readout == "logits")
+
+
 def test_split_blocks() -> None:
     assert split_blocks(10, 2) == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
     assert split_blocks(3, 5) == [[1], [2], [3]]

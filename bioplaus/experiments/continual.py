@@ -32,7 +32,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bioplaus.config import MAX_TASKS, ExperimentConfig, bounded, check_choice
 from bioplaus.context import Metric
@@ -58,6 +58,29 @@ class ContinualConfig:
     epochs_per_task: int = bounded(1, ge=1)
     mode: str = "sequential"  # sequential | joint (multitask upper bound)
     reset_optimizer: bool = True  # fresh optimiser state (momentum) at every task
+    # BatchNorm layers learn on the first task only (running statistics and affine
+    # parameters), then stay fixed, as in GPM: no plugin protects them (`freeze_batchnorm`)
+    freeze_norm: bool = False
+
+
+def _eval_mode(module: nn.Module, args: Any) -> None:
+    module.training = False
+
+
+def freeze_batchnorm(net: nn.Module) -> int:
+    """Fix every BatchNorm layer of ``net``: it normalises with its running statistics from
+    now on (also while the rest of the net trains) and its affine parameters stop learning
+    (``requires_grad`` off, so optimisers and plugins skip them). Returns how many layers."""
+    n = 0
+    for mod in net.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not getattr(mod, "_bioplaus_frozen", False):
+            mod.register_forward_pre_hook(_eval_mode)
+            mod.training = False
+            for p in mod.parameters():
+                p.requires_grad_(False)
+            mod._bioplaus_frozen = True
+            n += 1
+    return n
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -372,6 +395,9 @@ class Continual(GradientExperiment):
             self._set_task(k)
             plugins.after_task(k, task.train)
             self._set_task(None)
+            if k == 0 and c.freeze_norm and len(self.tasks) > 1:
+                n = freeze_batchnorm(self.rule.net)
+                self._say(f"continual.freeze_norm: {n} BatchNorm layers fixed after task 0")
             self.train_seconds += time.perf_counter() - t0
             accs, summary = self._matrix_row()
             step = self.ctx.step

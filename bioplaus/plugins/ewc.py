@@ -66,6 +66,8 @@ class EWC(Plugin):
         was = net.training
         net.eval()
         fisher = [torch.zeros_like(p) for p in self.params]
+        # parameters frozen since setup (continual.freeze_norm) take no part
+        live = [i for i, p in enumerate(self.params) if p.requires_grad]
         n = 0
         src = loader.subset(self.opts.samples) if hasattr(loader, "subset") else loader
         for x, y in src:
@@ -74,10 +76,10 @@ class EWC(Plugin):
                     break
                 logits = self.rule.mask_logits(net(x[j : j + 1]))
                 loss = F.cross_entropy(logits, y[j : j + 1])
-                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-                for f, g in zip(fisher, grads):
+                grads = torch.autograd.grad(loss, [self.params[i] for i in live], allow_unused=True)
+                for i, g in zip(live, grads):
                     if g is not None:
-                        f.add_(g.detach() ** 2)
+                        fisher[i].add_(g.detach() ** 2)
                 n += 1
             if n >= self.opts.samples:
                 break
@@ -101,6 +103,8 @@ class EWC(Plugin):
         cap = 1.0 / rule.lr if (self.opts.cap and rule.lr > 0) else float("inf")
         with torch.no_grad():
             for p, f, a in zip(self.params, self.fisher, self.anchor):
+                if not p.requires_grad:
+                    continue
                 c = (self.opts.lam * f).clamp_(max=cap)
                 pen = c * (p - a)
                 if p.grad is None:

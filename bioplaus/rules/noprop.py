@@ -19,7 +19,8 @@ Variants (``[rule] variant``):
   regresses the velocity u_y − z_0; inference integrates dz/dt = v (Euler, ``eval_steps``)
   and predicts the nearest class embedding.
 - ``backprop``: the same T blocks trained end to end by backprop, z_t = a_t û_t + b_t z_{t−1}
-  with a_t, b_t learnable (initialised at the schedule's values), CE on p_out(z_T).
+  with a_t, b_t learnable (initialised at the schedule's values), CE on the last block's
+  logits (``bp_readout = "logits"``) or on p_out(z_T) (``"p_out"``, see docs/noprop.md).
 - ``cnn``: a plain backprop CNN with the same image path and one hidden FC layer.
 
 Training modes (``mode``, DT with a fixed one-hot embedding for ``parallel``):
@@ -216,30 +217,53 @@ class NoPropModel(nn.Module):
             zs.append(z)
         return zs
 
-    def backprop_chain(self, x: Tensor, gen: torch.Generator | None) -> list[Tensor]:
-        """The backprop baseline: z_t = a_t û_t + b_t z_{t−1}, a_t and b_t learnable."""
+    def backprop_chain(self, x: Tensor, gen: torch.Generator | None, logits: list[Tensor] | None = None) -> list[Tensor]:
+        """The backprop baseline: z_t = a_t û_t + b_t z_{t−1}, a_t and b_t learnable.
+
+        ``logits`` (a list) receives each block's class logits, in order."""
         z = torch.randn(x.shape[0], self.embed.dim, generator=gen)
         zs = [z]
         for i, block in enumerate(self.blocks):
-            z = self.mix[0, i] * self.u_hat(block(z, x)) + self.mix[1, i] * z
+            out = block(z, x)
+            if logits is not None:
+                logits.append(out)
+            z = self.mix[0, i] * self.u_hat(out) + self.mix[1, i] * z
             zs.append(z)
         return zs
 
-    def chain(self, x: Tensor, how: str, gen: torch.Generator | None, steps: int) -> list[Tensor]:
+    @property
+    def reads_block_logits(self) -> bool:
+        """Backprop over blocks classifies with the last block's logits (``bp_readout``)."""
+        return self.variant == "backprop" and self.opts.bp_readout == "logits"
+
+    def chain(self, x: Tensor, how: str, gen: torch.Generator | None, steps: int,
+              logits: list[Tensor] | None = None) -> list[Tensor]:
+        """z_0..z_T of the configured variant (``logits``: see `backprop_chain`)."""
         if self.variant == "dt":
             return self.dt_chain(x, how, gen)
         if self.variant == "ct":
             return self.ct_chain(x, steps, how, gen)
         if self.variant == "fm":
             return self.fm_chain(x, steps, gen)
-        return self.backprop_chain(x, gen)
+        return self.backprop_chain(x, gen, logits)
 
     def classify(self, z: Tensor) -> Tensor:
         return self.nearest_logits(z) if self.variant == "fm" else self.head(z)
 
+    def step_logits(self, x: Tensor, how: str, gen: torch.Generator | None, steps: int) -> tuple[list[Tensor], list[Tensor]]:
+        """(z_0..z_K, the class logits after each step k = 1..K): p_out(z_k), the nearest
+        embedding (FM) or, for backprop over blocks read by logits, block k's logits."""
+        blk: list[Tensor] | None = [] if self.reads_block_logits else None
+        zs = self.chain(x, how, gen, steps, blk)
+        return zs, (blk if blk is not None else [self.classify(z) for z in zs[1:]])
+
     def forward(self, x: Tensor, gen: torch.Generator | None = None) -> Tensor:
         if self.variant == "cnn":
             return self.cnn_logits(x)
+        if self.reads_block_logits:
+            blk: list[Tensor] = []
+            self.backprop_chain(x, gen, blk)
+            return blk[-1]
         return self.classify(self.chain(x, self.opts.inference, gen, self.opts.eval_steps)[-1])
 
 
@@ -342,6 +366,9 @@ class NoProp(LearningRule):
         gamma_min: float = -3.0
         gamma_max: float = 3.0
         fm_sigma: float = bounded(0.0, ge=0)  # FM: std of the noise added to z_t
+        # backprop over blocks: CE on the last block's logits, or on p_out(z_T) (slow: p_out's
+        # margins grow by ~lr per Adam step through the softmax·W_embed bottleneck; docs)
+        bp_readout: str = "logits"  # logits | p_out
         trajectory_samples: int = bounded(16, ge=0, le=1000)
         prototype_cap: int = bounded(2000, ge=2)
 
@@ -351,6 +378,7 @@ class NoProp(LearningRule):
         check_choice(o.embedding, EMBEDDINGS, f"{where}.embedding")
         check_choice(o.mode, MODES, f"{where}.mode")
         check_choice(o.inference, INFERENCE, f"{where}.inference")
+        check_choice(o.bp_readout, ("logits", "p_out"), f"{where}.bp_readout")
         if len(o.channels) != 3:
             raise ConfigError(f"{where}.channels: the image path has three convs; give three widths, got {o.channels}")
         if o.mode != "interleaved" and o.variant != "dt":
@@ -498,7 +526,9 @@ class NoProp(LearningRule):
             self.apply_update(loss)
             return {"loss": float(loss.detach()), "acc": float((logits.detach().argmax(1) == y).float().mean())}
         if o.variant == "backprop":
-            logits = m.classify(m.backprop_chain(x, self.train_gen)[-1])
+            blk: list[Tensor] = []
+            zs = m.backprop_chain(x, self.train_gen, blk)
+            logits = blk[-1] if m.reads_block_logits else m.classify(zs[-1])
             loss = F.cross_entropy(logits, y)
             self.apply_update(loss)
             return {"loss": float(loss.detach()), "acc": float((logits.detach().argmax(1) == y).float().mean())}
@@ -624,8 +654,8 @@ class NoProp(LearningRule):
         dist_sum = torch.zeros(steps + 1)
         samples: list[Tensor] = []
         for x, y in loader:
-            zs = m.chain(x, o.inference, gen, steps)
-            logits = self.mask_logits(m.classify(zs[-1]))
+            zs, per_step = m.step_logits(x, o.inference, gen, steps)
+            logits = self.mask_logits(per_step[-1])
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             if o.variant in ("dt", "ct"):
@@ -635,7 +665,7 @@ class NoProp(LearningRule):
             dist = torch.stack([(z - u).norm(dim=1) for z in zs], dim=1)  # [B, steps + 1]
             dist_sum += dist.sum(0)
             for k in range(steps):
-                step_correct[k] += int((self.mask_logits(m.classify(zs[k + 1])).argmax(1) == y).sum())
+                step_correct[k] += int((self.mask_logits(per_step[k]).argmax(1) == y).sum())
             have = sum(len(s) for s in samples)
             if have < o.trajectory_samples:
                 samples.append(dist[: o.trajectory_samples - have])
