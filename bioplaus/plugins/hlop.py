@@ -398,7 +398,7 @@ class HLOP(SubspaceProjection):
                 eye = torch.eye(H.shape[0])
                 logs[f"layer{i}/hlop_orth_err"] = float(torch.linalg.norm(H @ H.T - eye) / H.shape[0] ** 0.5)
             if o.record_lateral and lat.new.shape[0]:
-                self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.numpy(), task=task_id)
+                self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.cpu().numpy(), task=task_id)
             lat.merge()
         logs["hlop/hebb_seconds"] = self.hebb_seconds
         logs["hlop/proj_seconds"] = self.proj_seconds
@@ -421,7 +421,7 @@ class HLOP(SubspaceProjection):
         Q = torch.linalg.qr(lat.new.double().T).Q
         heb = float(((R.double() @ Q) ** 2).sum())
         exact = float(evals[:k].sum())
-        self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/angles", ang.numpy(), unit="degree")
+        self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/angles", ang.cpu().numpy(), unit="degree")
         return {
             f"layer{i}/hlop_angle_max": float(ang.max()),
             f"layer{i}/hlop_angle_mean": float(ang.mean()),
