@@ -364,20 +364,23 @@ def test_complement_and_input_side_projection_equal_the_reference(k: int) -> Non
     torch.testing.assert_close(D.T @ lat.project_rows(X), ref, atol=1e-5, rtol=1e-5)
 
 
-def test_cheaper_hebbian_forms_equal_the_reference() -> None:
-    """The precomputed residual map I - H_oldᵀH_old and the k x k Gram form of Oja's update
-    give the reference update X - (X H_oldᵀ) H_old, yᵀ(r - yH) up to float rounding."""
+@pytest.mark.parametrize("rows", [8, 64])  # residual once per call | (yᵀX)-form per iteration
+@pytest.mark.parametrize("k_old", [5, 10])  # the old rows | the map I - H_oldᵀH_old (k_old > n/2)
+def test_cheaper_hebbian_forms_equal_the_reference(rows: int, k_old: int) -> None:
+    """Every cheaper form of Oja's update (residual map I - H_oldᵀH_old, per-iteration
+    (yᵀX)(I - H_oldᵀH_old), k x k Gram) gives the reference X - (X H_oldᵀ) H_old,
+    yᵀ(r - yH) up to float rounding."""
     gen = torch.Generator().manual_seed(13)
-    n, rows = 16, 64
+    n = 16
     X = torch.randn(rows, n, generator=gen)
     fast = Lateral(n, lr=0.05)
-    fast.new = orthonormal_rows(10, n, gen)
-    fast.merge()  # 10 old rows > n/2: the residual map is used
+    fast.new = orthonormal_rows(k_old, n, gen)
+    fast.merge()
     fast.add(3, gen)
     ref_old, ref_new = fast.old.clone(), fast.new.clone()
     for _ in range(3):
         fast.hebbian(X, iterations=4, momentum=0.9, clip=10.0)
-    assert fast._resid is not None
+    assert (fast._resid is not None) == (2 * k_old > n)
     new, mom = ref_new.clone(), torch.zeros_like(ref_new)
     r = X - (X @ ref_old.T) @ ref_old
     for _ in range(3 * 4):

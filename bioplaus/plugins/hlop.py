@@ -144,6 +144,13 @@ class Lateral:
     def H(self) -> Tensor:
         return torch.cat([self.old, self.new])
 
+    def _residual_map(self) -> Tensor:
+        """I - H_oldᵀH_old (n x n), built once per task (after each merge)."""
+        if self._resid is None:
+            eye = torch.eye(self.n, dtype=self.old.dtype, device=self.old.device)
+            self._resid = eye - self.old.T @ self.old
+        return self._resid
+
     def hebbian(
         self, X: Tensor, iterations: int, momentum: float, clip: float, q: Any = None
     ) -> None:
@@ -157,22 +164,24 @@ class Lateral:
         f = q or (lambda v: v)
         r = X
         k_old, n_rows, n, k = self.old.shape[0], X.shape[0], self.n, self.new.shape[0]
-        if k_old:
-            if q is None and 2 * k_old > n:
-                # Linear lateral neurons: r = X (I - H_oldᵀH_old), one n x n product per row
-                # instead of two with k_old > n/2 columns (the map is rebuilt after each merge).
-                if self._resid is None:
-                    self._resid = torch.eye(n, dtype=self.old.dtype, device=self.old.device) - self.old.T @ self.old
-                r = X @ self._resid
-            else:
-                r = X - f(X @ self.old.T) @ self.old
+        # Linear lateral neurons (no quantiser): the residual map is linear, so yᵀr may be
+        # formed as (yᵀX)(I - H_oldᵀH_old) in each iteration instead of projecting all R rows
+        # once; cheaper when iterations·k < R (few new neurons, many rows).
+        linear = q is None
+        resid_map = linear and 2 * k_old > n  # n x n map cheaper than two k_old-wide products
+        per_iter = linear and k_old > 0 and iterations * k < n_rows
+        if k_old and not per_iter:
+            r = X @ self._residual_map() if resid_map else X - f(X @ self.old.T) @ self.old
         # yᵀ(r - y H) = yᵀr - (yᵀy) H: the k x k Gram replaces an R x n reconstruction when
-        # k (R + n) < R n (few new neurons, many rows).
-        gram = k * (n_rows + n) < n_rows * n
+        # k (R + n) < R n (few new neurons, many rows); always with the per-iteration residual.
+        gram = per_iter or k * (n_rows + n) < n_rows * n
         for _ in range(iterations):
             y = f(X @ self.new.T)
+            if per_iter:
+                z = y.T @ X
+                yr = z @ self._residual_map() if resid_map else z - (z @ self.old.T) @ self.old
             if gram:
-                delta = torch.addmm(y.T @ r, y.T @ y, self.new, alpha=-1.0)
+                delta = torch.addmm(yr if per_iter else y.T @ r, y.T @ y, self.new, alpha=-1.0)
             else:
                 delta = y.T @ (r - y @ self.new)
             delta.div_(n_rows).clamp_(-clip, clip)
