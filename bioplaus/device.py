@@ -55,6 +55,8 @@ def run_device(cfg: Any) -> torch.device:
 def generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
     """A seeded generator on ``device`` (default: torch's current default device)."""
     dev = torch.device(device) if device is not None else torch.get_default_device()
+    if dev.type == "meta":  # a skeleton built on the meta device draws nothing real
+        dev = torch.device("cpu")
     return torch.Generator(device=dev).manual_seed(int(seed))
 
 

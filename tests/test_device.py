@@ -82,6 +82,7 @@ def test_run_context_sets_and_restores_the_default_device() -> None:
     with RunContext(None, device="meta"):
         assert torch.get_default_device() == torch.device("meta")
         assert torch.zeros(2).device.type == "meta"  # rule / plugin state follows the run
+        assert dev.generator(1).device.type == "cpu"  # no generator on meta: skeletons draw on the CPU
     assert torch.get_default_device() == torch.device("cpu")
 
 

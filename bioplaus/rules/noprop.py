@@ -288,7 +288,10 @@ def epoch_batches(loader: Any) -> list[tuple[Tensor, Tensor]] | Any:
     from neuro_data.loader import ArrayLoader
 
     if isinstance(loader, ArrayLoader):
-        perm = torch.randperm(loader.n, generator=loader.generator) if loader.shuffle else None
+        # The loader's stream is on the CPU (the same order on every device).
+        perm = torch.randperm(loader.n, generator=loader.generator, device="cpu") if loader.shuffle else None
+        if perm is not None and perm.device != loader.x.device:
+            perm = perm.to(loader.x.device)
 
         class _Replay:
             def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
