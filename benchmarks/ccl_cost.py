@@ -1,6 +1,7 @@
 """Wall time per training epoch: CCL vs backprop on the same MLP 784-256x5-10, one process.
 
     nice -n 5 python benchmarks/ccl_cost.py --repeats 5
+    python benchmarks/ccl_cost.py --quick      # 2 x 40 steps per rule: a check, nothing saved
 
 Both rules are built from their sims (``sims/ccl_fashion_mlp.toml``,
 ``sims/bp_fashion_mlp.toml``) on Fashion-MNIST; epochs alternate BP, CCL, BP, CCL ... at one
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=0, help="steps per 'epoch' (0 = full)")
     ap.add_argument("--spiking", action="store_true", help="both rules on the spiking backend")
     ap.add_argument("--batch", type=int, default=0, help="batch size (0 = the sims' 256)")
+    ap.add_argument("--quick", action="store_true", help="2 repeats of 40 steps: a check, nothing saved")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.max_steps = 2, 40
     torch.set_num_threads(1)
     over = ["network.backend=spiking", "network.spiking.T=6"] if args.spiking else []
     if args.batch:
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{max(ratios):.3f}); analytic FLOP ratio {macs['CCL'] / macs['BP']:.3f}; "
         "paper: 2.55 / 2.39 MFLOPs = 1.067."
     )
+    if args.quick:
+        print(text + "\n(--quick: not saved to results/)")
+        return 0
     name = "ccl_cost_spiking" if args.spiking else "ccl_cost"
     if args.batch:
         name += f"_b{args.batch}"

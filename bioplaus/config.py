@@ -195,6 +195,7 @@ class TrainConfig:
     eval_every: int = bounded(1, ge=1)  # epochs
     log_every: int = bounded(10, ge=1)  # steps between training-metric records
     threads: int = bounded(0, ge=0, le=MAX_THREADS)  # torch threads; 0 = torch's default
+    device: str = "cpu"  # cpu | cuda | auto (cuda when a GPU is present, else cpu)
     progress: bool = True
     report: bool = True  # write figures next to the run file at the end
     divergence_factor: float = bounded(1e4, ge=0)  # fail when the rule's first "min" metric exceeds this x its lowest value; 0 = off
@@ -587,6 +588,9 @@ def validate(cfg: ExperimentConfig) -> None:
                 raise ConfigError(
                     f"record.probes[{i}].layers: {_short(s)} is not a layer (use 'all', an index or 'layer<k>')"
                 )
+    from bioplaus.device import run_device
+
+    run_device(cfg)  # one line for a bad value, or for "cuda" without a GPU
     EXPERIMENTS.get(cfg.kind or "supervised", "kind").validate(cfg)
 
 

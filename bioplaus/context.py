@@ -186,8 +186,10 @@ class RunContext:
         progress: bool = True,
         flush_every_s: float = 30.0,
         on_exists: str = "refuse",
+        device: str | torch.device = "cpu",
     ) -> None:
         self.out = Path(out) if out is not None else None
+        self.device = torch.device(device)
         self.on_exists = on_exists
         self.seed = int(seed)
         self.threads = int(threads)
@@ -209,7 +211,12 @@ class RunContext:
             "numpy_rng": np.random.get_state(),
             "random": random.getstate(),
             "threads": torch.get_num_threads(),
+            "device": torch.get_default_device(),
         }
+        if self.device != self._saved["device"]:
+            # Allocations without an explicit device (models, rule and plugin state) follow
+            # the run's device; set only when it differs: the default needs no mode on CPU.
+            torch.set_default_device(self.device)
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)
@@ -246,6 +253,8 @@ class RunContext:
         random.setstate(saved["random"])
         if torch.get_num_threads() != saved["threads"]:
             torch.set_num_threads(saved["threads"])
+        if torch.get_default_device() != saved["device"]:
+            torch.set_default_device(saved["device"])
 
     # -- signals ---------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -294,6 +303,7 @@ class RunContext:
         if self.out is None:
             raise RunError("RunContext: no output path to write the run file to")
         attrs = dict(meta or {})
+        attrs.setdefault("device", str(self.device))
         attrs["declared_metrics"] = json.dumps([m.to_json() for m in self.declared])
         rec = Recorder(
             self.out, self.config, self.seed, meta=attrs, flush_every_s=self.flush_every_s,

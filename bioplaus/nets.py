@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bioplaus.config import NetworkConfig
+from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
 
 
@@ -146,7 +147,7 @@ class Net(nn.Module):
         self.T, self.dt = s.T, s.dt
         self.encoder = s.encoder
         self.readout_kind = s.readout
-        self.generator = torch.Generator().manual_seed(seed + 7919)
+        self.generator = make_generator(seed + 7919)
 
     # -- time ------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:

@@ -126,7 +126,7 @@ class ArrayLoader:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
 
     @property
     def n(self) -> int:
@@ -142,7 +142,10 @@ class ArrayLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # The permutation is drawn here, not inside the generator, so that each iter() call
         # advances the seeded stream exactly once even if the epoch is never consumed.
-        perm = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
+        # The stream is on the CPU whatever the device of x (the same order on every device).
+        perm = torch.randperm(self.n, generator=self.generator, device="cpu") if self.shuffle else None
+        if perm is not None and perm.device != self.x.device:
+            perm = perm.to(self.x.device)
         return self._batches(perm)
 
     def _batches(self, perm: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

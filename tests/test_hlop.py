@@ -342,3 +342,50 @@ def test_input_projection_falls_back_when_the_gradient_has_other_terms() -> None
         if mode == "input":
             assert hl.fallbacks == 1
     torch.testing.assert_close(out["input"], out["grad"])
+
+
+@pytest.mark.parametrize("k", [3, 9])
+def test_complement_and_input_side_projection_equal_the_reference(k: int) -> None:
+    """G (I - BᵀB) three ways: the reference G - (G Bᵀ) B, via the orthonormal complement
+    (k > n/2), and on the input side Σ δ (x - BᵀBx)ᵀ; equal up to float rounding."""
+    gen = torch.Generator().manual_seed(12)
+    n = 12
+    lat = Lateral(n, lr=0.01, orthonormal=True)
+    lat.new = torch.randn(k, n, generator=gen)
+    lat.merge()
+    assert (lat.comp is not None) == (2 * k > n)
+    if lat.comp is not None:
+        assert lat.comp.shape == (n - k, n)
+        torch.testing.assert_close(lat.comp @ lat.proj.T, torch.zeros(n - k, k), atol=1e-6, rtol=0)
+    D, X = torch.randn(40, 7, generator=gen), torch.randn(40, n, generator=gen)
+    G = D.T @ X
+    ref = project_rows_(G.clone(), lat.proj)
+    torch.testing.assert_close(lat.project_rows(G), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(D.T @ lat.project_rows(X), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [8, 64])  # residual once per call | (yᵀX)-form per iteration
+@pytest.mark.parametrize("k_old", [5, 10])  # the old rows | the map I - H_oldᵀH_old (k_old > n/2)
+def test_cheaper_hebbian_forms_equal_the_reference(rows: int, k_old: int) -> None:
+    """Every cheaper form of Oja's update (residual map I - H_oldᵀH_old, per-iteration
+    (yᵀX)(I - H_oldᵀH_old), k x k Gram) gives the reference X - (X H_oldᵀ) H_old,
+    yᵀ(r - yH) up to float rounding."""
+    gen = torch.Generator().manual_seed(13)
+    n = 16
+    X = torch.randn(rows, n, generator=gen)
+    fast = Lateral(n, lr=0.05)
+    fast.new = orthonormal_rows(k_old, n, gen)
+    fast.merge()
+    fast.add(3, gen)
+    ref_old, ref_new = fast.old.clone(), fast.new.clone()
+    for _ in range(3):
+        fast.hebbian(X, iterations=4, momentum=0.9, clip=10.0)
+    assert (fast._resid is not None) == (2 * k_old > n)
+    new, mom = ref_new.clone(), torch.zeros_like(ref_new)
+    r = X - (X @ ref_old.T) @ ref_old
+    for _ in range(3 * 4):
+        y = X @ new.T
+        delta = (y.T @ (r - y @ new)).div_(rows).clamp_(-10.0, 10.0)
+        mom.mul_(0.9).add_(delta, alpha=0.1)
+        new.add_(mom, alpha=0.05)
+    torch.testing.assert_close(fast.new, new, atol=1e-5, rtol=1e-5)

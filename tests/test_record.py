@@ -449,3 +449,26 @@ def test_reader_while_writer_writes(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_spike_events_are_buffered_until_a_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of events per record do not make every record a (compressing) write: the
+    event table is bounded by bytes, so the records reach the file at the flush, all of them."""
+    from bioplaus.record import writer
+
+    writes = []
+    real = writer._Table.write
+    monkeypatch.setattr(writer._Table, "write", lambda self, f: (writes.append(self.rows), real(self, f)))
+    path = tmp_path / "b.h5"
+    rng = np.random.default_rng(2)
+    total = 0
+    with _recorder(path) as rec:
+        rec.start_swmr()
+        n0 = len(writes)
+        for step in range(20):
+            total += rec.log_spikes("hidden", step, rng.random((10, 4, 256)) < 0.2, dt=1e-3)
+        assert len(writes) == n0  # nothing written while recording
+        rec.flush()
+    assert total > 20 * 256
+    with open_run(path) as run:
+        assert len(run.spikes("hidden").neuron) == total

@@ -131,6 +131,7 @@ def run_experiment(
     a run that fails validation or build, or is interrupted before, leaves the path as it
     was. A signal then raises `RunInterrupted` naming the file, if there is one.
     """
+    from bioplaus.device import run_device
     from bioplaus.record.writer import check_out_path
     from bioplaus.registry import EXPERIMENTS
 
@@ -146,6 +147,7 @@ def run_experiment(
         progress=cfg.train.progress if progress is None else progress,
         flush_every_s=cfg.record.flush_every_s,
         on_exists=on_exists,
+        device=run_device(cfg),
     )
     try:
         with ctx:

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from bioplaus.config import MAX_TASKS, ExperimentConfig, bounded, check_choice
 from bioplaus.context import Metric
 from bioplaus.data import load_data
+from bioplaus.device import to_device
 from bioplaus.errors import ConfigError, DataError
 from bioplaus.experiments.gradient import GradientExperiment
 from bioplaus.nets import physical_memory
@@ -148,7 +149,7 @@ class TaskLoader:
 
     def subset(self, n: int) -> TaskLoader:
         """The first ``n`` samples in order (fixed batches for statistics)."""
-        return TaskLoader(self.inner.subset(n), None if self.perm is None else self.perm.numpy())
+        return TaskLoader(self.inner.subset(n), None if self.perm is None else self.perm.cpu().numpy())
 
 
 @dataclass
@@ -298,6 +299,9 @@ class Continual(GradientExperiment):
         }
         n_max = max(self.tasks[0].train.n, self.tasks[0].test.n)
         self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, extra, n_samples=n_max)
+        for task in self.tasks:
+            to_device(task.train, self.ctx.device)
+            to_device(task.test, self.ctx.device)
         probe_x, probe_y = next(iter(self.tasks[0].test))[:2]
         self.setup_rule(probe_x[:64], probe_y[:64])
 

@@ -164,6 +164,9 @@ class GradientExperiment(Experiment):
         parameter.
         """
         self.ctx.check_stop()
+        dev = self.ctx.device
+        if x.device != dev:  # a loader the kind could not move (see bioplaus.device.to_device)
+            x, y = x.to(dev), y.to(dev)
         return self.record_step(self.rule.train_step(x, y))
 
     def epoch_steps(self, loader: Any) -> Iterator[dict[str, float]]:
@@ -242,7 +245,7 @@ class GradientExperiment(Experiment):
         if not self.cfg.record.weights_every:
             return
         for layer in self.rule.protected_layers():
-            self.ctx.log_weights(layer.name, layer.weight.detach().numpy())
+            self.ctx.log_weights(layer.name, layer.weight.detach().cpu().numpy())
 
     def save_model(self) -> None:
         """Each module of the rule under ``/model/<name>/<parameter>``."""
@@ -250,7 +253,7 @@ class GradientExperiment(Experiment):
             return
         for name, mod in self.rule.modules().items():
             for k, v in mod.state_dict().items():
-                self.ctx.log_array(f"/model/{name}/{k}", v.detach().numpy())
+                self.ctx.log_array(f"/model/{name}/{k}", v.detach().cpu().numpy())
 
     def close(self) -> None:
         bar = getattr(self, "bar", None)

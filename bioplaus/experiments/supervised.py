@@ -9,6 +9,7 @@ from typing import Any
 from bioplaus.config import ExperimentConfig
 from bioplaus.context import Metric
 from bioplaus.data import DataBundle, prepare_data
+from bioplaus.device import to_device
 from bioplaus.experiments.gradient import GradientExperiment
 from bioplaus.registry import RULES, register_experiment
 
@@ -47,7 +48,10 @@ class Supervised(GradientExperiment):
         self.total_steps = total
         n_max = max(d.train.n, d.test.n, d.val.n if d.val is not None else 0)
         self.build_rule(d.n_classes, d.input_shape, steps_per_epoch, total, n_samples=n_max)
-        self.setup_rule(d.probe_x, d.probe_y)
+        for loader in (d.train, d.val, d.test):
+            if loader is not None:
+                to_device(loader, self.ctx.device)
+        self.setup_rule(d.probe_x.to(self.ctx.device), d.probe_y.to(self.ctx.device))
         self.rule.init_from_data(d.train)
 
     def meta(self) -> dict[str, Any]:

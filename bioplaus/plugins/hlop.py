@@ -85,6 +85,10 @@ class Lateral:
         self.proj = torch.zeros(0, n)  # rows B of the projector BᵀB used on the weight update
         self.new = torch.zeros(0, n)
         self.mom = torch.zeros(0, n)
+        # Orthonormal rows C spanning the complement of span(proj) when that is the smaller
+        # side (k > n/2): I - BᵀB = CᵀC, so the projection costs O(n·(n-k)) per row, not O(n·k).
+        self.comp: Tensor | None = None
+        self._resid: Tensor | None = None  # I - H_oldᵀH_old, built when it is the cheaper residual
 
     @property
     def dim(self) -> int:
@@ -104,16 +108,48 @@ class Lateral:
         """Freeze the new neurons; the projector becomes H_oldᵀ H_old (or the orthogonal
         projector onto span(H_old) when ``orthonormal``)."""
         self.old = torch.cat([self.old, self.new])
-        if self.orthonormal and self.old.shape[0]:
+        self.comp = None
+        self._resid = None
+        k = self.old.shape[0]
+        if self.orthonormal and k:
             self.proj = torch.linalg.qr(self.old.T).Q.T.contiguous()
+            if 2 * k > self.n:
+                # The complete QR's trailing columns: an orthonormal basis of the complement
+                # of span(H_old), orthogonal to ``proj`` to float precision.
+                full = torch.linalg.qr(self.old.T, mode="complete").Q
+                self.comp = full[:, k:].T.contiguous()
         else:
             self.proj = self.old
         self.new = torch.zeros(0, self.n)
         self.mom = torch.zeros(0, self.n)
 
+    def project_rows(self, G: Tensor) -> Tensor:
+        """G (I - BᵀB) for rows G [m, n] (B = ``proj``): via the complement when it is smaller.
+
+        (G Cᵀ) C with C the orthonormal complement equals G - (G Bᵀ) B up to float rounding
+        and costs 2·m·n·(n-k) instead of 2·m·n·k multiply-adds.
+        """
+        if self.comp is not None:
+            return (G @ self.comp.T) @ self.comp
+        if self.proj.shape[0] == 0:
+            return G
+        return G - (G @ self.proj.T) @ self.proj
+
+    @property
+    def proj_rank(self) -> int:
+        """Rows of the factor the projection multiplies by (k, or n - k via the complement)."""
+        return self.comp.shape[0] if self.comp is not None else self.proj.shape[0]
+
     @property
     def H(self) -> Tensor:
         return torch.cat([self.old, self.new])
+
+    def _residual_map(self) -> Tensor:
+        """I - H_oldᵀH_old (n x n), built once per task (after each merge)."""
+        if self._resid is None:
+            eye = torch.eye(self.n, dtype=self.old.dtype, device=self.old.device)
+            self._resid = eye - self.old.T @ self.old
+        return self._resid
 
     def hebbian(
         self, X: Tensor, iterations: int, momentum: float, clip: float, q: Any = None
@@ -127,12 +163,28 @@ class Lateral:
             return
         f = q or (lambda v: v)
         r = X
-        if self.old.shape[0]:
-            r = X - f(X @ self.old.T) @ self.old
-        n_rows = X.shape[0]
+        k_old, n_rows, n, k = self.old.shape[0], X.shape[0], self.n, self.new.shape[0]
+        # Linear lateral neurons (no quantiser): the residual map is linear, so yᵀr may be
+        # formed as (yᵀX)(I - H_oldᵀH_old) in each iteration instead of projecting all R rows
+        # once; cheaper when iterations·k < R (few new neurons, many rows).
+        linear = q is None
+        resid_map = linear and 2 * k_old > n  # n x n map cheaper than two k_old-wide products
+        per_iter = linear and k_old > 0 and iterations * k < n_rows
+        if k_old and not per_iter:
+            r = X @ self._residual_map() if resid_map else X - f(X @ self.old.T) @ self.old
+        # yᵀ(r - y H) = yᵀr - (yᵀy) H: the k x k Gram replaces an R x n reconstruction when
+        # k (R + n) < R n (few new neurons, many rows); always with the per-iteration residual.
+        gram = per_iter or k * (n_rows + n) < n_rows * n
         for _ in range(iterations):
             y = f(X @ self.new.T)
-            delta = (y.T @ (r - y @ self.new)).div_(n_rows).clamp_(-clip, clip)
+            if per_iter:
+                z = y.T @ X
+                yr = z @ self._residual_map() if resid_map else z - (z @ self.old.T) @ self.old
+            if gram:
+                delta = torch.addmm(yr if per_iter else y.T @ r, y.T @ y, self.new, alpha=-1.0)
+            else:
+                delta = y.T @ (r - y @ self.new)
+            delta.div_(n_rows).clamp_(-clip, clip)
             if momentum > 0:
                 self.mom.mul_(momentum).add_(delta, alpha=1.0 - momentum)
                 self.new.add_(self.mom, alpha=self.lr)
@@ -238,20 +290,21 @@ class HLOP(SubspaceProjection):
     def _input_projection(self, i: int) -> bool:
         """Whether to rebuild layer ``i``'s gradient from δ and the projected input.
 
-        Σ_r δ_r (x_r - H_oldᵀ H_old x_r)ᵀ costs ~R·n·(4k + 2·out) multiply-adds for R rows,
-        projecting the gradient G (I - H_oldᵀ H_old) ~4·out·n·k: the input wins when the rows
-        are few (direct-encoded input: R = batch size; rate nets; small T).
+        With m = k (or n - k when the complement is the smaller side), projecting R input
+        rows and rebuilding Σ_r δ_r x̃_rᵀ costs R·n·(2m + out) multiply-adds, projecting the
+        gradient G [out, n] 2·out·n·m: the input wins when the rows are few (direct-encoded
+        input: R = batch size; rate nets; small T).
         """
         layer = self.net_layers[i]
         if self.opts.projection == "grad" or i not in self._delta or layer.state.input is None:
             return False
         if self.opts.projection == "input":
             return True
-        k = self.lateral[i].proj.shape[0]
-        out, n = layer.weight.shape[0], self.lateral[i].n
+        m = self.lateral[i].proj_rank  # k, or n - k when projecting via the complement
+        out = layer.weight.shape[0]
         x = layer.state.input
         rows = x.shape[1] if (layer.temporal and x.stride(0) == 0) else x[..., 0].numel()
-        return rows * n * (4 * k + 2 * out) < 4 * out * n * k
+        return rows * (2 * m + out) < 2 * out * m
 
     def _project_input_grad(self, i: int) -> bool:
         """W.grad <- Σ_r δ_r (x_r - H_oldᵀ H_old x_r)ᵀ from the captured error; False if absent."""
@@ -275,8 +328,7 @@ class HLOP(SubspaceProjection):
         if float((lhs - rhs).norm()) > 1e-3 * float(lhs.norm()) + 1e-12:
             self.fallbacks += 1
             return False
-        H = self.lateral[i].proj
-        Xp = X - (X @ H.T) @ H
+        Xp = self.lateral[i].project_rows(X)
         layer.weight.grad.copy_((D.T @ Xp).view_as(layer.weight))
         return True
 
@@ -303,6 +355,12 @@ class HLOP(SubspaceProjection):
     def project_grad(self, i: int, layer: Any) -> None:
         """Rebuild the gradient from δ and the projected input when cheaper, else project it."""
         if self._input_projection(i) and self._project_input_grad(i):
+            return
+        g = layer.weight.grad
+        lat = self.lateral[i]
+        if g is not None and lat.comp is not None:
+            G = g.view(g.shape[0], -1)
+            G.copy_(lat.project_rows(G))
             return
         super().project_grad(i, layer)
 
@@ -349,7 +407,7 @@ class HLOP(SubspaceProjection):
                 eye = torch.eye(H.shape[0])
                 logs[f"layer{i}/hlop_orth_err"] = float(torch.linalg.norm(H @ H.T - eye) / H.shape[0] ** 0.5)
             if o.record_lateral and lat.new.shape[0]:
-                self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.numpy(), task=task_id)
+                self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.cpu().numpy(), task=task_id)
             lat.merge()
         logs["hlop/hebb_seconds"] = self.hebb_seconds
         logs["hlop/proj_seconds"] = self.proj_seconds
@@ -372,7 +430,7 @@ class HLOP(SubspaceProjection):
         Q = torch.linalg.qr(lat.new.double().T).Q
         heb = float(((R.double() @ Q) ** 2).sum())
         exact = float(evals[:k].sum())
-        self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/angles", ang.numpy(), unit="degree")
+        self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/angles", ang.cpu().numpy(), unit="degree")
         return {
             f"layer{i}/hlop_angle_max": float(ang.max()),
             f"layer{i}/hlop_angle_mean": float(ang.mean()),

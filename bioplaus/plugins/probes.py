@@ -93,7 +93,7 @@ class Probes(Plugin):
                         continue  # a rate layer has no spikes; "out" records its activity
                     spk = st.out.flatten(2)
                     pop = layer.name + suffix
-                    n = self.run.log_spikes(pop, spk.numpy().astype(bool), step=step, dt=dt)
+                    n = self.run.log_spikes(pop, spk.cpu().numpy().astype(bool), step=step, dt=dt)
                     self.events_logged[pop] = self.events_logged.get(pop, 0) + int(n)
                     self._describe(f"/spikes/{pop}", spk.shape[1])
                     continue
@@ -104,7 +104,7 @@ class Probes(Plugin):
                 unit = {"mem": "threshold units", "current": "threshold units"}.get(var, "1")
                 name = f"{layer.name}.{var}{suffix}"
                 self.run.log_trace(
-                    name, arr.float().numpy(), step=step, unit=unit, dt=dt,
+                    name, arr.float().cpu().numpy(), step=step, unit=unit, dt=dt,
                     every=p.every, dims=dims,
                 )
                 params = getattr(getattr(layer, "neuron", None), "params", None)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from bioplaus.config import bounded, check_choice
 from bioplaus.context import Metric
+from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
 from bioplaus.plugins.base import Plugin
 from bioplaus.registry import register_plugin
@@ -249,7 +250,7 @@ class SubspaceProjection(Plugin):
         self.ctx = ctx
         self.net_layers = rule.protected_layers()
         self.layers = protected_layers(self.net_layers, o.layers, o.protect_output, f"plugins.{self.name}")
-        self.generator = torch.Generator().manual_seed(ctx.seed + self.seed_offset)
+        self.generator = make_generator(ctx.seed + self.seed_offset)
         self.project_step = check_optimizers(rule, o.adaptive, f"plugins.{self.name}")
 
     def before_task(self, task_id: int, loader: Any) -> None:
@@ -362,5 +363,5 @@ class ExactProjection(SubspaceProjection):
             logs[f"layer{i}/proj_dim"] = float(self.bases[i].shape[0])
         self.ctx.log(**logs)
         for i in self.layers:
-            self.ctx.log_array(f"/projection/layer{i}/basis", self.bases[i].numpy(), task=task_id)
+            self.ctx.log_array(f"/projection/layer{i}/basis", self.bases[i].cpu().numpy(), task=task_id)
 

@@ -122,6 +122,62 @@ class _SimilarityMSE(torch.autograd.Function):
         return da, db, None, None, None
 
 
+def loss_mlp_pairs(
+    acts: list[Tensor], fbs: list[Tensor], y_onehot: Tensor, scale: float = 0.5, rows: Tensor | None = None
+) -> Tensor:
+    """``[loss_mlp(a, b, Y, s, rows) for a, b in pairs]`` as one tensor, from one graph node.
+
+    The same numbers as the per-pair calls (each pair's residual and gradients are computed
+    exactly as in ``_SimilarityMSE``); one autograd node instead of one per pair plus a stack
+    saves the per-node overhead that dominates these small N x C matmuls.
+    """
+    a = [t.flatten(1) for t in acts]
+    b = [t.flatten(1) for t in fbs]
+    ks = [scale * 256.0 / t.shape[1] for t in a]
+    return _SimilarityMSEPairs.apply(y_onehot, rows, ks, *a, *b)
+
+
+class _SimilarityMSEPairs(torch.autograd.Function):
+    """Losses k_p · mean((A_p B_pᵀ - Y)²) of P pairs (see ``_SimilarityMSE``) as a [P] tensor."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, rows: Tensor | None, ks: list[float], *ab: Tensor) -> Tensor:  # noqa: ANN001
+        n = len(ks)
+        a, b = ab[:n], ab[n:]
+        rs, out = [], []
+        for ap, bp, k in zip(a, b, ks):
+            if rows is None:
+                r = torch.addmm(y, ap, bp.T, alpha=1.0, beta=-1.0)
+            else:
+                r = (ap @ bp.T).mul_(rows[:, None]).sub_(y)
+            rs.append(r)
+            out.append((r * r).mean() * k)
+        ctx.save_for_backward(rows, *a, *b, *rs)
+        ctx.ks = ks
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
+        n = len(ctx.ks)
+        saved = ctx.saved_tensors
+        rows, a, b, rs = saved[0], saved[1:n + 1], saved[n + 1:2 * n + 1], saved[2 * n + 1:]
+        need = ctx.needs_input_grad[3:]
+        da: list[Tensor | None] = [None] * n
+        db: list[Tensor | None] = [None] * n
+        for p in range(n):
+            if not (need[p] or need[n + p]):
+                continue
+            r = rs[p]
+            d_c = r * (g[p] * (2.0 * ctx.ks[p] / r.numel()))
+            if rows is not None:
+                d_c.mul_(rows[:, None])
+            if need[p]:
+                da[p] = d_c @ b[p]
+            if need[n + p]:
+                db[p] = d_c.T @ a[p]
+        return (None, None, None, *da, *db)
+
+
 def _unit_rows(x: Tensor) -> Tensor:
     x = x.flatten(1)
     return x / (x.norm(dim=1, keepdim=True) + 1e-8)
@@ -378,9 +434,11 @@ class CCL(LearningRule):
         # One loss, one backward, as in the public code: a_l carries U_l's graph and b_l
         # V_{l+1}'s, and every layer input is detached, so each weight gets only the
         # gradient of its own pair's loss (the pair (x, b_0) reaches only V_1).
-        terms = [self.local_loss(a, b, y, y_onehot, rows) for a, b in zip(acts, fbs)]
+        if self.form == "mlp" and not o.center:
+            local = loss_mlp_pairs(acts, fbs, y_onehot, o.loss_scale, rows)
+        else:
+            local = torch.stack([self.local_loss(a, b, y, y_onehot, rows) for a, b in zip(acts, fbs)])
         warm = min(1.0, (self.step + 1) / o.warmup) if o.warmup else 1.0
-        local = torch.stack(terms)
         loss = ce + local.sum()
         if warm != 1.0:
             loss = loss * warm

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from bioplaus.config import SEED_MAX, bounded
 from bioplaus.context import Metric
+from bioplaus.device import generator as make_generator
 from bioplaus.nets import Layer, Net
 from bioplaus.registry import register_rule
 from bioplaus.rules.backprop import Backprop
@@ -144,7 +145,7 @@ class FeedbackAlignment(Backprop):
 
     def setup(self, net: Net, ctx: RuleContext) -> None:
         seed = self.opts.feedback_seed if self.opts.feedback_seed is not None else ctx.seed
-        gen = torch.Generator().manual_seed(seed + 15485863)
+        gen = make_generator(seed + 15485863)
         mats = []
         for la in net.layers:
             w = la.weight
@@ -179,7 +180,7 @@ class DirectFeedbackAlignment(LearningRule):
 
     def setup(self, net: Net, ctx: RuleContext) -> None:
         seed = self.opts.feedback_seed if self.opts.feedback_seed is not None else ctx.seed
-        gen = torch.Generator().manual_seed(seed + 32452843)
+        gen = make_generator(seed + 32452843)
         with torch.no_grad():
             was = net.training
             net.eval()

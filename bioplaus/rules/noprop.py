@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from bioplaus.config import bounded, check_choice
 from bioplaus.context import Metric
+from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
 from bioplaus.registry import register_figure, register_rule
 from bioplaus.rules.base import LearningRule, RuleContext
@@ -281,7 +282,7 @@ class BlockUnit:
         self.model = model
         self.t = t
         self.block = model.blocks[t - 1]
-        self.gen = torch.Generator().manual_seed(block_seed(seed, t) + 1)
+        self.gen = make_generator(block_seed(seed, t) + 1)
         self.block.set_generator(self.gen)
         self.opt = make_opt(list(self.block.parameters()))
         self.weight = float(model.weights[t - 1])
@@ -311,7 +312,10 @@ def epoch_batches(loader: Any) -> list[tuple[Tensor, Tensor]] | Any:
     from neuro_data.loader import ArrayLoader
 
     if isinstance(loader, ArrayLoader):
-        perm = torch.randperm(loader.n, generator=loader.generator) if loader.shuffle else None
+        # The loader's stream is on the CPU (the same order on every device).
+        perm = torch.randperm(loader.n, generator=loader.generator, device="cpu") if loader.shuffle else None
+        if perm is not None and perm.device != loader.x.device:
+            perm = perm.to(loader.x.device)
 
         class _Replay:
             def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -424,7 +428,7 @@ class NoProp(LearningRule):
         was = self.net.training
         self.net.eval()
         with torch.no_grad():
-            self.net(x, torch.Generator().manual_seed(0))
+            self.net(x, make_generator(0))
         self.net.train(was)
 
     # -- life cycle ------------------------------------------------------------------
@@ -436,7 +440,7 @@ class NoProp(LearningRule):
         if o.mode != "interleaved" and "n_tasks" in ctx.extra:
             raise ConfigError(f"rule.mode: task streams train NoProp's blocks 'interleaved', not {o.mode!r}")
         m: NoPropModel = net
-        self.head_gen = torch.Generator().manual_seed(block_seed(ctx.seed, 0) + 1)
+        self.head_gen = make_generator(block_seed(ctx.seed, 0) + 1)
         self.eval_seed = block_seed(ctx.seed, 0) + 2
         shared = list(m.head.parameters()) + ([m.embed.W] if m.embed.learnable else [])
         self.units: list[BlockUnit] = []
@@ -456,7 +460,7 @@ class NoProp(LearningRule):
             if m.cnn is not None:
                 params = list(m.cnn.parameters()) + list(m.head.parameters())
             self.optimizer = self.make_optimizer(params)
-            self.train_gen = torch.Generator().manual_seed(block_seed(ctx.seed, 1) + 1)
+            self.train_gen = make_generator(block_seed(ctx.seed, 1) + 1)
             for b in m.blocks:
                 b.set_generator(self.train_gen)
             if m.cnn is not None:
@@ -629,7 +633,7 @@ class NoProp(LearningRule):
     # -- evaluation ------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self.mask_logits(self.net(x, torch.Generator().manual_seed(self.eval_seed)))
+        return self.mask_logits(self.net(x, make_generator(self.eval_seed)))
 
     @torch.no_grad()
     def evaluate(self, loader: Any) -> dict[str, float]:
@@ -643,7 +647,7 @@ class NoProp(LearningRule):
         o = self.opts
         was = m.training
         m.eval()
-        gen = torch.Generator().manual_seed(self.eval_seed)
+        gen = make_generator(self.eval_seed)
         if o.variant == "cnn":
             out = super().evaluate(loader)
             m.train(was)
@@ -674,7 +678,7 @@ class NoProp(LearningRule):
         n = max(n, 1)
         out = {"loss": loss_sum / n, "acc": correct / n,
                "acc_det": (correct_det / n) if o.variant in ("dt", "ct") else correct / n}
-        self.last_eval = {"acc_steps": (step_correct / n).numpy(), "z_dist": (dist_sum / n).numpy()}
+        self.last_eval = {"acc_steps": (step_correct / n).cpu().numpy(), "z_dist": (dist_sum / n).cpu().numpy()}
         run = self.ctx.run if hasattr(self, "ctx") else None
         if run is not None and not getattr(self, "_in_inner_eval", False):
             every = max(self.ctx.steps_per_epoch, 1)
@@ -682,7 +686,7 @@ class NoProp(LearningRule):
                           every=every, dims="step")
             run.log_trace("noprop.z_dist", self.last_eval["z_dist"], unit="", dt=None, every=every, dims="step")
             if samples:
-                run.log_trace("noprop.z_samples", torch.cat(samples).numpy(), unit="", dt=None, every=every,
+                run.log_trace("noprop.z_samples", torch.cat(samples).cpu().numpy(), unit="", dt=None, every=every,
                               dims="sample,step")
         return out
 

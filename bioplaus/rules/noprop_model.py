@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bioplaus.device import generator as make_generator
 from bioplaus.nets import LayerState
 
 # ----------------------------------------------------------------------------- schedule
@@ -281,7 +282,7 @@ class LabelEmbedding(nn.Module):
         else:
             w = torch.empty(n_classes, dim)
             if kind == "learned":
-                gen = torch.Generator().manual_seed(seed + 4242)
+                gen = make_generator(seed + 4242)
                 # orthogonal rows when classes <= dim (QR of a Gaussian), else orthogonal columns
                 a = torch.randn(max(n_classes, dim), min(n_classes, dim), generator=gen)
                 q, r = torch.linalg.qr(a)
@@ -309,7 +310,7 @@ class LabelEmbedding(nn.Module):
         At most ``cap`` images per class (a seeded subset) take part, so that the pairwise
         distances stay small on CPU.
         """
-        gen = torch.Generator().manual_seed(seed + 99)
+        gen = make_generator(seed + 99)
         x = x.reshape(len(x), -1).float()
         for c in range(self.W.shape[0]):
             idx = torch.nonzero(y == c).flatten()

@@ -76,7 +76,7 @@ def worker_main(spec: dict[str, Any], wid: int, held: list[int], cmd_q: Any, out
                         out_q.put(("steps", wid, buf))
                         buf = []
             out_q.put(("steps", wid, buf))
-            states = {u.t: {k: v.detach().numpy().copy() for k, v in u.block.state_dict().items()} for u in units}
+            states = {u.t: {k: v.detach().cpu().numpy().copy() for k, v in u.block.state_dict().items()} for u in units}
             out_q.put(("done", wid, states))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         out_q.put(("error", wid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
