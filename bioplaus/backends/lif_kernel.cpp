@@ -16,25 +16,71 @@ namespace {
 
 constexpr int64_t kGrain = 2048;
 
-inline float surrogate(int kind, float u, float k) {
-  switch (kind) {
-    case 0: {  // atan: (a/2) / (1 + (pi a u / 2)^2)
-      const float c = static_cast<float>(M_PI) / 2.0f * k * u;
-      return (k / 2.0f) / (1.0f + c * c);
+template <int KIND>
+inline float surrogate(float u, float k) {
+  if constexpr (KIND == 0) {  // atan: (a/2) / (1 + (pi a u / 2)^2)
+    const float c = static_cast<float>(M_PI) / 2.0f * k * u;
+    return (k / 2.0f) / (1.0f + c * c);
+  } else if constexpr (KIND == 1) {  // fast sigmoid: 1 / (1 + k|u|)^2
+    const float d = 1.0f + k * std::fabs(u);
+    return 1.0f / (d * d);
+  } else if constexpr (KIND == 2) {  // sigmoid: k s (1 - s), s = sigmoid(k u)
+    const float s = 1.0f / (1.0f + std::exp(-k * u));
+    return k * s * (1.0f - s);
+  } else {  // triangle: k max(0, 1 - k|u|)
+    const float d = 1.0f - k * std::fabs(u);
+    return d > 0.0f ? k * d : 0.0f;
+  }
+}
+
+// One chunk [b, e) of neurons, scanned backwards over all T steps. The flags are template
+// arguments so that the inner loop has no branches and vectorises.
+template <int KIND, bool ZERO, bool HS, bool HM>
+void backward_chunk(int64_t b, int64_t e, int64_t T, int64_t M, const float* __restrict__ V,
+                    const float* __restrict__ S, const float* __restrict__ GS,
+                    const float* __restrict__ GM, float* __restrict__ G, float beta, float thr,
+                    float k) {
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t o = t * M;
+    const bool last = (t == T - 1);
+    const float* Vt = V + o;
+    const float* St = S + o;
+    const float* GSt = HS ? GS + o : nullptr;
+    const float* GMt = HM ? GM + o : nullptr;
+    float* Gt = G + o;
+    const float* Gn = G + o + M;
+    if (last) {
+      for (int64_t j = b; j < e; ++j) {
+        float g = 0.0f;
+        if constexpr (HS) g = GSt[j] * surrogate<KIND>(Vt[j] - thr, k);
+        if constexpr (HM) g += GMt[j];
+        Gt[j] = g;
+      }
+      continue;
     }
-    case 1: {  // fast sigmoid: 1 / (1 + k|u|)^2
-      const float d = 1.0f + k * std::fabs(u);
-      return 1.0f / (d * d);
-    }
-    case 2: {  // sigmoid: k s (1 - s), s = sigmoid(k u)
-      const float s = 1.0f / (1.0f + std::exp(-k * u));
-      return k * s * (1.0f - s);
-    }
-    default: {  // triangle: k max(0, 1 - k|u|)
-      const float d = 1.0f - k * std::fabs(u);
-      return d > 0.0f ? k * d : 0.0f;
+    for (int64_t j = b; j < e; ++j) {
+      float g = 0.0f;
+      if constexpr (HS) g = GSt[j] * surrogate<KIND>(Vt[j] - thr, k);
+      if constexpr (HM) g += GMt[j];
+      const float carry = Gn[j];
+      if constexpr (ZERO) {
+        g += beta * carry * (1.0f - St[j]);
+      } else {
+        g += beta * carry;
+      }
+      Gt[j] = g;
     }
   }
+}
+
+template <int KIND, bool ZERO>
+void backward_dispatch(bool hs, bool hm, int64_t b, int64_t e, int64_t T, int64_t M, const float* V,
+                       const float* S, const float* GS, const float* GM, float* G, float beta,
+                       float thr, float k) {
+  if (hs && hm) backward_chunk<KIND, ZERO, true, true>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
+  else if (hs) backward_chunk<KIND, ZERO, true, false>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
+  else if (hm) backward_chunk<KIND, ZERO, false, true>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
+  else backward_chunk<KIND, ZERO, false, false>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
 }
 
 }  // namespace
@@ -114,20 +160,17 @@ torch::Tensor lif_backward(torch::Tensor grad_spk, torch::Tensor grad_mem, torch
   const float* GM = has_m ? gm.data_ptr<float>() : nullptr;
   float* G = out.data_ptr<float>();
   at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t o = t * M;
-      const bool last = (t == T - 1);
-      for (int64_t j = b; j < e; ++j) {
-        float g = 0.0f;
-        if (GS) g = GS[o + j] * surrogate(kd, V[o + j] - thr, k);
-        if (GM) g += GM[o + j];
-        if (!last) {
-          const float carry = G[o + M + j];
-          g += zero ? beta * carry * (1.0f - S[o + j]) : beta * carry;
-        }
-        G[o + j] = g;
-      }
+    const bool hs = GS != nullptr, hm = GM != nullptr;
+#define BIOPLAUS_BWD(KIND)                                                                  \
+  (zero ? backward_dispatch<KIND, true>(hs, hm, b, e, T, M, V, S, GS, GM, G, beta, thr, k)  \
+        : backward_dispatch<KIND, false>(hs, hm, b, e, T, M, V, S, GS, GM, G, beta, thr, k))
+    switch (kd) {
+      case 0: BIOPLAUS_BWD(0); break;
+      case 1: BIOPLAUS_BWD(1); break;
+      case 2: BIOPLAUS_BWD(2); break;
+      default: BIOPLAUS_BWD(3); break;
     }
+#undef BIOPLAUS_BWD
   });
   return out;
 }
