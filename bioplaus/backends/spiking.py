@@ -330,7 +330,7 @@ def spike_linear(x: Tensor, linear: torch.nn.Linear) -> Tensor:
     w, b = linear.weight, linear.bias
     m, k_in = x.shape if x.dim() == 2 else (0, 0)
     if (
-        m % 2 == 0 and k_in % 2 == 0 and m > 0 and w.shape[0] % 16 == 0  # ukernel block widths
+        m % 2 == 0 and k_in % 2 == 0 and m > 0 and w.shape[0] % 16 == 0 and k_in % 16 == 0  # ukernel block widths
         and x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
         and w.device.type == "cpu" and m * k_in * w.shape[0] >= _SPIKE_GEMM_MIN_MACS
         and spike_gemm_enabled()
