@@ -187,6 +187,7 @@ namespace {
 
 constexpr int64_t kNB = 64;   // columns per packed block of B (the ukernel's N)
 constexpr int64_t kMB = 256;  // rows of A per ukernel call (fastest of 32-512 measured)
+constexpr int64_t kKC = 512;  // K per ukernel call (even: bf16 pairs)
 
 // Exact three-way split by truncation: hi keeps the top 16 bits of w, so r = w - hi is exact
 // in float32 with at most 16 significant bits, mid keeps the top 16 bits of r and lo = r - mid
@@ -239,18 +240,23 @@ std::vector<torch::Tensor> split3_vnni(const float* src, int64_t K, int64_t N, i
   return out;
 }
 
-// C[M, N] = sum_p A_p[M, K] @ B_p[K, N]; A_p row-major (lda = K), B_p packed by pack_b.
+// C[M, N] = sum_p A_p[M, K] @ B_p[K, N]; A_p row-major (row stride lda), B_p packed by pack_b.
+// Blocked over rows (kMB) and over K (kKC, so that one row block's A panels stay in L2 while
+// the column blocks of B stream past them, whatever K = T * batch is for a weight gradient).
 void brgemm_sum(const std::vector<const at::BFloat16*>& A, const std::vector<const at::BFloat16*>& B,
                 float* C, int64_t M, int64_t N, int64_t K, int64_t lda) {
   const int64_t mblocks = (M + kMB - 1) / kMB;
   at::parallel_for(0, mblocks, 1, [&](int64_t b, int64_t e) {
     for (int64_t mi = b; mi < e; ++mi) {
       const int64_t m0 = mi * kMB, mb = std::min(kMB, M - m0);
-      for (int64_t n0 = 0; n0 < N; n0 += kNB) {
-        const int64_t nb = std::min(kNB, N - n0);
-        for (size_t p = 0; p < A.size(); ++p)
-          at::native::cpublas::brgemm(mb, nb, K, lda, nb, N, p > 0, A[p] + m0 * lda, B[p] + K * n0,
-                                      C + m0 * N + n0, true);
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int64_t kc = std::min(kKC, K - k0);
+        for (int64_t n0 = 0; n0 < N; n0 += kNB) {
+          const int64_t nb = std::min(kNB, N - n0);
+          for (size_t p = 0; p < A.size(); ++p)
+            at::native::cpublas::brgemm(mb, nb, kc, lda, nb, N, k0 > 0 || p > 0, A[p] + m0 * lda + k0,
+                                        B[p] + K * n0 + k0 * nb, C + m0 * N + n0, true);
+        }
       }
     }
     at::native::cpublas::brgemm_release(true);

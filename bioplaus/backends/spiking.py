@@ -290,6 +290,8 @@ def spike_gemm_enabled() -> bool:
     global _SPIKE_GEMM
     if _SPIKE_GEMM is None:
         mode = os.environ.get("BIOPLAUS_SPIKE_GEMM", "auto")
+        if mode not in ("auto", "fp32", "bf16x3"):
+            raise ConfigError(f"BIOPLAUS_SPIKE_GEMM: must be auto, fp32 or bf16x3, got {mode!r}")
         k = kernel() if mode != "fp32" else None
         ok = False
         if k is not None and hasattr(k, "bf16_units"):
