@@ -303,45 +303,32 @@ torch::Tensor spike_mm(torch::Tensor xb, torch::Tensor w) {
   return y;
 }
 
-// Three bf16 pieces of src^T: src [M, N] float32 -> [N, M] each, in 16 x 16 tiles (a tile is
-// transposed through a local buffer, then split one contiguous row at a time).
-std::vector<torch::Tensor> split3_t(const float* src, int64_t M, int64_t N) {
+// Three bf16 pieces of a contiguous float32 array (same shape), one vectorisable pass.
+std::vector<torch::Tensor> split3_lin(const torch::Tensor& src) {
   std::vector<torch::Tensor> out;
-  for (int i = 0; i < 3; ++i) out.push_back(torch::empty({N, M}, torch::dtype(torch::kBFloat16)));
+  for (int i = 0; i < 3; ++i) out.push_back(torch::empty(src.sizes(), torch::dtype(torch::kBFloat16)));
+  const float* x = src.data_ptr<float>();
   auto* a = reinterpret_cast<uint16_t*>(out[0].data_ptr());
   auto* b = reinterpret_cast<uint16_t*>(out[1].data_ptr());
   auto* c = reinterpret_cast<uint16_t*>(out[2].data_ptr());
-  constexpr int64_t tb = 16;
-  at::parallel_for(0, (N + tb - 1) / tb, 1, [&](int64_t lo, int64_t hi) {
-    float buf[tb][tb];
-    for (int64_t nt = lo; nt < hi; ++nt) {
-      const int64_t n0 = nt * tb, nn = std::min(tb, N - n0);
-      for (int64_t m0 = 0; m0 < M; m0 += tb) {
-        const int64_t mm = std::min(tb, M - m0);
-        for (int64_t i = 0; i < mm; ++i)
-          for (int64_t j = 0; j < nn; ++j) buf[j][i] = src[(m0 + i) * N + n0 + j];
-        for (int64_t j = 0; j < nn; ++j) {
-          const int64_t o = (n0 + j) * M + m0;
-          for (int64_t i = 0; i < mm; ++i) {
-            float r1, r2, r3;
-            a[o + i] = top16(buf[j][i], &r1);
-            b[o + i] = top16(r1, &r2);
-            c[o + i] = top16(r2, &r3);
-          }
-        }
-      }
+  at::parallel_for(0, src.numel(), 1 << 15, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float r1, r2, r3;
+      a[i] = top16(x[i], &r1);
+      b[i] = top16(r1, &r2);
+      c[i] = top16(r2, &r3);
     }
   });
   return out;
 }
 
 // dW[N, K] = g[M, N]^T @ x[M, K] with x exact in bf16 (spikes, packed once and shared by the
-// three products) and g float32 (split in three while it is transposed).
+// three products) and g float32 (transposed, then split in three).
 torch::Tensor spike_mm_wgrad(torch::Tensor g, torch::Tensor xb) {
   auto gc = g.contiguous();
   const int64_t M = gc.size(0), N = gc.size(1), K = xb.size(1);
   TORCH_CHECK(xb.size(0) == M && M % 2 == 0 && xb.is_contiguous(), "spike_mm_wgrad: shapes");
-  auto pieces = split3_t(gc.data_ptr<float>(), M, N);
+  auto pieces = split3_lin(gc.t().contiguous());  // A = g^T, [N, M], in three pieces
   auto xpacked = pack_b(reinterpret_cast<const at::BFloat16*>(xb.data_ptr()), M, K, K);
   const auto* XP = reinterpret_cast<const at::BFloat16*>(xpacked.data_ptr());
   std::vector<const at::BFloat16*> A, B;
