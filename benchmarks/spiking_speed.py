@@ -450,6 +450,51 @@ def scaling_figure(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- breakdown
+OP_NAMES = {
+    "aten::mm": "float32 GEMMs (dX = g·W, the output layer, a real-valued input's synapse)",
+    "_SpikeLinear": "spike-fed synapse forward (bf16 split on AMX)",
+    "_SpikeLinearBackward": "spike-fed synapse dW (bf16 split), without its dX GEMM",
+    "_LIFScan": "LIF scan forward (C++)",
+    "_LIFScanBackward": "LIF adjoint scan (C++)",
+    "aten::copy_": "copies (transposes)",
+}
+
+
+def breakdown(T: int, B: int, steps_n: int = 5) -> dict[str, list[tuple[str, float]]]:
+    """torch.profiler self CPU time per step of bioplaus's fwd+bwd, by op, for both inputs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net = bioplaus_net(800, T)
+    x, y, x_spk = inputs(T, B, "cpu")
+    out = {}
+    for case in ("constant", "spike train"):
+        xs = x.flatten(1).expand(T, B, 784) if case == "constant" else x_spk
+        fn = steps(net, {}, x, xs, y, case == "constant")["bioplaus"]
+        wall = interleaved({"bioplaus": fn}, steps_n, warmup=2)["bioplaus"]["median_s"]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps_n):
+                fn()
+        ops = sorted(((e.key, e.self_cpu_time_total / 1e3 / steps_n) for e in prof.key_averages()),
+                     key=lambda kv: -kv[1])
+        total = sum(ms for _, ms in ops)
+        rows = [(k, ms) for k, ms in ops if k in OP_NAMES]
+        rows.append(("other", total - sum(ms for _, ms in rows)))
+        rows.append(("sum of the above", total))
+        rows.append(("wall time per step (not profiled)", 1e3 * wall))
+        out[case] = rows
+    return out
+
+
+def breakdown_text(bd: dict[str, list[tuple[str, float]]]) -> str:
+    rows = []
+    for case, items in bd.items():
+        for k, ms in items:
+            rows.append({"input": case, "op": k, "what": OP_NAMES.get(k, ""), "ms per step": ms})
+    return ("## Where bioplaus's time goes (torch.profiler, self CPU time per fwd+bwd step)\n\n"
+            + table(rows, ["input", "op", "what", "ms per step"]) + "\n")
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -460,6 +505,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke check: 2 repeats, few points, no files")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--no-wide", action="store_true", help="skip the width-2048 point")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the profiler breakdown")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of: " + ", ".join(PEERS))
     ap.add_argument("--budget", type=float, default=4.0,
                     help="scaling: drop a peer once one step takes longer than this (s)")
@@ -507,6 +553,11 @@ def main() -> None:
     text += ("`x bioplaus` = the implementation's time / bioplaus's time (higher is better for "
              "bioplaus). Repeats interleaved, medians. Command: `python benchmarks/spiking_speed.py"
              f"{' --quick' if args.quick else ''}`.\n")
+
+    if not args.no_breakdown:
+        bd = breakdown(T, B, 2 if args.quick else 5)
+        results["breakdown"] = bd
+        text += "\n" + breakdown_text(bd)
 
     if not args.no_scaling:
         axes = QUICK_AXES if args.quick else AXES
