@@ -425,6 +425,7 @@ def scaling_figure(rows: list[dict[str, Any]], path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("[skip] figure: matplotlib not installed")
         return False
@@ -438,6 +439,9 @@ def scaling_figure(rows: list[dict[str, Any]], path: Path) -> bool:
                 ax.plot(*zip(*xy), marker="o", label=n)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        vals = [r["value"] for r in pts]
+        ax.set_xticks(vals, [str(v) for v in vals], fontsize=7)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel({"T": "time steps T", "width": "hidden width", "batch": "batch"}[axis])
         ax.set_ylabel("fwd+bwd ms")
         ax.grid(True, which="both", alpha=0.3)
