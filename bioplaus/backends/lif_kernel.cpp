@@ -178,11 +178,12 @@ torch::Tensor lif_backward(torch::Tensor grad_spk, torch::Tensor grad_mem, torch
 // ---------------------------------------------------------------------------------------
 // Spike x weight products on bf16 matrix units (AMX), exact to float rounding.
 // Spikes are exactly 0 or 1, so they are exact in bf16. A float32 w is the exact sum of three
-// bf16 pieces (hi = bf16(w), mid = bf16(w - hi), lo = w - hi - mid: 8 + 8 + 8 mantissa bits).
+// bf16 pieces (hi = the top 16 bits of w, mid = those of w - hi, lo = w - hi - mid; see top16).
 // Every bf16 x bf16 product is exact in float32 and the matrix unit accumulates in float32,
 // so s @ W = s @ hi + s @ mid + s @ lo differs from a float32 GEMM only in the order of the
 // float32 additions. The same holds for dW = g^T s with g split in three.
 
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32  // torch >= 2.6: oneDNN ukernels through cpublas
 namespace {
 
 constexpr int64_t kNB = 64;   // columns per packed block of B (the ukernel's N)
@@ -266,6 +267,9 @@ void brgemm_sum(const std::vector<const at::BFloat16*>& A, const std::vector<con
 }  // namespace
 
 bool bf16_units() { return at::native::cpublas::could_pack(at::kBFloat16); }
+#else
+bool bf16_units() { return false; }  // an older torch: the float32 GEMMs are used
+#endif
 
 // x (float32) -> (bf16 copy, whether the copy is exact): spikes are, real-valued inputs are not.
 std::tuple<torch::Tensor, bool> to_bf16_exact(torch::Tensor x) {
@@ -286,6 +290,7 @@ std::tuple<torch::Tensor, bool> to_bf16_exact(torch::Tensor x) {
   return {out, exact.load()};
 }
 
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
 // y[M, N] = x[M, K] @ w[N, K]^T with x exact in bf16 (spikes) and w float32 (split in three).
 torch::Tensor spike_mm(torch::Tensor xb, torch::Tensor w) {
   auto wc = w.contiguous();
@@ -340,6 +345,11 @@ torch::Tensor spike_mm_wgrad(torch::Tensor g, torch::Tensor xb) {
   brgemm_sum(A, B, dw.data_ptr<float>(), N, K, M, M);
   return dw;
 }
+
+#else
+torch::Tensor spike_mm(torch::Tensor, torch::Tensor) { TORCH_CHECK(false, "spike_mm: needs torch >= 2.6"); }
+torch::Tensor spike_mm_wgrad(torch::Tensor, torch::Tensor) { TORCH_CHECK(false, "spike_mm_wgrad: needs torch >= 2.6"); }
+#endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &lif_forward, "LIF scan forward");
