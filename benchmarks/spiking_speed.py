@@ -325,7 +325,9 @@ def spike_agreement(net, peers: dict[str, nn.Module], x_seq: torch.Tensor) -> di
             res[name] = {
                 "identical": all(torch.equal(a, b) for a, b in zip(ours, hidden)),
                 "differing_frac": [round(float((a != b).float().mean()), 4) for a, b in zip(ours, hidden)],
+                "differing": [int((a != b).sum()) for a, b in zip(ours, hidden)],
                 "rates": [round(float(b.float().mean()), 4) for b in hidden],
+                "n": [int(b.numel()) for b in hidden],
             }
     return res
 
@@ -553,7 +555,7 @@ def main() -> None:
                 continue
             results[f"wide_{device}"] = wide
             text += (f"### width 2048 (784-2048-2048-10), {device}\n\n"
-                     + table(ratio_rows(wide, cases), cols) + "\n\n")
+                     + table(ratio_rows(wide, cases), cols) + "\n\n" + agreement_text(wide) + "\n\n")
     text += ("`x bioplaus` = the implementation's time / bioplaus's time (higher is better for "
              "bioplaus). Repeats interleaved, medians. Command: `python benchmarks/spiking_speed.py"
              f"{' --quick' if args.quick else ''}`.\n")
@@ -589,7 +591,9 @@ def agreement_text(res: dict[str, Any]) -> str:
         for n, a in ag.items():
             if n == "bioplaus":
                 continue
-            parts.append(f"{n}: {'identical' if a['identical'] else 'differing ' + str(a['differing_frac'])}"
+            diff = (f"differing {a['differing_frac']}" if max(a["differing_frac"]) >= 1e-4
+                    else f"{a['differing']} of {a['n'][0]} per layer differ")
+            parts.append(f"{n}: {'identical' if a['identical'] else diff}"
                          f" (rates {a['rates']})")
         lines.append(f"- hidden spikes vs bioplaus, {case} input: " + "; ".join(parts))
     if "max_rel_grad_diff_snntorch" in res:
