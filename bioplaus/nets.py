@@ -8,6 +8,7 @@ the synapse runs once on the ``[(T*B), ...]`` view. After each forward a layer k
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bioplaus.backends.spiking import spike_linear
 from bioplaus.config import NetworkConfig
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
@@ -81,6 +83,9 @@ class Layer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         syn = self.synapse_fn or self.synapse
+        if self.temporal and self.synapse_fn is None and isinstance(self.synapse, nn.Linear):
+            # spike-fed synapses run on the exact bf16 split (backends/spiking.py)
+            syn = functools.partial(spike_linear, linear=self.synapse)
         if self.temporal:
             n_t, n_b = x.shape[:2]
             if x.stride(0) == 0:

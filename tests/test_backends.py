@@ -172,3 +172,68 @@ def test_presynaptic_trace() -> None:
     tr = la.presynaptic_trace(0.5)
     x = la.state.input
     assert torch.allclose(tr[2], 0.25 * x[0] + 0.5 * x[1] + x[2])
+
+
+def _bf16_units() -> bool:
+    k = spiking.kernel()
+    return k is not None and hasattr(k, "bf16_units") and bool(k.bf16_units())
+
+
+@pytest.mark.skipif(not _bf16_units(), reason="no bf16 ukernels (oneDNN brgemm) on this machine")
+def test_spike_linear_bf16_split_is_float_rounding_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spike-fed synapse on the exact bf16 split: current and dW within float32 rounding of
+    the float64 result (as close as a float32 GEMM), dX the float32 one; real input falls back."""
+    monkeypatch.setattr(spiking, "_SPIKE_GEMM", True)
+    g = torch.Generator().manual_seed(3)
+    M, K, N = 640, 208, 96
+    fc = torch.nn.Linear(K, N, bias=True)
+    with torch.no_grad():
+        fc.weight.copy_(torch.randn(N, K, generator=g) * 0.1)
+        fc.bias.copy_(torch.randn(N, generator=g) * 0.1)
+    x = (torch.rand(M, K, generator=g) < 0.25).float().requires_grad_()
+    gy = torch.randn(M, N, generator=g)
+    y = spiking.spike_linear(x, fc)
+    assert y.grad_fn is not None and "SpikeLinear" in type(y.grad_fn).__name__
+    y.backward(gy)
+    w64, x64, g64 = fc.weight.double(), x.detach().double(), gy.double()
+    y64 = x64 @ w64.T + fc.bias.double()
+    ref32 = torch.nn.functional.linear(x.detach(), fc.weight, fc.bias).detach()
+    tol = 4 * float((ref32.double() - y64).abs().max()) + 1e-6
+    assert float((y.detach().double() - y64).abs().max()) <= tol
+    dw64 = g64.T @ x64
+    dw_tol = 4 * float(((gy.T @ x.detach()).double() - dw64).abs().max()) + 1e-6
+    assert float((fc.weight.grad.double() - dw64).abs().max()) <= dw_tol
+    assert torch.allclose(x.grad, gy @ fc.weight.detach(), rtol=0, atol=0)
+    assert torch.allclose(fc.bias.grad, gy.sum(0))
+    # not exact in bf16 (real-valued input): the plain float32 linear
+    xr = torch.rand(M, K, generator=g)
+    assert torch.equal(spiking.spike_linear(xr, fc), torch.nn.functional.linear(xr, fc.weight, fc.bias))
+
+
+@pytest.mark.skipif(not _bf16_units(), reason="no bf16 ukernels (oneDNN brgemm) on this machine")
+def test_spiking_net_same_spikes_with_and_without_bf16_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spiking MLP on spike-train input: identical spikes, gradients within float rounding."""
+    cfg = NetworkConfig(backend="spiking", hidden=[64, 64], bias=False,
+                        spiking=SpikingConfig(T=10, dt=1e-3, tau=5e-3))
+    net = build_net(cfg, (1, 16, 16), 10, seed=1)
+    with torch.no_grad():
+        for la in net.layers:
+            la.synapse.weight.mul_(3.0)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(10, 64, 256, generator=g) < 0.3).float()
+    y = torch.randint(0, 10, (64,), generator=g)
+    monkeypatch.setattr(spiking, "_SPIKE_GEMM_MIN_MACS", 0)
+    out = {}
+    for on in (False, True):
+        monkeypatch.setattr(spiking, "_SPIKE_GEMM", on)
+        net.zero_grad(set_to_none=True)
+        h = x
+        for la in net.layers:
+            h = la(h)
+        torch.nn.functional.cross_entropy(net.readout(), y).backward()
+        out[on] = ([la.state.out.detach() for la in net.layers], [la.weight.grad.clone() for la in net.layers])
+    assert 0.05 < float(out[True][0][0].mean()) < 0.6
+    for a, b in zip(out[False][0], out[True][0]):
+        assert torch.equal(a, b)
+    for a, b in zip(out[False][1], out[True][1]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -4,50 +4,108 @@
 // its state stays in L1, so the whole forward (or backward) is one pass over memory.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
+#include <tuple>
 #include <vector>
 
 namespace {
 
 constexpr int64_t kGrain = 2048;
 
-inline float surrogate(int kind, float u, float k) {
-  switch (kind) {
-    case 0: {  // atan: (a/2) / (1 + (pi a u / 2)^2)
-      const float c = static_cast<float>(M_PI) / 2.0f * k * u;
-      return (k / 2.0f) / (1.0f + c * c);
+template <int KIND>
+inline float surrogate(float u, float k) {
+  if constexpr (KIND == 0) {  // atan: (a/2) / (1 + (pi a u / 2)^2)
+    const float c = static_cast<float>(M_PI) / 2.0f * k * u;
+    return (k / 2.0f) / (1.0f + c * c);
+  } else if constexpr (KIND == 1) {  // fast sigmoid: 1 / (1 + k|u|)^2
+    const float d = 1.0f + k * std::fabs(u);
+    return 1.0f / (d * d);
+  } else if constexpr (KIND == 2) {  // sigmoid: k s (1 - s), s = sigmoid(k u)
+    const float s = 1.0f / (1.0f + std::exp(-k * u));
+    return k * s * (1.0f - s);
+  } else {  // triangle: k max(0, 1 - k|u|)
+    const float d = 1.0f - k * std::fabs(u);
+    return d > 0.0f ? k * d : 0.0f;
+  }
+}
+
+// One chunk [b, e) of neurons, scanned backwards over all T steps. The flags are template
+// arguments so that the inner loop has no branches and vectorises.
+template <int KIND, bool ZERO, bool HS, bool HM>
+void backward_chunk(int64_t b, int64_t e, int64_t T, int64_t M, const float* __restrict__ V,
+                    const float* __restrict__ S, const float* __restrict__ GS,
+                    const float* __restrict__ GM, float* __restrict__ G, float beta, float thr,
+                    float k) {
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t o = t * M;
+    const bool last = (t == T - 1);
+    const float* Vt = V + o;
+    const float* St = S + o;
+    const float* GSt = HS ? GS + o : nullptr;
+    const float* GMt = HM ? GM + o : nullptr;
+    float* Gt = G + o;
+    const float* Gn = G + o + M;
+    if (last) {
+      for (int64_t j = b; j < e; ++j) {
+        float g = 0.0f;
+        if constexpr (HS) g = GSt[j] * surrogate<KIND>(Vt[j] - thr, k);
+        if constexpr (HM) g += GMt[j];
+        Gt[j] = g;
+      }
+      continue;
     }
-    case 1: {  // fast sigmoid: 1 / (1 + k|u|)^2
-      const float d = 1.0f + k * std::fabs(u);
-      return 1.0f / (d * d);
-    }
-    case 2: {  // sigmoid: k s (1 - s), s = sigmoid(k u)
-      const float s = 1.0f / (1.0f + std::exp(-k * u));
-      return k * s * (1.0f - s);
-    }
-    default: {  // triangle: k max(0, 1 - k|u|)
-      const float d = 1.0f - k * std::fabs(u);
-      return d > 0.0f ? k * d : 0.0f;
+    for (int64_t j = b; j < e; ++j) {
+      float g = 0.0f;
+      if constexpr (HS) g = GSt[j] * surrogate<KIND>(Vt[j] - thr, k);
+      if constexpr (HM) g += GMt[j];
+      const float carry = Gn[j];
+      if constexpr (ZERO) {
+        g += beta * carry * (1.0f - St[j]);
+      } else {
+        g += beta * carry;
+      }
+      Gt[j] = g;
     }
   }
 }
 
+template <int KIND, bool ZERO>
+void backward_dispatch(bool hs, bool hm, int64_t b, int64_t e, int64_t T, int64_t M, const float* V,
+                       const float* S, const float* GS, const float* GM, float* G, float beta,
+                       float thr, float k) {
+  if (hs && hm) backward_chunk<KIND, ZERO, true, true>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
+  else if (hs) backward_chunk<KIND, ZERO, true, false>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
+  else if (hm) backward_chunk<KIND, ZERO, false, true>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
+  else backward_chunk<KIND, ZERO, false, false>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
+}
+
 }  // namespace
 
-std::vector<torch::Tensor> lif_forward(torch::Tensor current, double beta_d, double thr_d, bool zero) {
+// current: [T, ...], or with bcast_T > 0 a single step [...] fed on every one of bcast_T steps
+// (a constant input's current, never copied T times).
+std::vector<torch::Tensor> lif_forward(torch::Tensor current, double beta_d, double thr_d, bool zero,
+                                       int64_t bcast_T) {
   TORCH_CHECK(current.scalar_type() == torch::kFloat32, "LIF kernel: float32 only");
   auto cur = current.contiguous();
-  const int64_t T = cur.size(0);
-  const int64_t M = T > 0 ? cur.numel() / T : 0;
-  auto mem = torch::empty_like(cur);
-  auto spk = torch::empty_like(cur);
+  const bool bcast = bcast_T > 0;
+  const int64_t T = bcast ? bcast_T : cur.size(0);
+  const int64_t M = bcast ? cur.numel() : (T > 0 ? cur.numel() / T : 0);
+  const int64_t step = bcast ? 0 : M;
+  std::vector<int64_t> shape(cur.sizes().begin(), cur.sizes().end());
+  if (bcast) shape.insert(shape.begin(), T);
+  auto mem = torch::empty(shape, cur.options());
+  auto spk = torch::empty(shape, cur.options());
   const float beta = static_cast<float>(beta_d), thr = static_cast<float>(thr_d);
   const float* I = cur.data_ptr<float>();
   float* V = mem.data_ptr<float>();
   float* S = spk.data_ptr<float>();
   at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t t = 0; t < T; ++t) {
-      const float* It = I + t * M;
+      const float* It = I + t * step;
       float* Vt = V + t * M;
       float* St = S + t * M;
       if (t == 0) {
@@ -102,25 +160,202 @@ torch::Tensor lif_backward(torch::Tensor grad_spk, torch::Tensor grad_mem, torch
   const float* GM = has_m ? gm.data_ptr<float>() : nullptr;
   float* G = out.data_ptr<float>();
   at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t o = t * M;
-      const bool last = (t == T - 1);
-      for (int64_t j = b; j < e; ++j) {
-        float g = 0.0f;
-        if (GS) g = GS[o + j] * surrogate(kd, V[o + j] - thr, k);
-        if (GM) g += GM[o + j];
-        if (!last) {
-          const float carry = G[o + M + j];
-          g += zero ? beta * carry * (1.0f - S[o + j]) : beta * carry;
+    const bool hs = GS != nullptr, hm = GM != nullptr;
+#define BIOPLAUS_BWD(KIND)                                                                  \
+  (zero ? backward_dispatch<KIND, true>(hs, hm, b, e, T, M, V, S, GS, GM, G, beta, thr, k)  \
+        : backward_dispatch<KIND, false>(hs, hm, b, e, T, M, V, S, GS, GM, G, beta, thr, k))
+    switch (kd) {
+      case 0: BIOPLAUS_BWD(0); break;
+      case 1: BIOPLAUS_BWD(1); break;
+      case 2: BIOPLAUS_BWD(2); break;
+      default: BIOPLAUS_BWD(3); break;
+    }
+#undef BIOPLAUS_BWD
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Spike x weight products on bf16 matrix units (AMX), exact to float rounding.
+// Spikes are exactly 0 or 1, so they are exact in bf16. A float32 w is the exact sum of three
+// bf16 pieces (hi = the top 16 bits of w, mid = those of w - hi, lo = w - hi - mid; see top16).
+// Every bf16 x bf16 product is exact in float32 and the matrix unit accumulates in float32,
+// so s @ W = s @ hi + s @ mid + s @ lo differs from a float32 GEMM only in the order of the
+// float32 additions. The same holds for dW = g^T s with g split in three.
+
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32  // torch >= 2.6: oneDNN ukernels through cpublas
+namespace {
+
+constexpr int64_t kNB = 64;   // columns per packed block of B (the ukernel's N)
+constexpr int64_t kMB = 256;  // rows of A per ukernel call (fastest of 32-512 measured)
+constexpr int64_t kKC = 512;  // K per ukernel call (even: bf16 pairs)
+
+// Exact three-way split by truncation: hi keeps the top 16 bits of w, so r = w - hi is exact
+// in float32 with at most 16 significant bits, mid keeps the top 16 bits of r and lo = r - mid
+// has at most 8: every piece is a bf16 and hi + mid + lo == w exactly.
+inline uint16_t top16(float x, float* rest) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t h = u & 0xFFFF0000u;
+  float hf;
+  std::memcpy(&hf, &h, 4);
+  *rest = x - hf;
+  return static_cast<uint16_t>(h >> 16);
+}
+
+// Pack a row-major [K, N] bf16 matrix (row stride ld) into VNNI blocks of kNB columns.
+torch::Tensor pack_b(const at::BFloat16* src, int64_t K, int64_t N, int64_t ld) {
+  auto out = torch::empty({K * N}, torch::dtype(torch::kBFloat16));
+  auto* dst = reinterpret_cast<at::BFloat16*>(out.data_ptr());
+  for (int64_t n0 = 0; n0 < N; n0 += kNB) {
+    const int64_t nb = std::min(kNB, N - n0);
+    at::native::cpublas::pack(K, nb, ld, nb, at::kBFloat16, at::kBFloat16, src + n0, dst + K * n0);
+  }
+  return out;
+}
+
+// Split B[k][n] = src[k * sk + n * sn] (float32, [K, N], K even) into three bf16 pieces,
+// each written directly in pack_b's VNNI layout: per block of kNB columns, [K/2][nb][2].
+std::vector<torch::Tensor> split3_vnni(const float* src, int64_t K, int64_t N, int64_t sk, int64_t sn) {
+  std::vector<torch::Tensor> out;
+  for (int i = 0; i < 3; ++i) out.push_back(torch::empty({K * N}, torch::dtype(torch::kBFloat16)));
+  auto* a = reinterpret_cast<uint16_t*>(out[0].data_ptr());
+  auto* b = reinterpret_cast<uint16_t*>(out[1].data_ptr());
+  auto* c = reinterpret_cast<uint16_t*>(out[2].data_ptr());
+  const int64_t nblocks = (N + kNB - 1) / kNB;
+  at::parallel_for(0, nblocks * (K / 2), 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t blk = i / (K / 2), kp = i % (K / 2);
+      const int64_t n0 = blk * kNB, nb = std::min(kNB, N - n0);
+      const int64_t base = K * n0 + kp * nb * 2;
+      for (int64_t j = 0; j < nb; ++j)
+        for (int64_t h = 0; h < 2; ++h) {
+          float r1, r2, r3;
+          const int64_t o = base + 2 * j + h;
+          a[o] = top16(src[(2 * kp + h) * sk + (n0 + j) * sn], &r1);
+          b[o] = top16(r1, &r2);
+          c[o] = top16(r2, &r3);
         }
-        G[o + j] = g;
-      }
     }
   });
   return out;
 }
 
+// C[M, N] = sum_p A_p[M, K] @ B_p[K, N]; A_p row-major (row stride lda), B_p packed by pack_b.
+// Blocked over rows (kMB) and over K (kKC, so that one row block's A panels stay in L2 while
+// the column blocks of B stream past them, whatever K = T * batch is for a weight gradient).
+void brgemm_sum(const std::vector<const at::BFloat16*>& A, const std::vector<const at::BFloat16*>& B,
+                float* C, int64_t M, int64_t N, int64_t K, int64_t lda) {
+  const int64_t mblocks = (M + kMB - 1) / kMB;
+  at::parallel_for(0, mblocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t mi = b; mi < e; ++mi) {
+      const int64_t m0 = mi * kMB, mb = std::min(kMB, M - m0);
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int64_t kc = std::min(kKC, K - k0);
+        for (int64_t n0 = 0; n0 < N; n0 += kNB) {
+          const int64_t nb = std::min(kNB, N - n0);
+          for (size_t p = 0; p < A.size(); ++p)
+            at::native::cpublas::brgemm(mb, nb, kc, lda, nb, N, k0 > 0 || p > 0, A[p] + m0 * lda + k0,
+                                        B[p] + K * n0 + k0 * nb, C + m0 * N + n0, true);
+        }
+      }
+    }
+    at::native::cpublas::brgemm_release(true);
+  });
+}
+
+}  // namespace
+
+bool bf16_units() { return at::native::cpublas::could_pack(at::kBFloat16); }
+#else
+bool bf16_units() { return false; }  // an older torch: the float32 GEMMs are used
+#endif
+
+// x (float32) -> (bf16 copy, whether the copy is exact): spikes are, real-valued inputs are not.
+std::tuple<torch::Tensor, bool> to_bf16_exact(torch::Tensor x) {
+  auto xc = x.contiguous();
+  auto out = torch::empty(xc.sizes(), xc.options().dtype(torch::kBFloat16));
+  const auto* src = reinterpret_cast<const uint32_t*>(xc.data_ptr<float>());
+  auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const int64_t n = xc.numel();
+  std::atomic<bool> exact{true};
+  at::parallel_for(0, n, 1 << 16, [&](int64_t b, int64_t e) {
+    uint32_t low = 0;  // a float is exact in bf16 iff its low 16 bits are zero
+    for (int64_t i = b; i < e; ++i) {
+      dst[i] = static_cast<uint16_t>(src[i] >> 16);
+      low |= src[i] & 0xFFFFu;
+    }
+    if (low) exact = false;
+  });
+  return {out, exact.load()};
+}
+
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+// y[M, N] = x[M, K] @ w[N, K]^T with x exact in bf16 (spikes) and w float32 (split in three).
+torch::Tensor spike_mm(torch::Tensor xb, torch::Tensor w) {
+  auto wc = w.contiguous();
+  const int64_t M = xb.size(0), K = xb.size(1), N = wc.size(0);
+  TORCH_CHECK(wc.size(1) == K && K % 2 == 0 && xb.is_contiguous(), "spike_mm: shapes");
+  auto packed = split3_vnni(wc.data_ptr<float>(), K, N, 1, K);  // B = W^T
+  const auto* X = reinterpret_cast<const at::BFloat16*>(xb.data_ptr());
+  std::vector<const at::BFloat16*> A, B;
+  for (auto& p : packed) {
+    A.push_back(X);
+    B.push_back(reinterpret_cast<const at::BFloat16*>(p.data_ptr()));
+  }
+  auto y = torch::empty({M, N}, torch::dtype(torch::kFloat32));
+  brgemm_sum(A, B, y.data_ptr<float>(), M, N, K, K);
+  return y;
+}
+
+// Three bf16 pieces of a contiguous float32 array (same shape), one vectorisable pass.
+std::vector<torch::Tensor> split3_lin(const torch::Tensor& src) {
+  std::vector<torch::Tensor> out;
+  for (int i = 0; i < 3; ++i) out.push_back(torch::empty(src.sizes(), torch::dtype(torch::kBFloat16)));
+  const float* x = src.data_ptr<float>();
+  auto* a = reinterpret_cast<uint16_t*>(out[0].data_ptr());
+  auto* b = reinterpret_cast<uint16_t*>(out[1].data_ptr());
+  auto* c = reinterpret_cast<uint16_t*>(out[2].data_ptr());
+  at::parallel_for(0, src.numel(), 1 << 15, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float r1, r2, r3;
+      a[i] = top16(x[i], &r1);
+      b[i] = top16(r1, &r2);
+      c[i] = top16(r2, &r3);
+    }
+  });
+  return out;
+}
+
+// dW[N, K] = g[M, N]^T @ x[M, K] with x exact in bf16 (spikes, packed once and shared by the
+// three products) and g float32 (transposed, then split in three).
+torch::Tensor spike_mm_wgrad(torch::Tensor g, torch::Tensor xb) {
+  auto gc = g.contiguous();
+  const int64_t M = gc.size(0), N = gc.size(1), K = xb.size(1);
+  TORCH_CHECK(xb.size(0) == M && M % 2 == 0 && xb.is_contiguous(), "spike_mm_wgrad: shapes");
+  auto pieces = split3_lin(gc.t().contiguous());  // A = g^T, [N, M], in three pieces
+  auto xpacked = pack_b(reinterpret_cast<const at::BFloat16*>(xb.data_ptr()), M, K, K);
+  const auto* XP = reinterpret_cast<const at::BFloat16*>(xpacked.data_ptr());
+  std::vector<const at::BFloat16*> A, B;
+  for (auto& p : pieces) {
+    A.push_back(reinterpret_cast<const at::BFloat16*>(p.data_ptr()));
+    B.push_back(XP);
+  }
+  auto dw = torch::empty({N, K}, torch::dtype(torch::kFloat32));
+  brgemm_sum(A, B, dw.data_ptr<float>(), N, K, M, M);
+  return dw;
+}
+
+#else
+torch::Tensor spike_mm(torch::Tensor, torch::Tensor) { TORCH_CHECK(false, "spike_mm: needs torch >= 2.6"); }
+torch::Tensor spike_mm_wgrad(torch::Tensor, torch::Tensor) { TORCH_CHECK(false, "spike_mm_wgrad: needs torch >= 2.6"); }
+#endif
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &lif_forward, "LIF scan forward");
   m.def("backward", &lif_backward, "LIF scan backward (adjoint)");
+  m.def("bf16_units", &bf16_units, "whether bf16 ukernels (brgemm) are available");
+  m.def("to_bf16_exact", &to_bf16_exact, "bf16 copy and whether it is exact");
+  m.def("spike_mm", &spike_mm, "x @ w^T, x exact in bf16, w split in three bf16 pieces");
+  m.def("spike_mm_wgrad", &spike_mm_wgrad, "g^T @ x, x exact in bf16, g split in three");
 }

@@ -190,7 +190,11 @@ class _LIFScan(torch.autograd.Function):
     def forward(ctx, current: Tensor, beta: float, thr: float, zero: bool, sgname: str, slope: float):  # noqa: ANN001, ANN205
         k = _use_kernel(current) if math.isfinite(thr) else None
         if k is not None:
-            spk, mem = k.forward(current, beta, thr, zero)
+            if current.dim() > 1 and current.shape[0] > 1 and current.stride(0) == 0:
+                # a constant input's current broadcast over T: read one step, never copy it T times
+                spk, mem = k.forward(current[0], beta, thr, zero, current.shape[0])
+            else:
+                spk, mem = k.forward(current, beta, thr, zero, 0)
         else:
             spk, mem = _torch_scan(current, beta, thr, zero)
         ctx.set_materialize_grads(False)
@@ -264,6 +268,79 @@ def _torch_scan_backward(
             else:
                 g[t].add_(g[t + 1], alpha=beta)
     return g
+
+
+# ----------------------------------------------------------------------------- synapses
+# A synapse fed by spikes (0 or 1, exact in bf16) runs on the CPU's bf16 matrix units: the
+# float32 weight is split exactly into three bf16 pieces, every product is exact and the sums
+# are float32, so the current differs from a float32 GEMM only in the order of the float32
+# additions (see lif_kernel.cpp). dW = gᵀ s is computed the same way with g split in three;
+# dX = g W stays a float32 GEMM (g and W are both full float32).
+_SPIKE_GEMM: bool | None = None
+_SPIKE_GEMM_MIN_MACS = 1 << 22  # below this the split, packing and calls cost more than they save
+
+
+def spike_gemm_enabled() -> bool:
+    """Whether spike-fed synapses use the exact bf16 split on matrix units (AMX).
+
+    ``BIOPLAUS_SPIKE_GEMM=fp32`` forces plain float32 GEMMs, ``=bf16x3`` uses the split
+    wherever the kernel supports it (also without AMX, for tests); ``auto`` (default) only
+    where AMX tiles exist, the only place it is faster.
+    """
+    global _SPIKE_GEMM
+    if _SPIKE_GEMM is None:
+        mode = os.environ.get("BIOPLAUS_SPIKE_GEMM", "auto")
+        if mode not in ("auto", "fp32", "bf16x3"):
+            raise ConfigError(f"BIOPLAUS_SPIKE_GEMM: must be auto, fp32 or bf16x3, got {mode!r}")
+        k = kernel() if mode != "fp32" else None
+        ok = False
+        if k is not None and hasattr(k, "bf16_units"):
+            try:
+                ok = bool(k.bf16_units())
+            except Exception:  # pragma: no cover - oneDNN without ukernels
+                ok = False
+            if ok and mode == "auto":
+                amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+                ok = bool(amx()) if amx is not None else False
+        _SPIKE_GEMM = ok
+    return _SPIKE_GEMM
+
+
+class _SpikeLinear(torch.autograd.Function):
+    """y = x Wᵀ (+ b) for x exact in bf16; forward and dW on the bf16 split, dX in float32."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, xb: Tensor, weight: Tensor, bias: Tensor | None):  # noqa: ANN001, ANN205
+        y = kernel().spike_mm(xb, weight)
+        if bias is not None:
+            y.add_(bias)
+        ctx.save_for_backward(xb, weight)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
+        xb, weight = ctx.saved_tensors
+        dx = g.mm(weight) if ctx.needs_input_grad[0] else None
+        dw = kernel().spike_mm_wgrad(g, xb) if ctx.needs_input_grad[2] else None
+        db = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return dx, None, dw, db
+
+
+def spike_linear(x: Tensor, linear: torch.nn.Linear) -> Tensor:
+    """``linear(x)`` for a 2-D input; on the exact bf16 path when x is exact in bf16 (spikes)."""
+    w, b = linear.weight, linear.bias
+    m, k_in = x.shape if x.dim() == 2 else (0, 0)
+    if (
+        m % 2 == 0 and k_in % 2 == 0 and m > 0 and w.shape[0] % 16 == 0 and k_in % 16 == 0  # ukernel block widths
+        and x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
+        and w.device.type == "cpu" and m * k_in * w.shape[0] >= _SPIKE_GEMM_MIN_MACS
+        and spike_gemm_enabled()
+    ):
+        xb, exact = kernel().to_bf16_exact(x)
+        if exact:
+            return _SpikeLinear.apply(x, xb, w, b)
+    return torch.nn.functional.linear(x, w, b)
 
 
 def lif_scan(current: Tensor, params: LIFParams) -> tuple[Tensor, Tensor]:
