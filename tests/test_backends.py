@@ -195,8 +195,8 @@ def test_spike_linear_bf16_split_is_float_rounding_exact(monkeypatch: pytest.Mon
     y = spiking.spike_linear(x, fc)
     assert y.grad_fn is not None and "SpikeLinear" in type(y.grad_fn).__name__
     y.backward(gy)
-    w64, x64, g64 = fc.weight.double(), x.detach().double(), gy.double()
-    y64 = x64 @ w64.T + fc.bias.double()
+    w64, x64, g64 = fc.weight.detach().double(), x.detach().double(), gy.double()
+    y64 = x64 @ w64.T + fc.bias.detach().double()
     ref32 = torch.nn.functional.linear(x.detach(), fc.weight, fc.bias).detach()
     tol = 4 * float((ref32.double() - y64).abs().max()) + 1e-6
     assert float((y.detach().double() - y64).abs().max()) <= tol
