@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bioplaus.export.nir import load_net, to_nir
-from bioplaus.export.peers import neuron_nodes, norse_from_nir, run_peer, snntorch_from_nir
+from bioplaus.export.peers import neuron_nodes, norse_from_nir, quiet, run_peer, snntorch_from_nir
 from bioplaus.export.samples import run_test_samples
 
 
@@ -48,21 +46,6 @@ def _compare(ref_class, ref_counts, out, caught, names, spiking_names):
         total += ref_counts[k].size
     return {"class_agree": float((peer_class == ref_class).mean()),
             "spike_counts_equal": eq / total if total else None, "per_layer": per_layer}
-
-
-def _quiet(fn, *a, **k):
-    """Call a peer (they print and log warnings on every LIF node)."""
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            return fn(*a, **k)
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def measure(run: str, n: int) -> dict:
@@ -89,12 +72,12 @@ def measure(run: str, n: int) -> dict:
                     g = to_nir(net, li_readout=li)  # importers may edit the graph
                     if peer == "snntorch":
                         from snntorch.import_nir import import_from_nir
-                        mod = _quiet(import_from_nir if mode == "raw" else snntorch_from_nir, g)
+                        mod = quiet(import_from_nir if mode == "raw" else snntorch_from_nir, g)
                     else:
                         import norse.torch as nt
-                        mod = _quiet(nt.from_nir, g, dt=dt) if mode == "raw" else norse_from_nir(g, dt=dt)
+                        mod = quiet(nt.from_nir, g, dt=dt) if mode == "raw" else norse_from_nir(g, dt=dt)
                     t0 = time.perf_counter()
-                    out, caught = _quiet(run_peer, mod, xt, names, peer)
+                    out, caught = quiet(run_peer, mod, xt, names, peer)
                     r = _compare(ref_class, spk_ref, out, caught, names, spiking)
                     r["seconds"] = time.perf_counter() - t0
                 except Exception as e:  # noqa: BLE001 - a peer's failure is a result

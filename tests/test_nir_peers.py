@@ -6,11 +6,6 @@ if a peer release fixes one, its test here fails and the docs must change.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -20,7 +15,7 @@ pytest.importorskip("nirtorch")
 
 from bioplaus.config import NetworkConfig, SpikingConfig  # noqa: E402
 from bioplaus.export.nir import from_nir, to_nir  # noqa: E402
-from bioplaus.export.peers import neuron_nodes, run_peer  # noqa: E402
+from bioplaus.export.peers import neuron_nodes, quiet, run_peer  # noqa: E402
 from bioplaus.nets import build_net  # noqa: E402
 
 
@@ -34,22 +29,12 @@ def _net(**kw) -> torch.nn.Module:  # noqa: ANN003
     return net
 
 
-def _quiet(fn, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            return fn(*a, **k)
-        finally:
-            logging.disable(logging.NOTSET)
-
-
 def _check(net: torch.nn.Module, graph: object, module: torch.nn.Module, peer: str) -> None:
     x = torch.rand(6, 1, 5, 5)
     with torch.no_grad():
         logits = net(x)
     names = neuron_nodes(graph)
-    out, caught = _quiet(run_peer, module, net.encode(x.reshape(6, -1)), names, peer)
+    out, caught = quiet(run_peer, module, net.encode(x.reshape(6, -1)), names, peer)
     for la in net.layers[:-1]:
         np.testing.assert_array_equal(caught[f"lif{la.index}"].numpy(), la.state.out.numpy())
     assert float(net.layers[0].state.out.mean()) > 0.05
@@ -64,7 +49,7 @@ def test_snntorch_adapter_same_spikes(kw: dict) -> None:
 
     net = _net(**kw)
     g = to_nir(net)
-    _check(net, g, _quiet(snntorch_from_nir, g), "snntorch")
+    _check(net, g, quiet(snntorch_from_nir, g), "snntorch")
 
 
 def test_snntorch_raw_importer_defects() -> None:
@@ -75,8 +60,8 @@ def test_snntorch_raw_importer_defects() -> None:
 
     net = _net()
     with pytest.raises(ValueError, match="LI"):
-        _quiet(import_from_nir, to_nir(net))
-    mod = _quiet(import_from_nir, to_nir(net, li_readout=False))
+        quiet(import_from_nir, to_nir(net))
+    mod = quiet(import_from_nir, to_nir(net, li_readout=False))
     leaky = [m for m in mod.modules() if isinstance(m, snn.Leaky)]
     beta = net.layers[0].neuron.params.beta
     assert leaky and float((leaky[0].beta - beta).abs().min()) > 0.1  # β from dt = 1e-4, not ours
@@ -90,7 +75,7 @@ def test_norse_adapter_same_spikes(kw: dict) -> None:
 
     net = _net(**kw)
     g = to_nir(net)
-    _check(net, g, _quiet(norse_from_nir, g), "norse")
+    _check(net, g, quiet(norse_from_nir, g), "norse")
 
 
 def test_norse_raw_importer_defects() -> None:
@@ -100,12 +85,12 @@ def test_norse_raw_importer_defects() -> None:
 
     net = _net()
     g = to_nir(net)
-    mod = _quiet(nt.from_nir, g, dt=net.dt)
+    mod = quiet(nt.from_nir, g, dt=net.dt)
     assert "li2" not in dict(mod.named_modules())  # the readout is silently dropped
     x = torch.rand(6, 1, 5, 5)
     with torch.no_grad():
         net(x)
-    _, caught = _quiet(run_peer, mod, net.encode(x.reshape(6, -1)), neuron_nodes(g), "norse")
+    _, caught = quiet(run_peer, mod, net.encode(x.reshape(6, -1)), neuron_nodes(g), "norse")
     ours = net.layers[0].state.out.sum(0)
     assert not torch.equal(caught["lif0"].sum(0), ours)  # subtract-with-delay is not honoured
 
@@ -132,7 +117,7 @@ def test_reads_snntorch_exporter_graph() -> None:
         for m in peer:
             if isinstance(m, torch.nn.Linear):
                 m.weight.mul_(3)
-    g = _quiet(nirtorch.extract_nir_graph, peer, _extract_snntorch_module, torch.zeros(1, 12),
+    g = quiet(nirtorch.extract_nir_graph, peer, _extract_snntorch_module, torch.zeros(1, 12),
                model_name="snntorch", ignore_submodules_of=[snn.RLeaky, snn.RSynaptic])
     back = from_nir(g, reset="subtract")
     assert back.dt == pytest.approx(1e-4) and back.layers[0].neuron.params.beta == pytest.approx(0.8, rel=1e-6)

@@ -29,6 +29,10 @@ subtraction of θ/β, which equals bioplaus's delayed subtraction of θ:
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +192,18 @@ def norse_from_nir(graph: Any, dt: float | None = None) -> torch.nn.Module:
         return _import_norse_module(node, ignore_warnings=True, dt=dt or 1e-3)
 
     return nirtorch.load(g, model_map)
+
+
+def quiet(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a peer's function with its printing, warnings and logging below ERROR silenced
+    (the peers' importers report every LIF node they read)."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def neuron_nodes(graph: Any) -> list[str]:
