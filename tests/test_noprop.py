@@ -18,6 +18,7 @@ from bioplaus.rules.noprop_model import (
     cosine_alpha_bar,
     inference_coefficients,
     kl_to_standard,
+    relu_max_pool2,
     snr,
     snr_weights,
 )
@@ -92,6 +93,27 @@ def test_kl_matches_torch_distributions() -> None:
 def test_snr_is_ratio() -> None:
     ab = torch.tensor([0.2, 0.5])
     assert torch.allclose(snr(ab), torch.tensor([0.25, 1.0]))
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 28, 28), (3, 2, 7, 9), (2, 1, 2, 3)])
+def test_fast_relu_max_pool_equals_torch(shape: tuple[int, ...]) -> None:
+    """Values and gradients equal ``max_pool2d(relu(h), 2)`` bit for bit, including ties
+    (positive, zero and negative windows), odd sizes and the no-grad path."""
+    h = torch.randn(*shape)
+    h[0, 0, 0, 0] = h[0, 0, 0, 1] = h[0, 0, 1, 0] = 0.7  # a positive tie: the first one wins
+    if shape[-1] >= 4:
+        h[0, 0, 0, 2:4] = 0.0
+        h[0, 0, 1, 2:4] = -1.0
+    a, b = h.clone().requires_grad_(), h.clone().requires_grad_()
+    ra, rb = torch.nn.functional.max_pool2d(torch.relu(a), 2), relu_max_pool2(b)
+    g = torch.randn_like(ra)
+    ra.backward(g)
+    rb.backward(g)
+    assert torch.equal(ra, rb) and torch.equal(a.grad, b.grad)
+    with torch.no_grad():
+        assert torch.equal(relu_max_pool2(h), ra)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(relu_max_pool2, (x,))
 
 
 # ----------------------------------------------------------------------------- independence
@@ -197,6 +219,27 @@ def test_modes_give_the_same_block_parameters(tmp_path) -> None:
             assert np.array_equal(v, params[mode][k]), f"{mode}: {k} differs from sequential"
     assert runs["sequential"].steps == runs["parallel"].steps == 3 * 2 * 4
     assert runs["interleaved"].steps == 2 * 4
+
+
+def test_sampled_inference_averages_the_chains() -> None:
+    """K = 1 is the single chain; K > 1 is the log of the mean of K chains' softmax outputs,
+    drawn one after another from the same generator."""
+    from bioplaus.device import generator
+
+    rule = tiny_rule()
+    m = rule.net.eval()
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        zs1, one = m.sampled_step_logits(x, "stochastic", generator(7), 3, 1)
+        ref_zs, ref = m.step_logits(x, "stochastic", generator(7), 3)
+        assert all(torch.equal(a, b) for a, b in zip(one, ref)) and torch.equal(zs1[-1], ref_zs[-1])
+        g = generator(7)
+        chains = [m.step_logits(x, "stochastic", g, 3)[1] for _ in range(4)]
+        _, avg = m.sampled_step_logits(x, "stochastic", generator(7), 3, 4)
+    for k in range(3):
+        mean = torch.stack([torch.softmax(c[k], 1) for c in chains]).mean(0)
+        assert torch.allclose(avg[k].exp(), mean, atol=1e-6)
+        assert torch.allclose(avg[k].exp().sum(1), torch.ones(5), atol=1e-5)
 
 
 def test_inference_from_pure_noise_beats_chance(tmp_path) -> None:

@@ -258,9 +258,30 @@ class NoPropModel(nn.Module):
         zs = self.chain(x, how, gen, steps, blk)
         return zs, (blk if blk is not None else [self.classify(z) for z in zs[1:]])
 
+    def sampled_step_logits(self, x: Tensor, how: str, gen: torch.Generator | None, steps: int,
+                            samples: int) -> tuple[list[Tensor], list[Tensor]]:
+        """`step_logits` averaged over ``samples`` independent chains from fresh noise.
+
+        The stochastic chain draws z_T from the model's q(z_T | x); one chain therefore
+        classifies with a *sample* of the predictive distribution, not its mode (on data
+        with ambiguous images, a few points below the argmax). With ``samples`` K > 1 the
+        class probabilities after each step are the mean of K chains' softmax outputs,
+        a Monte-Carlo estimate of p(y | x) = E[p_out(y | z_T)]; returned as log-probabilities.
+        The z's are the first chain's. K = 1 is the paper's inference."""
+        zs, per_step = self.step_logits(x, how, gen, steps)
+        if samples <= 1:
+            return zs, per_step
+        probs = [F.softmax(lg, dim=1) for lg in per_step]
+        for _ in range(samples - 1):
+            for acc, lg in zip(probs, self.step_logits(x, how, gen, steps)[1]):
+                acc.add_(F.softmax(lg, dim=1))
+        return zs, [(p / samples).log() for p in probs]
+
     def forward(self, x: Tensor, gen: torch.Generator | None = None) -> Tensor:
         if self.variant == "cnn":
             return self.cnn_logits(x)
+        if self.opts.samples > 1 and not self.training:
+            return self.sampled_step_logits(x, self.opts.inference, gen, self.opts.eval_steps, self.opts.samples)[1][-1]
         if self.reads_block_logits:
             blk: list[Tensor] = []
             self.backprop_chain(x, gen, blk)
@@ -361,6 +382,8 @@ class NoProp(LearningRule):
         width: int = bounded(256, ge=2)
         dropout: float = bounded(0.2, ge=0, lt=1)
         inference: str = "stochastic"  # stochastic | mean | direct
+        # evaluation: chains per image whose class probabilities are averaged (1 = the paper)
+        samples: int = bounded(1, ge=1, le=1000)
         eval_steps: int = bounded(100, ge=1, le=100000)  # CT / FM inference steps (paper: 1000)
         mode: str = "interleaved"  # interleaved | sequential | parallel
         workers: int = bounded(2, ge=1, le=64)
@@ -658,7 +681,7 @@ class NoProp(LearningRule):
         dist_sum = torch.zeros(steps + 1)
         samples: list[Tensor] = []
         for x, y in loader:
-            zs, per_step = m.step_logits(x, o.inference, gen, steps)
+            zs, per_step = m.sampled_step_logits(x, o.inference, gen, steps, o.samples)
             logits = self.mask_logits(per_step[-1])
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
