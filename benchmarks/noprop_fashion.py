@@ -1,6 +1,6 @@
 """NoProp on Fashion-MNIST, side by side: test accuracy of every variant and baseline.
 
-    python benchmarks/noprop_fashion.py [--seeds 0 1] [--epochs 20] [--limit-train 0] [--workers 1]
+    python benchmarks/noprop_fashion.py [--seeds 0 1] [--epochs 20] [--limit-train 0] [--workers 1] [--samples 10]
 
 Runs, for each seed and the same epoch budget: backprop over the DT blocks
 (sims/noprop_bp_blocks_fashion.toml), the plain backprop CNN with the same image path
@@ -9,7 +9,9 @@ Runs, for each seed and the same epoch budget: backprop over the DT blocks
 the spiking DT (``--spiking``). All use CPU-sized blocks (channels 16/32/64, width 128).
 ``--limit-train`` / ``--epochs`` give a reduced setting, which the table's title states.
 ``--workers K`` runs the (method, seed) runs in K processes (one torch thread each), the
-slowest first. Writes results/<name>.{md,json} and the run files under runs/bench/noprop/.
+slowest first. ``--samples K`` (default 10) adds, for DT and CT, the accuracy of the trained
+model with the class probabilities of K stochastic chains averaged (``rule.samples``; one
+chain, the paper's inference, samples the predictive distribution: docs/noprop.md). Writes results/<name>.{md,json} and the run files under runs/bench/noprop/.
 """
 
 from __future__ import annotations
