@@ -30,12 +30,21 @@ def machine() -> dict[str, Any]:
 
     import torch
 
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu,
+        "amx": bool(amx()) if amx is not None else False,
     }
 
 

@@ -46,7 +46,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import OUT, save, table  # noqa: E402
+from benchmarks._common import OUT, machine, save, table  # noqa: E402
 from bioplaus.backends import spiking  # noqa: E402
 from bioplaus.config import NetworkConfig, SpikingConfig  # noqa: E402
 from bioplaus.nets import build_net  # noqa: E402
@@ -512,6 +512,8 @@ def main() -> None:
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--no-wide", action="store_true", help="skip the width-2048 point")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the profiler breakdown")
+    ap.add_argument("--name", default="spiking_speed",
+                    help="results/<name>.{md,json} (another machine's figures beside the default ones)")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of: " + ", ".join(PEERS))
     ap.add_argument("--budget", type=float, default=4.0,
                     help="scaling: drop a peer once one step takes longer than this (s)")
@@ -575,13 +577,17 @@ def main() -> None:
                  "T=20, width 800, batch 128\n\n" + table(srows, cols)
                  + f"\n\n—: the peer's warm-up step exceeded {args.budget:.0f} s at this or a smaller point "
                  "of that axis and it was not timed further (keeps the run short).\n")
-        if not args.quick and scaling_figure(srows, OUT / "spiking_scaling.png"):
-            stext += "\n![scaling](spiking_scaling.png)\n"
+        fig = "spiking_scaling.png" if args.name == "spiking_speed" else f"{args.name}_scaling.png"
+        if not args.quick and scaling_figure(srows, OUT / fig):
+            stext += f"\n![scaling]({fig})\n"
         text += stext
     if args.quick:
         print(text)
         return
-    save("spiking_speed", results, text)
+    m = machine()
+    text += (f"\nMachine: {m['cpu']} ({m['cpus']} cores), AMX {'yes' if m['amx'] else 'no'}, "
+             f"torch {m['torch']}, {m['threads']} thread(s).\n")
+    save(args.name, results, text)
 
 
 def agreement_text(res: dict[str, Any]) -> str:
