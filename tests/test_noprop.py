@@ -277,6 +277,15 @@ def test_other_variants_learn(tmp_path, variant: str, floor: float, epochs: int)
     assert res.metrics["test_acc"] > floor, res.metrics
 
 
+@pytest.mark.parametrize("shape", [(64,), (3, 28), (1, 2, 8)])
+def test_inputs_too_small_for_the_image_path_are_a_config_error(shape: tuple[int, ...]) -> None:
+    from bioplaus.config import RuleConfig
+
+    rule = NoProp(RuleConfig(name="noprop", options=dict(TINY)))
+    with pytest.raises(ConfigError, match="at least 4x4"):
+        rule.build_model(RuleContext(n_classes=10, input_shape=shape, seed=0))
+
+
 def test_parallel_needs_fixed_embedding() -> None:
     with pytest.raises(ConfigError, match="parallel"):
         NoProp.parse_options({"mode": "parallel", "embedding": "learned"})

@@ -440,6 +440,11 @@ class NoProp(LearningRule):
             spiking = (LIFParams(s.dt, s.tau, s.threshold, s.reset, s.surrogate, s.slope), s.T)
         if len(ctx.input_shape) not in (1, 2, 3):
             raise ConfigError(f"data: NoProp needs image-shaped inputs, got shape {ctx.input_shape}")
+        if len(ctx.input_shape) == 1 or min(ctx.input_shape[-2:]) < 4:
+            raise ConfigError(
+                f"data: NoProp's image path pools twice by 2 and needs images of at least 4x4 pixels, "
+                f"got input shape {tuple(ctx.input_shape)}"
+            )
         self.model_seed = ctx.seed
         return NoPropModel(self.opts, ctx.input_shape, ctx.n_classes, ctx.seed, spiking)
 
