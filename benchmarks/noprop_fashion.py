@@ -11,7 +11,8 @@ the spiking DT (``--spiking``). All use CPU-sized blocks (channels 16/32/64, wid
 ``--workers K`` runs the (method, seed) runs in K processes (one torch thread each), the
 slowest first. ``--samples K`` (default 10) adds, for DT and CT, the accuracy of the trained
 model with the class probabilities of K stochastic chains averaged (``rule.samples``; one
-chain, the paper's inference, samples the predictive distribution: docs/noprop.md). Writes results/<name>.{md,json} and the run files under runs/bench/noprop/.
+chain, the paper's inference, samples the predictive distribution: docs/noprop.md).
+Writes results/<name>.{md,json} and the run files under runs/bench/noprop/.
 """
 
 from __future__ import annotations

@@ -177,6 +177,14 @@ class Conv(_PluginLayer):
         return cur
 
 
+def _window_corners(h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four strided views (top-left, top-right, bottom-left, bottom-right) of h's 2x2
+    windows; odd trailing rows or columns dropped."""
+    H, W = h.shape[-2] // 2 * 2, h.shape[-1] // 2 * 2
+    a, b, c, d = (h[..., i:H:2, j:W:2] for i in (0, 1) for j in (0, 1))
+    return a, b, c, d
+
+
 class _ReluMaxPool2(torch.autograd.Function):
     """max_pool2d(relu(h), 2) with the same values and gradients, about twice as fast.
 
@@ -191,7 +199,7 @@ class _ReluMaxPool2(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: Tensor) -> Tensor:
         Hh, Wh, Wf = h.shape[-2] // 2, h.shape[-1] // 2, h.shape[-1]
-        a, b, c, d = (h[..., i : 2 * Hh : 2, j : 2 * Wh : 2] for i in (0, 1) for j in (0, 1))
+        a, b, c, d = _window_corners(h)
         top, bottom = torch.maximum(a, b), torch.maximum(c, d)
         m = torch.maximum(top, bottom)
         # offset of the first maximum inside its window: 0, 1, Wf or Wf + 1
@@ -213,8 +221,7 @@ def relu_max_pool2(h: Tensor) -> Tensor:
     if h.device.type != "cpu" or h.dim() != 4:
         return F.max_pool2d(F.relu(h), 2)
     if not (torch.is_grad_enabled() and h.requires_grad):  # inference: no argmax needed
-        Hh, Wh = h.shape[-2] // 2 * 2, h.shape[-1] // 2 * 2
-        a, b, c, d = (h[..., i:Hh:2, j:Wh:2] for i in (0, 1) for j in (0, 1))
+        a, b, c, d = _window_corners(h)
         return torch.maximum(torch.maximum(a, b), torch.maximum(c, d)).clamp_min(0.0)
     return _ReluMaxPool2.apply(h)
 
