@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spiking", action="store_true", help="both rules on the spiking backend")
     ap.add_argument("--batch", type=int, default=0, help="batch size (0 = the sims' 256)")
     ap.add_argument("--quick", action="store_true", help="2 repeats of 40 steps: a check, nothing saved")
+    ap.add_argument("--name", default="", help="results file name (default ccl_cost[_spiking][_b<batch>])")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.max_steps = 2, 40
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "ccl_cost_spiking" if args.spiking else "ccl_cost"
     if args.batch:
         name += f"_b{args.batch}"
+    name = args.name or name
     save(name, {"bp_s": t_bp, "ccl_s": t_ccl, "ratio_median": ratio, "ratios": ratios, "macs_per_sample": macs,
                 "backend": backend}, text)
     return 0

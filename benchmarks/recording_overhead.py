@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--name", default="recording_overhead", help="results file name")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -80,7 +81,7 @@ def main() -> None:
     text = (f"## Recording overhead: spiking 784-256-256-10, T=10, {args.steps} steps, "
             f"{args.dataset}, {args.repeat} interleaved repeats\n\n"
             + table(rows, ["variant", "median s", "ratio", "run file kB"]))
-    save("recording_overhead", {"times": times, "sizes": sizes, "steps": args.steps,
+    save(args.name, {"times": times, "sizes": sizes, "steps": args.steps,
                                 "ratios": {r["variant"]: r["ratio"] for r in rows}}, text)
 
 

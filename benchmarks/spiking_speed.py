@@ -461,6 +461,8 @@ OP_NAMES = {
     "aten::mm": "float32 GEMMs (dX = g·W, the output layer, a real-valued input's synapse)",
     "_SpikeLinear": "spike-fed synapse forward (bf16 split on AMX)",
     "_SpikeLinearBackward": "spike-fed synapse dW (bf16 split), without its dX GEMM",
+    "_BinaryLinear": "spike-fed synapse forward (table lookup, AVX-512), with packing",
+    "_BinaryLinearBackward": "spike-fed synapse dW (table lookup), without its dX GEMM",
     "_LIFScan": "LIF scan forward (C++)",
     "_LIFScanBackward": "LIF adjoint scan (C++)",
     "aten::copy_": "copies (transposes)",
@@ -527,7 +529,8 @@ def main() -> None:
     repeat = 2 if args.quick else args.repeat
     T, B = args.T, args.batch
     cases = ("constant", "spike train")
-    gemm = "exact bf16 split on AMX" if spiking.spike_gemm_enabled() else "float32"
+    gemm = {"bf16x3": "exact bf16 split on AMX", "lut": "exact table lookup (AVX-512)",
+            "fp32": "float32"}[spiking.spike_gemm_mode()]
     print(f"bioplaus spike-fed synapses: {gemm}; threads {torch.get_num_threads()}")
 
     results: dict[str, Any] = {"T": T, "batch": B, "spike_gemm": gemm}

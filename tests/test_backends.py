@@ -174,16 +174,53 @@ def test_presynaptic_trace() -> None:
     assert torch.allclose(tr[2], 0.25 * x[0] + 0.5 * x[1] + x[2])
 
 
-def _bf16_units() -> bool:
+def _kernel_has(flag: str) -> bool:
     k = spiking.kernel()
-    return k is not None and hasattr(k, "bf16_units") and bool(k.bf16_units())
+    return k is not None and hasattr(k, flag) and bool(getattr(k, flag)())
 
 
-@pytest.mark.skipif(not _bf16_units(), reason="no bf16 ukernels (oneDNN brgemm) on this machine")
-def test_spike_linear_bf16_split_is_float_rounding_exact(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spike-fed synapse on the exact bf16 split: current and dW within float32 rounding of
+FAST_PATHS = [
+    pytest.param("bf16x3", "SpikeLinear", marks=pytest.mark.skipif(
+        not _kernel_has("bf16_units"), reason="no bf16 ukernels (oneDNN brgemm) on this machine")),
+    pytest.param("lut", "BinaryLinear", marks=pytest.mark.skipif(
+        not _kernel_has("lut_units"), reason="no AVX-512 on this machine")),
+]
+
+
+@pytest.mark.skipif(not _kernel_has("lut_units"), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_binary_table_product_matches_float64_on_odd_shapes(threads: int) -> None:
+    """bin_mm: A @ B for 0/1 A (packed as is or from its transpose) within float32 rounding of
+    float64, on shapes that are not multiples of the nibble (4), panel (16) or tile (32)
+    widths; the two packings give the same bits; anything but 0/1 (0.5, NaN) is refused."""
+    k = spiking.kernel()
+    g = torch.Generator().manual_seed(5)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for m, kk, n in [(1, 1, 1), (17, 5, 33), (100, 3, 7), (333, 801, 65), (64, 1030, 48)]:
+            s = (torch.rand(m, kk, generator=g) < 0.3).float()
+            b = torch.randn(kk, n, generator=g)
+            p, ok = k.pack_binary(s, False)
+            pt, ok_t = k.pack_binary(s.t().contiguous(), True)
+            assert ok and ok_t and torch.equal(p, pt)
+            c = k.bin_mm(p, m, kk, b)
+            ref = s.double() @ b.double()
+            bound = kk * 2.0**-24 * float((s.double() @ b.double().abs()).max()) + 1e-30
+            assert float((c.double() - ref).abs().max()) <= bound
+    finally:
+        torch.set_num_threads(old)
+    for bad in (0.5, float("nan"), 2.0):
+        s = torch.zeros(20, 12)
+        s[7, 5] = bad
+        assert not k.pack_binary(s, False)[1] and not k.pack_binary(s, True)[1]
+
+
+@pytest.mark.parametrize(("mode", "node"), FAST_PATHS)
+def test_spike_linear_fast_path_is_float_rounding_exact(monkeypatch: pytest.MonkeyPatch, mode: str, node: str) -> None:
+    """Spike-fed synapse on an exact fast path: current and dW within float32 rounding of
     the float64 result (as close as a float32 GEMM), dX the float32 one; real input falls back."""
-    monkeypatch.setattr(spiking, "_SPIKE_GEMM", True)
+    monkeypatch.setattr(spiking, "_SPIKE_GEMM", mode)
     g = torch.Generator().manual_seed(3)
     M, K, N = 640, 208, 96
     fc = torch.nn.Linear(K, N, bias=True)
@@ -193,7 +230,7 @@ def test_spike_linear_bf16_split_is_float_rounding_exact(monkeypatch: pytest.Mon
     x = (torch.rand(M, K, generator=g) < 0.25).float().requires_grad_()
     gy = torch.randn(M, N, generator=g)
     y = spiking.spike_linear(x, fc)
-    assert y.grad_fn is not None and "SpikeLinear" in type(y.grad_fn).__name__
+    assert y.grad_fn is not None and node in type(y.grad_fn).__name__
     y.backward(gy)
     w64, x64, g64 = fc.weight.detach().double(), x.detach().double(), gy.double()
     y64 = x64 @ w64.T + fc.bias.detach().double()
@@ -205,13 +242,15 @@ def test_spike_linear_bf16_split_is_float_rounding_exact(monkeypatch: pytest.Mon
     assert float((fc.weight.grad.double() - dw64).abs().max()) <= dw_tol
     assert torch.allclose(x.grad, gy @ fc.weight.detach(), rtol=0, atol=0)
     assert torch.allclose(fc.bias.grad, gy.sum(0))
-    # not exact in bf16 (real-valued input): the plain float32 linear
+    # not 0/1 (real-valued input): the plain float32 linear
     xr = torch.rand(M, K, generator=g)
     assert torch.equal(spiking.spike_linear(xr, fc), torch.nn.functional.linear(xr, fc.weight, fc.bias))
 
 
-@pytest.mark.skipif(not _bf16_units(), reason="no bf16 ukernels (oneDNN brgemm) on this machine")
-def test_spiking_net_same_spikes_with_and_without_bf16_split(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("mode", "node"), FAST_PATHS)
+def test_spiking_net_same_spikes_with_and_without_fast_path(
+    monkeypatch: pytest.MonkeyPatch, mode: str, node: str
+) -> None:
     """A spiking MLP on spike-train input: identical spikes, gradients within float rounding."""
     cfg = NetworkConfig(backend="spiking", hidden=[64, 64], bias=False,
                         spiking=SpikingConfig(T=10, dt=1e-3, tau=5e-3))
@@ -225,11 +264,13 @@ def test_spiking_net_same_spikes_with_and_without_bf16_split(monkeypatch: pytest
     monkeypatch.setattr(spiking, "_SPIKE_GEMM_MIN_MACS", 0)
     out = {}
     for on in (False, True):
-        monkeypatch.setattr(spiking, "_SPIKE_GEMM", on)
+        monkeypatch.setattr(spiking, "_SPIKE_GEMM", mode if on else "fp32")
         net.zero_grad(set_to_none=True)
         h = x
         for la in net.layers:
             h = la(h)
+        cur = net.layers[1].state.current.grad_fn.next_functions[0][0]  # under the [T, B] view
+        assert (node in type(cur).__name__) == on
         torch.nn.functional.cross_entropy(net.readout(), y).backward()
         out[on] = ([la.state.out.detach() for la in net.layers], [la.weight.grad.clone() for la in net.layers])
     assert 0.05 < float(out[True][0][0].mean()) < 0.6

@@ -359,3 +359,69 @@ def test_fused_sgd_and_joint_clipping_equal_the_reference() -> None:
         out.append([p.detach().clone() for p in ps])
     for u, v in zip(*out):
         assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_clip_folded_into_fused_sgd_equals_clip_then_step(nesterov: bool) -> None:
+    """Clip factors applied inside the fused SGD kernel: the separate clip + step to rounding.
+
+    Two clip groups (one within its bound on some steps), weight decay, momentum, a group
+    that mixes parameters of both clip groups; gradients left in ``p.grad`` are the clipped
+    ones, as after the separate multiply.
+    """
+    from bioplaus.rules.base import clip_grad_norms, clip_scales, fused_sgd_step
+
+    shapes = [(6, 9), (4, 6), (9, 4), (5,)]
+    out, grads_after = [], []
+    for folded in (False, True):
+        g = torch.Generator().manual_seed(2)
+        ps = [torch.randn(s, generator=torch.Generator().manual_seed(3)).requires_grad_() for s in shapes]
+        groups = [{"params": ps[:1]}, {"params": ps[1:3], "lr": 0.05}, {"params": ps[3:]}]
+        opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=nesterov,
+                              fused=True)
+        for step in range(6):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g) * (3.0 if step % 2 else 0.1)
+            clip = [(ps[:2], 1.0), (ps[2:], 0.5)]  # the second optimiser group mixes both
+            if folded:
+                fused_sgd_step(opt, clip_scales(clip))
+            else:
+                clip_grad_norms(clip)
+                opt.step()
+        out.append([p.detach().clone() for p in ps])
+        grads_after.append([p.grad.clone() for p in ps])
+    for u, v in zip(*out):
+        torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-7)
+    for u, v in zip(*grads_after):
+        torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-7)
+
+
+def test_ccl_training_with_folded_clip_tracks_the_separate_clip() -> None:
+    """25 CCL steps (both nets clipped, momentum) with the folded clip: clip-then-step to rounding."""
+    import bioplaus.rules.base as base
+
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(16, 64, generator=g), torch.randint(0, 5, (16,), generator=g)) for _ in range(25)]
+    runs, clipped = [], []
+    orig_fused, orig_scales = base._plain_fused_sgd, base.clip_scales
+
+    def counting(groups):  # noqa: ANN001, ANN202
+        scales = orig_scales(groups)
+        clipped.append(len(scales))
+        return scales
+
+    for folded in (True, False):
+        rule = _rule(clip=0.05, clip_feedback=0.05, momentum=0.9)
+        assert base._plain_fused_sgd(rule.optimizer)
+        base.clip_scales = counting  # type: ignore[assignment]
+        if not folded:
+            base._plain_fused_sgd = lambda opt: False  # type: ignore[assignment]
+        try:
+            for x, y in batches:
+                rule.train_step(x, y)
+        finally:
+            base._plain_fused_sgd, base.clip_scales = orig_fused, orig_scales
+        runs.append([p.detach().clone() for p in [*rule.net.parameters(), *rule.feedback.parameters()]])
+    assert len(clipped) == 25 and sum(clipped) > 0  # the folded path ran and clipped
+    for u, v in zip(*runs):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)

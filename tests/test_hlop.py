@@ -177,9 +177,16 @@ def test_adam_is_refused_unless_the_step_is_projected() -> None:
     HLOP({}).setup(rule, RuleContext.of(cfg, 1, 1, 3))
 
 
-@pytest.mark.parametrize("backend", ["rate", "spiking"])
-def test_input_projection_equals_gradient_projection(backend: str) -> None:
-    """Σ δ (x - HᵀHx)ᵀ from the captured error equals G (I - HᵀH) (BPTT: per time step)."""
+@pytest.mark.parametrize("backend", ["rate", "spiking", "spiking_small_products"])
+def test_input_projection_equals_gradient_projection(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Σ δ (x - HᵀHx)ᵀ from the captured error equals G (I - HᵀH) (BPTT: per time step);
+    ``spiking_small_products``: with even these small spike products on the CPU's fast
+    exact path (table lookup or bf16 split, where the CPU has one)."""
+    if backend == "spiking_small_products":
+        from bioplaus.backends import spiking
+
+        monkeypatch.setattr(spiking, "_SPIKE_GEMM_MIN_MACS", 0)
+        backend = "spiking"
     grads = {}
     for mode in ("grad", "input"):
         hl = HLOP({"projection": mode, "neurons_first": [6], "neurons_per_task": [6], "angles": False})
@@ -389,3 +396,41 @@ def test_cheaper_hebbian_forms_equal_the_reference(rows: int, k_old: int) -> Non
         mom.mul_(0.9).add_(delta, alpha=0.1)
         new.add_(mom, alpha=0.05)
     torch.testing.assert_close(fast.new, new, atol=1e-5, rtol=1e-5)
+
+
+def _lut_available() -> bool:
+    from bioplaus.backends import spiking
+
+    k = spiking.kernel()
+    return k is not None and hasattr(k, "lut_units") and bool(k.lut_units())
+
+
+@pytest.mark.skipif(not _lut_available(), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("rows", [8, 96])
+@pytest.mark.parametrize("k_old", [5, 24])
+def test_hebbian_on_spike_rows_by_table_lookup_equals_float32(
+    monkeypatch: pytest.MonkeyPatch, rows: int, k_old: int
+) -> None:
+    """Oja's update on 0/1 presynaptic rows: the table-lookup products (X Hᵀ, Xᵀ y, X M) give
+    the float32 GEMMs' lateral weights to float rounding, in every form of the update."""
+    from bioplaus.backends import spiking
+
+    monkeypatch.setattr(spiking, "_SPIKE_GEMM_MIN_MACS", 0)
+    gen = torch.Generator().manual_seed(17)
+    n = 40
+    X = (torch.rand(rows, n, generator=gen) < 0.25).float()
+    out = {}
+    for mode in ("fp32", "lut"):
+        monkeypatch.setattr(spiking, "_SPIKE_GEMM", mode)
+        assert (spiking.BinaryRows.of(X) is not None) == (mode == "lut")
+        g = torch.Generator().manual_seed(3)
+        lat = Lateral(n, lr=0.05)
+        lat.new = orthonormal_rows(k_old, n, g)
+        lat.merge()
+        lat.add(4, g)
+        start = lat.new.clone()
+        for _ in range(3):
+            lat.hebbian(X, iterations=5, momentum=0.9, clip=10.0)
+        out[mode] = lat.new.clone()
+        assert float((out[mode] - start).abs().max()) > 1e-3  # the rule moved the weights
+    torch.testing.assert_close(out["lut"], out["fp32"], atol=1e-5, rtol=1e-5)

@@ -271,39 +271,62 @@ def _torch_scan_backward(
 
 
 # ----------------------------------------------------------------------------- synapses
-# A synapse fed by spikes (0 or 1, exact in bf16) runs on the CPU's bf16 matrix units: the
-# float32 weight is split exactly into three bf16 pieces, every product is exact and the sums
-# are float32, so the current differs from a float32 GEMM only in the order of the float32
-# additions (see lif_kernel.cpp). dW = gᵀ s is computed the same way with g split in three;
-# dX = g W stays a float32 GEMM (g and W are both full float32).
-_SPIKE_GEMM: bool | None = None
+# A synapse fed by spikes (0 or 1) has two exact fast paths for its current s Wᵀ and its
+# weight gradient dW = gᵀ s (dX = g W stays a float32 GEMM: g and W are both full float32):
+# - ``bf16x3`` (CPUs with AMX matrix units): the float32 weight (or g) is split exactly into
+#   three bf16 pieces, every product is exact and the sums are float32;
+# - ``lut`` (CPUs with AVX-512 and no AMX): the spikes are packed four to a nibble and each
+#   row of the result is a sum of table entries, one per four inputs, each table entry the
+#   float32 sum of the weights its bit pattern selects (K/4 vector adds instead of K
+#   multiply-adds).
+# Either way the result differs from a float32 GEMM only in the order of the float32
+# additions (see lif_kernel.cpp); anything but 0/1 input takes the float32 GEMM.
+SPIKE_GEMM_MODES = ("auto", "fp32", "bf16x3", "lut")
+_SPIKE_GEMM: str | None = None  # the resolved mode: "fp32", "bf16x3" or "lut"
 _SPIKE_GEMM_MIN_MACS = 1 << 22  # below this the split, packing and calls cost more than they save
 
 
-def spike_gemm_enabled() -> bool:
-    """Whether spike-fed synapses use the exact bf16 split on matrix units (AMX).
+def spike_gemm_mode() -> str:
+    """How spike-fed synapses multiply: ``"bf16x3"``, ``"lut"`` or ``"fp32"``.
 
-    ``BIOPLAUS_SPIKE_GEMM=fp32`` forces plain float32 GEMMs, ``=bf16x3`` uses the split
-    wherever the kernel supports it (also without AMX, for tests); ``auto`` (default) only
-    where AMX tiles exist, the only place it is faster.
+    ``BIOPLAUS_SPIKE_GEMM=auto`` (default) picks the fastest exact path of this CPU: the
+    bf16 split where AMX tiles exist, the table lookup where AVX-512 does, else float32
+    GEMMs. ``=fp32`` forces float32 GEMMs; ``=bf16x3`` / ``=lut`` force that path wherever
+    the kernel supports it (also where it is not the fastest, for tests), else float32.
     """
     global _SPIKE_GEMM
     if _SPIKE_GEMM is None:
         mode = os.environ.get("BIOPLAUS_SPIKE_GEMM", "auto")
-        if mode not in ("auto", "fp32", "bf16x3"):
-            raise ConfigError(f"BIOPLAUS_SPIKE_GEMM: must be auto, fp32 or bf16x3, got {mode!r}")
+        if mode not in SPIKE_GEMM_MODES:
+            raise ConfigError(f"BIOPLAUS_SPIKE_GEMM: must be one of {', '.join(SPIKE_GEMM_MODES)}, got {mode!r}")
         k = kernel() if mode != "fp32" else None
-        ok = False
-        if k is not None and hasattr(k, "bf16_units"):
-            try:
-                ok = bool(k.bf16_units())
-            except Exception:  # pragma: no cover - oneDNN without ukernels
-                ok = False
-            if ok and mode == "auto":
+        resolved = "fp32"
+        if k is not None:
+            bf16 = _kernel_flag(k, "bf16_units")
+            lut = _kernel_flag(k, "lut_units")
+            if mode == "auto":
                 amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-                ok = bool(amx()) if amx is not None else False
-        _SPIKE_GEMM = ok
+                amx_ok = bool(amx()) if amx is not None else False
+                resolved = "bf16x3" if (bf16 and amx_ok) else ("lut" if lut else "fp32")
+            elif mode == "bf16x3" and bf16:
+                resolved = "bf16x3"
+            elif mode == "lut" and lut:
+                resolved = "lut"
+        _SPIKE_GEMM = resolved
     return _SPIKE_GEMM
+
+
+def _kernel_flag(k: Any, name: str) -> bool:
+    """A capability query of the compiled kernel (False if it is missing or fails)."""
+    try:
+        return bool(getattr(k, name)()) if hasattr(k, name) else False
+    except Exception:  # pragma: no cover - oneDNN without ukernels
+        return False
+
+
+def spike_gemm_enabled() -> bool:
+    """Whether spike-fed synapses use an exact fast path (``spike_gemm_mode() != "fp32"``)."""
+    return spike_gemm_mode() != "fp32"
 
 
 class _SpikeLinear(torch.autograd.Function):
@@ -327,20 +350,95 @@ class _SpikeLinear(torch.autograd.Function):
         return dx, None, dw, db
 
 
+class _BinaryLinear(torch.autograd.Function):
+    """y = x Wᵀ (+ b) for 0/1 x; forward and dW by table lookup, dX in float32."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, panels: Tensor, weight: Tensor, bias: Tensor | None):  # noqa: ANN001, ANN205
+        m, k_in = x.shape
+        y = kernel().bin_mm(panels, m, k_in, weight.t())
+        if bias is not None:
+            y.add_(bias)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
+        x, weight = ctx.saved_tensors
+        dx = g.mm(weight) if ctx.needs_input_grad[0] else None
+        dw = None
+        if ctx.needs_input_grad[2]:
+            k = kernel()
+            m, k_in = x.shape
+            panels_t, _ = k.pack_binary(x.detach(), True)  # x was checked binary in forward
+            dw = k.bin_mm(panels_t, k_in, m, g).t().contiguous()  # (xᵀ g)ᵀ = gᵀ x
+        db = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return dx, None, dw, db
+
+
 def spike_linear(x: Tensor, linear: torch.nn.Linear) -> Tensor:
-    """``linear(x)`` for a 2-D input; on the exact bf16 path when x is exact in bf16 (spikes)."""
+    """``linear(x)`` for a 2-D input; on an exact fast path when x is spikes (0/1)."""
     w, b = linear.weight, linear.bias
     m, k_in = x.shape if x.dim() == 2 else (0, 0)
-    if (
-        m % 2 == 0 and k_in % 2 == 0 and m > 0 and w.shape[0] % 16 == 0 and k_in % 16 == 0  # ukernel block widths
-        and x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
+    if not (
+        m > 0 and x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
         and w.device.type == "cpu" and m * k_in * w.shape[0] >= _SPIKE_GEMM_MIN_MACS
-        and spike_gemm_enabled()
+    ):
+        return torch.nn.functional.linear(x, w, b)
+    mode = spike_gemm_mode()
+    if mode == "lut":
+        panels, binary = kernel().pack_binary(x.detach(), False)
+        if binary:
+            return _BinaryLinear.apply(x, panels, w, b)
+    elif (
+        mode == "bf16x3"
+        and m % 2 == 0 and k_in % 2 == 0 and w.shape[0] % 16 == 0 and k_in % 16 == 0  # ukernel block widths
     ):
         xb, exact = kernel().to_bf16_exact(x)
         if exact:
             return _SpikeLinear.apply(x, xb, w, b)
     return torch.nn.functional.linear(x, w, b)
+
+
+class BinaryRows:
+    """A 0/1 matrix X [m, k] packed once for several exact products X @ B and Xᵀ @ B.
+
+    For rules that multiply the same spikes many times (HLOP's Oja iterations). ``of`` returns
+    None unless the table-lookup path is active and X is 0/1; products too small to gain
+    fall back to the float32 GEMM.
+    """
+
+    def __init__(self, x: Tensor, panels: Tensor) -> None:
+        self.x = x
+        self.panels = panels
+        self._panels_t: Tensor | None = None
+
+    @classmethod
+    def of(cls, x: Tensor) -> BinaryRows | None:
+        if (
+            x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0
+            or spike_gemm_mode() != "lut"
+        ):
+            return None
+        panels, binary = kernel().pack_binary(x, False)
+        return cls(x, panels) if binary else None
+
+    def mm(self, b: Tensor) -> Tensor:
+        """X @ b."""
+        m, k = self.x.shape
+        if m * k * b.shape[1] < _SPIKE_GEMM_MIN_MACS or b.dtype != torch.float32:
+            return self.x @ b
+        return kernel().bin_mm(self.panels, m, k, b)
+
+    def tmm(self, b: Tensor) -> Tensor:
+        """Xᵀ @ b."""
+        m, k = self.x.shape
+        if m * k * b.shape[1] < _SPIKE_GEMM_MIN_MACS or b.dtype != torch.float32:
+            return self.x.T @ b
+        if self._panels_t is None:
+            self._panels_t, _ = kernel().pack_binary(self.x, True)
+        return kernel().bin_mm(self._panels_t, k, m, b)
 
 
 def lif_scan(current: Tensor, params: LIFParams) -> tuple[Tensor, Tensor]:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from bioplaus.backends.spiking import BinaryRows
 from bioplaus.config import bounded, check_choice
 from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
@@ -123,17 +124,21 @@ class Lateral:
         self.new = torch.zeros(0, self.n)
         self.mom = torch.zeros(0, self.n)
 
-    def project_rows(self, G: Tensor) -> Tensor:
+    def project_rows(self, G: Tensor, binary: BinaryRows | None = None) -> Tensor:
         """G (I - BᵀB) for rows G [m, n] (B = ``proj``): via the complement when it is smaller.
 
         (G Cᵀ) C with C the orthonormal complement equals G - (G Bᵀ) B up to float rounding
-        and costs 2·m·n·(n-k) instead of 2·m·n·k multiply-adds.
+        and costs 2·m·n·(n-k) instead of 2·m·n·k multiply-adds. ``binary``: G packed as 0/1
+        rows (spikes), for the first product by table lookup.
         """
+        def left(b: Tensor) -> Tensor:
+            return binary.mm(b) if binary is not None else G @ b
+
         if self.comp is not None:
-            return (G @ self.comp.T) @ self.comp
+            return left(self.comp.T) @ self.comp
         if self.proj.shape[0] == 0:
             return G
-        return G - (G @ self.proj.T) @ self.proj
+        return G - left(self.proj.T) @ self.proj
 
     @property
     def proj_rank(self) -> int:
@@ -162,6 +167,9 @@ class Lateral:
         if self.new.shape[0] == 0 or X.shape[0] == 0:
             return
         f = q or (lambda v: v)
+        # Spikes (0/1 rows) are packed once for the table-lookup products of every iteration
+        # (X Hᵀ and Xᵀ y; exact to float rounding, backends/spiking.py); None: float32 GEMMs.
+        bx = BinaryRows.of(X)
         r = X
         k_old, n_rows, n, k = self.old.shape[0], X.shape[0], self.n, self.new.shape[0]
         # Linear lateral neurons (no quantiser): the residual map is linear, so yᵀr may be
@@ -171,14 +179,17 @@ class Lateral:
         resid_map = linear and 2 * k_old > n  # n x n map cheaper than two k_old-wide products
         per_iter = linear and k_old > 0 and iterations * k < n_rows
         if k_old and not per_iter:
-            r = X @ self._residual_map() if resid_map else X - f(X @ self.old.T) @ self.old
+            if resid_map:
+                r = bx.mm(self._residual_map()) if bx is not None else X @ self._residual_map()
+            else:
+                r = X - f(bx.mm(self.old.T) if bx is not None else X @ self.old.T) @ self.old
         # yᵀ(r - y H) = yᵀr - (yᵀy) H: the k x k Gram replaces an R x n reconstruction when
         # k (R + n) < R n (few new neurons, many rows); always with the per-iteration residual.
         gram = per_iter or k * (n_rows + n) < n_rows * n
         for _ in range(iterations):
-            y = f(X @ self.new.T)
+            y = f(bx.mm(self.new.T) if bx is not None else X @ self.new.T)
             if per_iter:
-                z = y.T @ X
+                z = bx.tmm(y).T if bx is not None else y.T @ X
                 yr = z @ self._residual_map() if resid_map else z - (z @ self.old.T) @ self.old
             if gram:
                 delta = torch.addmm(yr if per_iter else y.T @ r, y.T @ y, self.new, alpha=-1.0)
@@ -328,7 +339,7 @@ class HLOP(SubspaceProjection):
         if float((lhs - rhs).norm()) > 1e-3 * float(lhs.norm()) + 1e-12:
             self.fallbacks += 1
             return False
-        Xp = self.lateral[i].project_rows(X)
+        Xp = self.lateral[i].project_rows(X, BinaryRows.of(X))
         layer.weight.grad.copy_((D.T @ Xp).view_as(layer.weight))
         return True
 

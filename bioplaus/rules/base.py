@@ -278,12 +278,19 @@ class LearningRule:
                 centralize_gradients(ps)
         self.plugins.after_backward(self)
         clipped = [(ps, c) for _, c, ps in groups if c and c > 0]
-        if len(clipped) == 1:
-            clip_grad_norm(*clipped[0])
-        elif clipped:
-            clip_grad_norms(clipped)
-        for opt in opts:
-            opt.step()
+        if clipped and all(_plain_fused_sgd(o) for o in opts):
+            # The clip's rescale is folded into the fused SGD pass (one pass over the
+            # gradients fewer); same numbers to float rounding (g / s for g · (1 / s)).
+            scales = clip_scales(clipped)
+            for opt in opts:
+                fused_sgd_step(opt, scales)
+        else:
+            if len(clipped) == 1:
+                clip_grad_norm(*clipped[0])
+            elif clipped:
+                clip_grad_norms(clipped)
+            for opt in opts:
+                opt.step()
         self.plugins.after_update(self)
 
     def after_step(self) -> None:
@@ -331,23 +338,88 @@ def _fusable(params: Any) -> bool:
     return dev.type in ("cpu", "cuda") and all(p.is_floating_point() and p.device == dev for p in ps)
 
 
-def clip_grad_norms(groups: list[tuple[list[Tensor], float]]) -> list[float]:
-    """``clip_grad_norm`` of several parameter groups, each on its own norm, in one pass.
-
-    One ``_foreach_norm`` over every gradient and one host read of the group norms, instead
-    of one of each per group (CCL clips its forward and feedback nets separately).
-    """
+def _group_norms(groups: list[tuple[list[Tensor], float]]) -> tuple[list[list[Tensor]], list[float]]:
+    """Each group's gradients and their joint L2 norm: one ``_foreach_norm``, one host read."""
     grads = [[p.grad for p in ps if p.grad is not None] for ps, _ in groups]
     flat = [g for gs in grads for g in gs]
     if not flat:
-        return [0.0] * len(groups)
+        return grads, [0.0] * len(groups)
     norms = torch._foreach_norm(flat)
     totals, k = [], 0
     for gs in grads:
         part = norms[k:k + len(gs)]
         k += len(gs)
         totals.append(torch.linalg.vector_norm(torch.stack(part)) if part else torch.zeros(()))
-    values = torch.stack(totals).tolist()
+    return grads, torch.stack(totals).tolist()
+
+
+def clip_scales(groups: list[tuple[list[Tensor], float]]) -> dict[int, float]:
+    """The clip factor max_norm / (norm + 1e-6) of each gradient whose group needs one.
+
+    Keys are ``id(param)``; a group within its bound has no entry. The norms are those of
+    ``clip_grad_norms``.
+    """
+    _, totals = _group_norms(groups)
+    out: dict[int, float] = {}
+    for (ps, max_norm), total in zip(groups, totals):
+        if total > max_norm:
+            out.update({id(p): max_norm / (total + 1e-6) for p in ps if p.grad is not None})
+    return out
+
+
+def _plain_fused_sgd(opt: torch.optim.Optimizer) -> bool:
+    """A torch SGD whose every group is fused and which has no step hooks of its own."""
+    from torch.optim import optimizer as _o
+
+    return (
+        type(opt) is torch.optim.SGD
+        and "step" not in vars(opt)  # no step patched onto the instance
+        and all(g.get("fused") and not g.get("differentiable") for g in opt.param_groups)
+        and not opt._optimizer_step_pre_hooks
+        and not opt._optimizer_step_post_hooks
+        and not _o._global_optimizer_pre_hooks
+        and not _o._global_optimizer_post_hooks
+        and getattr(opt, "grad_scale", None) is None
+    )
+
+
+@torch.no_grad()
+def fused_sgd_step(opt: torch.optim.SGD, scales: dict[int, float]) -> None:
+    """``opt.step()`` of a fused SGD with each gradient first multiplied by ``scales[id(p)]``.
+
+    The multiply happens inside the fused kernel (its ``grad_scale`` divides), and the
+    kernel writes the scaled gradient back to ``p.grad`` as the separate multiply would.
+    Parameters of one group that share a factor go in one call; a group whose parameters
+    have different factors is split.
+    """
+    from torch.optim.sgd import sgd
+
+    for group in opt.param_groups:
+        by_scale: dict[float | None, list[Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is not None:
+                by_scale.setdefault(scales.get(id(p)), []).append(p)
+        for s, params in by_scale.items():
+            grads = [p.grad for p in params]
+            bufs = [opt.state[p].get("momentum_buffer") for p in params]
+            sgd(
+                params, grads, bufs, fused=True,
+                grad_scale=None if s is None else torch.tensor(1.0 / s, dtype=torch.float32, device=params[0].device),
+                weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+                dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
+            )
+            if group["momentum"] != 0:
+                for p, b in zip(params, bufs):
+                    opt.state[p]["momentum_buffer"] = b
+
+
+def clip_grad_norms(groups: list[tuple[list[Tensor], float]]) -> list[float]:
+    """``clip_grad_norm`` of several parameter groups, each on its own norm, in one pass.
+
+    One ``_foreach_norm`` over every gradient and one host read of the group norms, instead
+    of one of each per group (CCL clips its forward and feedback nets separately).
+    """
+    grads, values = _group_norms(groups)
     for gs, (_, max_norm), total in zip(grads, groups, values):
         if gs and total > max_norm:
             torch._foreach_mul_(gs, max_norm / (total + 1e-6))

@@ -99,27 +99,45 @@ class _SimilarityMSE(torch.autograd.Function):
     """k · mean((A Bᵀ - Y)²) with its gradients written out (one graph node instead of six).
 
     With R = A Bᵀ - Y and n = numel(R):  ∂/∂A = (2k/n) R B,   ∂/∂B = (2k/n) Rᵀ A.
+    The residual is held transposed, Rᵀ = B Aᵀ - Yᵀ [C, N] (``_residual_t``).
     """
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, y: Tensor, k: float, rows: Tensor | None = None) -> Tensor:  # noqa: ANN001
-        if rows is None:
-            r = torch.addmm(y, a, b.T, alpha=1.0, beta=-1.0)
-        else:
-            r = (a @ b.T).mul_(rows[:, None]).sub_(y)
-        ctx.save_for_backward(a, b, r, rows)
+        rt = _residual_t(a, b, y, rows)
+        ctx.save_for_backward(a, b, rt, rows)
         ctx.k = k
-        return (r * r).mean() * k
+        return (rt * rt).mean() * k
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
-        a, b, r, rows = ctx.saved_tensors
-        d_c = r * (g * (2.0 * ctx.k / r.numel()))
-        if rows is not None:
-            d_c.mul_(rows[:, None])
-        da = d_c @ b if ctx.needs_input_grad[0] else None
-        db = d_c.T @ a if ctx.needs_input_grad[1] else None
+        a, b, rt, rows = ctx.saved_tensors
+        da, db = _residual_grads(a, b, rt, rows, g * (2.0 * ctx.k / rt.numel()), *ctx.needs_input_grad[:2])
         return da, db, None, None, None
+
+
+def _residual_t(a: Tensor, b: Tensor, y: Tensor, rows: Tensor | None) -> Tensor:
+    """Rᵀ = B Aᵀ - Yᵀ [C, N] (rows of A masked by ``rows``).
+
+    The same numbers as A Bᵀ - Y to float rounding, at about half the time: a GEMM whose
+    output has C = 10 columns vectorises poorly, one with N columns well (measured on CPU:
+    256 x 256 activity, 49 vs 23 µs).
+    """
+    if rows is None:
+        return torch.addmm(y.T, b, a.T, alpha=1.0, beta=-1.0)
+    return (b @ a.T).mul_(rows).sub_(y.T)
+
+
+def _residual_grads(
+    a: Tensor, b: Tensor, rt: Tensor, rows: Tensor | None, coef: Tensor, need_a: bool, need_b: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """∂/∂A = coef · R B and ∂/∂B = coef · Rᵀ A from the transposed residual."""
+    d_ct = rt * coef
+    if rows is not None:
+        d_ct.mul_(rows)
+    da = d_ct.T @ b if need_a else None
+    db = d_ct @ a if need_b else None
+    return da, db
 
 
 def loss_mlp_pairs(
@@ -146,12 +164,9 @@ class _SimilarityMSEPairs(torch.autograd.Function):
         a, b = ab[:n], ab[n:]
         rs, out = [], []
         for ap, bp, k in zip(a, b, ks):
-            if rows is None:
-                r = torch.addmm(y, ap, bp.T, alpha=1.0, beta=-1.0)
-            else:
-                r = (ap @ bp.T).mul_(rows[:, None]).sub_(y)
-            rs.append(r)
-            out.append((r * r).mean() * k)
+            rt = _residual_t(ap, bp, y, rows)
+            rs.append(rt)
+            out.append((rt * rt).mean() * k)
         ctx.save_for_backward(rows, *a, *b, *rs)
         ctx.ks = ks
         return torch.stack(out)
@@ -167,14 +182,9 @@ class _SimilarityMSEPairs(torch.autograd.Function):
         for p in range(n):
             if not (need[p] or need[n + p]):
                 continue
-            r = rs[p]
-            d_c = r * (g[p] * (2.0 * ctx.ks[p] / r.numel()))
-            if rows is not None:
-                d_c.mul_(rows[:, None])
-            if need[p]:
-                da[p] = d_c @ b[p]
-            if need[n + p]:
-                db[p] = d_c.T @ a[p]
+            rt = rs[p]
+            da[p], db[p] = _residual_grads(a[p], b[p], rt, rows, g[p] * (2.0 * ctx.ks[p] / rt.numel()),
+                                           need[p], need[n + p])
         return (None, None, None, *da, *db)
 
 
