@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--variants", default="faithful,rows128,rows128_every2")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out-dir", default="/tmp/bioplaus_hlop_cost")
+    ap.add_argument("--out-dir", default="",
+                    help="where run files go (default: a new temporary directory; an existing "
+                         "directory resumes its sweeps, i.e. reuses runs already timed there)")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--quick", action="store_true", help="2 permuted-digits tasks, T = 2: a check, nothing saved")
     args = ap.parse_args()
@@ -83,9 +86,10 @@ def main() -> None:
         *(["data.dataset=digits"] if args.quick else []),
     ]
     methods = {name: (SIM, VARIANTS[name]) for name in ["ft", *variants]}
+    out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="bioplaus_hlop_cost_"))
     best: dict[tuple[int, str], dict[str, Any]] = {}
     for k in range(args.repeat):
-        res = methods_sweep(methods, [0], Path(args.out_dir) / f"repeat{k}", common, workers=1,
+        res = methods_sweep(methods, [0], out_dir / f"repeat{k}", common, workers=1,
                             grid={"network.spiking.T": Ts})
         for row in res.rows:
             if row["status"] != "done":
