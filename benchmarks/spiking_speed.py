@@ -459,10 +459,8 @@ def scaling_figure(rows: list[dict[str, Any]], path: Path) -> bool:
 # ----------------------------------------------------------------------------- breakdown
 OP_NAMES = {
     "aten::mm": "float32 GEMMs (dX = g·W, the output layer, a real-valued input's synapse)",
-    "_SpikeLinear": "spike-fed synapse forward (bf16 split on AMX)",
-    "_SpikeLinearBackward": "spike-fed synapse dW (bf16 split), without its dX GEMM",
-    "_BinaryLinear": "spike-fed synapse forward (table lookup, AVX-512), with packing",
-    "_BinaryLinearBackward": "spike-fed synapse dW (table lookup), without its dX GEMM",
+    "_SpikeLinear": "spike-fed synapse forward (bf16 split on AMX, or table lookup), with packing",
+    "_SpikeLinearBackward": "spike-fed synapse dW (bf16 split, or table lookup), without its dX GEMM",
     "_LIFScan": "LIF scan forward (C++)",
     "_LIFScanBackward": "LIF adjoint scan (C++)",
     "aten::copy_": "copies (transposes)",

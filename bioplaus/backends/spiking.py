@@ -330,51 +330,38 @@ def spike_gemm_enabled() -> bool:
 
 
 class _SpikeLinear(torch.autograd.Function):
-    """y = x Wᵀ (+ b) for x exact in bf16; forward and dW on the bf16 split, dX in float32."""
+    """y = x Wᵀ (+ b) for spikes x: forward and dW on an exact fast path, dX in float32.
+
+    ``mode`` "bf16x3": ``packed`` is x in bf16 (exact), products on the bf16 split;
+    "lut": ``packed`` holds x's nibble panels, products by table lookup.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, xb: Tensor, weight: Tensor, bias: Tensor | None):  # noqa: ANN001, ANN205
-        y = kernel().spike_mm(xb, weight)
+    def forward(ctx, x: Tensor, packed: Tensor, weight: Tensor, bias: Tensor | None, mode: str):  # noqa: ANN001, ANN205
+        k = kernel()
+        y = k.spike_mm(packed, weight) if mode == "bf16x3" else k.bin_mm(packed, *x.shape, weight.t())
         if bias is not None:
             y.add_(bias)
-        ctx.save_for_backward(xb, weight)
+        ctx.save_for_backward(packed if mode == "bf16x3" else x, weight)
         ctx.has_bias = bias is not None
+        ctx.mode = mode
         return y
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
-        xb, weight = ctx.saved_tensors
-        dx = g.mm(weight) if ctx.needs_input_grad[0] else None
-        dw = kernel().spike_mm_wgrad(g, xb) if ctx.needs_input_grad[2] else None
-        db = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-        return dx, None, dw, db
-
-
-class _BinaryLinear(torch.autograd.Function):
-    """y = x Wᵀ (+ b) for 0/1 x; forward and dW by table lookup, dX in float32."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, panels: Tensor, weight: Tensor, bias: Tensor | None):  # noqa: ANN001, ANN205
-        m, k_in = x.shape
-        y = kernel().bin_mm(panels, m, k_in, weight.t())
-        if bias is not None:
-            y.add_(bias)
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return y
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
-        x, weight = ctx.saved_tensors
+        saved, weight = ctx.saved_tensors
         dx = g.mm(weight) if ctx.needs_input_grad[0] else None
         dw = None
         if ctx.needs_input_grad[2]:
             k = kernel()
-            m, k_in = x.shape
-            panels_t, _ = k.pack_binary(x.detach(), True)  # x was checked binary in forward
-            dw = k.bin_mm(panels_t, k_in, m, g).t().contiguous()  # (xᵀ g)ᵀ = gᵀ x
+            if ctx.mode == "bf16x3":
+                dw = k.spike_mm_wgrad(g, saved)
+            else:  # (xᵀ g)ᵀ = gᵀ x, x packed transposed (it was checked 0/1 in forward)
+                m, k_in = saved.shape
+                panels_t, _ = k.pack_binary(saved.detach(), True)
+                dw = k.bin_mm(panels_t, k_in, m, g).t().contiguous()
         db = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-        return dx, None, dw, db
+        return dx, None, dw, db, None
 
 
 def spike_linear(x: Tensor, linear: torch.nn.Linear) -> Tensor:
@@ -390,14 +377,14 @@ def spike_linear(x: Tensor, linear: torch.nn.Linear) -> Tensor:
     if mode == "lut":
         panels, binary = kernel().pack_binary(x.detach(), False)
         if binary:
-            return _BinaryLinear.apply(x, panels, w, b)
+            return _SpikeLinear.apply(x, panels, w, b, "lut")
     elif (
         mode == "bf16x3"
         and m % 2 == 0 and k_in % 2 == 0 and w.shape[0] % 16 == 0 and k_in % 16 == 0  # ukernel block widths
     ):
         xb, exact = kernel().to_bf16_exact(x)
         if exact:
-            return _SpikeLinear.apply(x, xb, w, b)
+            return _SpikeLinear.apply(x, xb, w, b, "bf16x3")
     return torch.nn.functional.linear(x, w, b)
 
 
