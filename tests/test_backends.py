@@ -278,3 +278,29 @@ def test_spiking_net_same_spikes_with_and_without_fast_path(
         assert torch.equal(a, b)
     for a, b in zip(out[False][1], out[True][1]):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_spike_gemm_mode_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BIOPLAUS_SPIKE_GEMM: auto picks the CPU's fastest exact path (bf16 split with AMX,
+    table lookup with AVX-512, else float32), a forced path falls back to float32 where the
+    kernel lacks it, and anything else is a one-line config error."""
+    from bioplaus.errors import ConfigError
+
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    bf16, lut = _kernel_has("bf16_units"), _kernel_has("lut_units")
+    want = {
+        "auto": "bf16x3" if (bf16 and amx) else ("lut" if lut else "fp32"),
+        "fp32": "fp32",
+        "bf16x3": "bf16x3" if bf16 else "fp32",
+        "lut": "lut" if lut else "fp32",
+    }
+    for env, mode in want.items():
+        monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", env)
+        monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
+        assert spiking.spike_gemm_mode() == mode
+        assert spiking.spike_gemm_enabled() == (mode != "fp32")
+    monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", "fast")
+    monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
+    with pytest.raises(ConfigError, match="BIOPLAUS_SPIKE_GEMM"):
+        spiking.spike_gemm_mode()
+    monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
