@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioplaus.errors import OutputError, RunError
+from bioplaus.errors import ConfigError, OutputError, RunError
 
 DIRECTIONS = ("max", "min", "none")
 
@@ -347,11 +347,28 @@ class RunContext:
 
     def close(self, status: str = "done", **attrs: Any) -> None:
         if self.recorder is not None:
+            gemm = _spike_gemm_used(self.config)
+            if gemm is not None:
+                attrs.setdefault("spike_gemm", gemm)
             self.recorder.close(status, **attrs)
 
     def progress(self, total: int) -> Progress:
         """A progress bar over ``total`` steps showing the declared progress metrics."""
         return Progress(total, self.progress_enabled, self.name, self.declared)
+
+
+def _spike_gemm_used(config: Mapping[str, Any]) -> str | None:
+    """How a spiking run's spike-fed synapses multiply (fp32, bf16x3, lut); None for other
+    runs (for them resolving the mode would build the kernel for nothing)."""
+    net = config.get("network")
+    if not (isinstance(net, Mapping) and net.get("backend") == "spiking"):
+        return None
+    from bioplaus.backends import spiking
+
+    try:
+        return spiking.spike_gemm_mode()
+    except ConfigError:  # a bad BIOPLAUS_SPIKE_GEMM set during the run: the file still closes
+        return None
 
 
 def finite_or_raise(values: Mapping[str, float], step: int) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bioplaus.backends.spiking import spike_linear
+from bioplaus.backends.spiking import check_spike_gemm_env, spike_linear
 from bioplaus.config import NetworkConfig
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
@@ -348,6 +348,8 @@ def build_net(
         check_size(plan.params, "network")
     torch.manual_seed(seed)
     temporal = cfg.backend == "spiking"
+    if temporal:
+        check_spike_gemm_env()  # a bad value fails here, not at the first large product
     layers: list[Layer] = []
     shape = tuple(input_shape)
     for cp in plan.convs:

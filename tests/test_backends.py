@@ -304,3 +304,36 @@ def test_spike_gemm_mode_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="BIOPLAUS_SPIKE_GEMM"):
         spiking.spike_gemm_mode()
     monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
+
+
+def test_run_file_records_the_spike_synapse_path(tmp_path) -> None:  # noqa: ANN001
+    """A spiking run's file says how its spike-fed synapses multiplied; a rate run's does not."""
+    import h5py
+
+    from bioplaus.config import load_config
+    from bioplaus.experiments import run_experiment
+
+    for backend in ("spiking", "rate"):
+        raw = {"data": {"dataset": "digits", "limit_train": 64, "limit_test": 32},
+               "network": {"backend": backend, "hidden": [16], "spiking": {"T": 3}},
+               "rule": {"name": "backprop"},
+               "train": {"epochs": 1, "report": False, "progress": False},
+               "record": {"weights_every": 0}}
+        out = tmp_path / f"{backend}.h5"
+        run_experiment(load_config(raw), out=out)
+        with h5py.File(out, "r") as f:
+            got = f.attrs.get("spike_gemm")
+        if backend == "spiking":
+            assert got == spiking.spike_gemm_mode()
+        else:
+            assert got is None
+
+
+def test_bad_spike_gemm_env_fails_when_the_spiking_net_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad BIOPLAUS_SPIKE_GEMM is a config error at build time, even for a net whose
+    products are all too small to ask for the fast path; a rate net does not care."""
+    monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", "fast")
+    monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
+    with pytest.raises(ConfigError, match="BIOPLAUS_SPIKE_GEMM"):
+        build_net(NetworkConfig(backend="spiking", hidden=[8]), (4,), 2)
+    build_net(NetworkConfig(backend="rate", hidden=[8]), (4,), 2)

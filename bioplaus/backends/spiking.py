@@ -286,6 +286,13 @@ _SPIKE_GEMM: str | None = None  # the resolved mode: "fp32", "bf16x3" or "lut"
 _SPIKE_GEMM_MIN_MACS = 1 << 22  # below this the split, packing and calls cost more than they save
 
 
+def check_spike_gemm_env() -> None:
+    """A one-line config error for a bad ``BIOPLAUS_SPIKE_GEMM``, without building the kernel."""
+    mode = os.environ.get("BIOPLAUS_SPIKE_GEMM", "auto")
+    if mode not in SPIKE_GEMM_MODES:
+        raise ConfigError(f"BIOPLAUS_SPIKE_GEMM: must be one of {', '.join(SPIKE_GEMM_MODES)}, got {mode!r}")
+
+
 def spike_gemm_mode() -> str:
     """How spike-fed synapses multiply: ``"bf16x3"``, ``"lut"`` or ``"fp32"``.
 
@@ -296,9 +303,8 @@ def spike_gemm_mode() -> str:
     """
     global _SPIKE_GEMM
     if _SPIKE_GEMM is None:
+        check_spike_gemm_env()
         mode = os.environ.get("BIOPLAUS_SPIKE_GEMM", "auto")
-        if mode not in SPIKE_GEMM_MODES:
-            raise ConfigError(f"BIOPLAUS_SPIKE_GEMM: must be one of {', '.join(SPIKE_GEMM_MODES)}, got {mode!r}")
         k = kernel() if mode != "fp32" else None
         resolved = "fp32"
         if k is not None:
