@@ -192,13 +192,13 @@ FAST_PATHS = [
 def test_binary_table_product_matches_float64_on_odd_shapes(threads: int) -> None:
     """bin_mm: A @ B for 0/1 A (packed as is or from its transpose) within float32 rounding of
     float64, on shapes that are not multiples of the nibble (4), panel (16) or tile (32)
-    widths; the two packings give the same bits; anything but 0/1 (0.5, NaN) is refused."""
+    widths, and with more rows than one chunk (2048); the two packings give the same bits; anything but 0/1 (0.5, NaN) is refused."""
     k = spiking.kernel()
     g = torch.Generator().manual_seed(5)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for m, kk, n in [(1, 1, 1), (17, 5, 33), (100, 3, 7), (333, 801, 65), (64, 1030, 48)]:
+        for m, kk, n in [(1, 1, 1), (17, 5, 33), (100, 3, 7), (333, 801, 65), (64, 1030, 48), (4099, 37, 70)]:
             s = (torch.rand(m, kk, generator=g) < 0.3).float()
             b = torch.randn(kk, n, generator=g)
             p, ok = k.pack_binary(s, False)
