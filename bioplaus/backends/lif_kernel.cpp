@@ -83,6 +83,46 @@ void backward_dispatch(bool hs, bool hm, int64_t b, int64_t e, int64_t T, int64_
   else backward_chunk<KIND, ZERO, false, false>(b, e, T, M, V, S, GS, GM, G, beta, thr, k);
 }
 
+// One chunk [b, e) of neurons over all T steps. A function with restrict pointers and scalar
+// arguments, not the parallel_for lambda's body: outlined for OpenMP, that body would read
+// beta and thr through references that the stores might alias, and not vectorise.
+void forward_chunk(int64_t b, int64_t e, int64_t T, int64_t M, int64_t step, const float* __restrict__ I,
+                   float* __restrict__ V, float* __restrict__ S, float beta, float thr, bool zero) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* It = I + t * step;
+    float* Vt = V + t * M;
+    float* St = S + t * M;
+    if (t == 0) {
+      for (int64_t j = b; j < e; ++j) {
+        const float v = It[j];
+        Vt[j] = v;
+        St[j] = v > thr ? 1.0f : 0.0f;
+      }
+      continue;
+    }
+    const float* Vp = Vt - M;
+    const float* Sp = St - M;
+    if (zero) {
+      for (int64_t j = b; j < e; ++j) {
+        const float kept = Vp[j] * (1.0f - Sp[j]);
+        const float bv = beta * kept;
+        const float v = bv + It[j];
+        Vt[j] = v;
+        St[j] = v > thr ? 1.0f : 0.0f;
+      }
+    } else {
+      for (int64_t j = b; j < e; ++j) {
+        const float bv = beta * Vp[j];
+        const float a = bv + It[j];
+        const float r = Sp[j] * thr;
+        const float v = a - r;
+        Vt[j] = v;
+        St[j] = v > thr ? 1.0f : 0.0f;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // current: [T, ...], or with bcast_T > 0 a single step [...] fed on every one of bcast_T steps
@@ -103,40 +143,11 @@ std::vector<torch::Tensor> lif_forward(torch::Tensor current, double beta_d, dou
   const float* I = cur.data_ptr<float>();
   float* V = mem.data_ptr<float>();
   float* S = spk.data_ptr<float>();
-  at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t t = 0; t < T; ++t) {
-      const float* It = I + t * step;
-      float* Vt = V + t * M;
-      float* St = S + t * M;
-      if (t == 0) {
-        for (int64_t j = b; j < e; ++j) {
-          const float v = It[j];
-          Vt[j] = v;
-          St[j] = v > thr ? 1.0f : 0.0f;
-        }
-        continue;
-      }
-      const float* Vp = Vt - M;
-      const float* Sp = St - M;
-      if (zero) {
-        for (int64_t j = b; j < e; ++j) {
-          const float kept = Vp[j] * (1.0f - Sp[j]);
-          const float bv = beta * kept;
-          const float v = bv + It[j];
-          Vt[j] = v;
-          St[j] = v > thr ? 1.0f : 0.0f;
-        }
-      } else {
-        for (int64_t j = b; j < e; ++j) {
-          const float bv = beta * Vp[j];
-          const float a = bv + It[j];
-          const float r = Sp[j] * thr;
-          const float v = a - r;
-          Vt[j] = v;
-          St[j] = v > thr ? 1.0f : 0.0f;
-        }
-      }
-    }
+  at::parallel_for(0, M, kGrain, [&](int64_t b0, int64_t e0) {
+    // A thread may get more than one chunk (always, if parallel_for runs serially): scan
+    // them kGrain at a time so that a chunk's state stays in L1 over the T steps.
+    for (int64_t b = b0; b < e0; b += kGrain)
+      forward_chunk(b, std::min(e0, b + kGrain), T, M, step, I, V, S, beta, thr, zero);
   });
   return {spk, mem};
 }
@@ -159,8 +170,10 @@ torch::Tensor lif_backward(torch::Tensor grad_spk, torch::Tensor grad_mem, torch
   const float* GS = has_s ? gs.data_ptr<float>() : nullptr;
   const float* GM = has_m ? gm.data_ptr<float>() : nullptr;
   float* G = out.data_ptr<float>();
-  at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, M, kGrain, [&](int64_t b0, int64_t e0) {
     const bool hs = GS != nullptr, hm = GM != nullptr;
+    for (int64_t b = b0; b < e0; b += kGrain) {  // kGrain at a time, as the forward
+    const int64_t e = std::min(e0, b + kGrain);
 #define BIOPLAUS_BWD(KIND)                                                                  \
   (zero ? backward_dispatch<KIND, true>(hs, hm, b, e, T, M, V, S, GS, GM, G, beta, thr, k)  \
         : backward_dispatch<KIND, false>(hs, hm, b, e, T, M, V, S, GS, GM, G, beta, thr, k))
@@ -169,6 +182,7 @@ torch::Tensor lif_backward(torch::Tensor grad_spk, torch::Tensor grad_mem, torch
       case 1: BIOPLAUS_BWD(1); break;
       case 2: BIOPLAUS_BWD(2); break;
       default: BIOPLAUS_BWD(3); break;
+    }
     }
 #undef BIOPLAUS_BWD
   });

@@ -25,6 +25,7 @@ import hashlib
 import math
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,12 +135,24 @@ def kernel() -> Any:
 
         _ninja_on_path()
         src = Path(__file__).resolve().with_name("lif_kernel.cpp")
-        _KERNEL = load(
-            name=_kernel_build_name(src),
-            sources=[str(src)],
-            extra_cflags=["-O3", "-ffp-contract=off"],
-            verbose=False,
-        )
+        flags = ["-O3", "-ffp-contract=off"]
+        # Built without OpenMP, the kernel's at::parallel_for runs on one thread whatever
+        # torch.set_num_threads says. With it (GCC on Linux; the extension then shares the
+        # libgomp.so.1 torch has loaded) the scans and table products use torch's threads.
+        # Elsewhere, or if that build fails, the kernel is built without.
+        omp = sys.platform.startswith("linux")
+        try:
+            _KERNEL = load(
+                name=_kernel_build_name(src) + ("_omp" if omp else ""),
+                sources=[str(src)],
+                extra_cflags=flags + (["-fopenmp"] if omp else []),
+                extra_ldflags=["-fopenmp"] if omp else [],
+                verbose=False,
+            )
+        except Exception:
+            if not omp:
+                raise
+            _KERNEL = load(name=_kernel_build_name(src), sources=[str(src)], extra_cflags=flags, verbose=False)
     except Exception as e:  # no compiler, no ninja, read-only cache ...
         if mode == "cpp":
             raise
