@@ -537,6 +537,11 @@ def summary_text(run_path: str | Path) -> str:
         s = run.summary()
         declared = declared_metrics(run)
         kind = run.attrs.get("kind")
+        compute = [
+            f"{label} {run.attrs[key]}"
+            for key, label in (("device", "device"), ("spike_gemm", "spike synapses"))
+            if run.attrs.get(key) not in (None, "")
+        ]
         final = {k[6:]: v for k, v in run.attrs.items() if k.startswith("final_")}
         array_attrs = {p: run.attrs_of(p) for p in s["arrays"] if not p.startswith("/model/")}
     lines = [
@@ -547,6 +552,8 @@ def summary_text(run_path: str | Path) -> str:
     ]
     if kind:
         lines.append(f"kind       {kind}")
+    if compute:
+        lines.append("compute    " + ", ".join(compute))
     h = headline(declared)
     if h is not None:
         value = s["metrics"].get(h.name, final.get(h.name))

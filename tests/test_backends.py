@@ -312,6 +312,7 @@ def test_run_file_records_the_spike_synapse_path(tmp_path) -> None:  # noqa: ANN
 
     from bioplaus.config import load_config
     from bioplaus.experiments import run_experiment
+    from bioplaus.report import summary_text
 
     for backend in ("spiking", "rate"):
         raw = {"data": {"dataset": "digits", "limit_train": 64, "limit_test": 32},
@@ -323,10 +324,12 @@ def test_run_file_records_the_spike_synapse_path(tmp_path) -> None:  # noqa: ANN
         run_experiment(load_config(raw), out=out)
         with h5py.File(out, "r") as f:
             got = f.attrs.get("spike_gemm")
+        text = summary_text(out)  # bioplaus inspect
         if backend == "spiking":
             assert got == spiking.spike_gemm_mode()
+            assert f"spike synapses {got}" in text
         else:
-            assert got is None
+            assert got is None and "spike synapses" not in text and "device cpu" in text
 
 
 def test_bad_spike_gemm_env_fails_when_the_spiking_net_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
