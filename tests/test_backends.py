@@ -340,3 +340,31 @@ def test_bad_spike_gemm_env_fails_when_the_spiking_net_is_built(monkeypatch: pyt
     with pytest.raises(ConfigError, match="BIOPLAUS_SPIKE_GEMM"):
         build_net(NetworkConfig(backend="spiking", hidden=[8]), (4,), 2)
     build_net(NetworkConfig(backend="rate", hidden=[8]), (4,), 2)
+
+
+def test_failed_openmp_build_falls_back_and_is_remembered(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    """Where the OpenMP build fails (a compiler without libgomp) the kernel is built without
+    it, and the failure is written next to the build so the next process does not retry."""
+    import torch.utils.cpp_extension as ext
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(spiking.sys, "platform", "linux")
+    calls: list[bool] = []
+
+    def fake_load(name: str, sources: list[str], extra_cflags: list[str], verbose: bool,  # noqa: ARG001
+                  extra_ldflags: list[str] | None = None) -> object:
+        omp = "-fopenmp" in extra_cflags
+        calls.append(omp)
+        if omp:
+            raise RuntimeError("cannot find -lgomp")
+        return "plain kernel"
+
+    monkeypatch.setattr(ext, "load", fake_load)
+    for expected in ([True, False], [False]):
+        monkeypatch.setattr(spiking, "_KERNEL", None)
+        monkeypatch.setattr(spiking, "_KERNEL_TRIED", False)
+        calls.clear()
+        assert spiking.kernel() == "plain kernel"
+        assert calls == expected
+    assert list(tmp_path.rglob("openmp_build_failed"))
+    monkeypatch.setattr(spiking, "_KERNEL_TRIED", False)

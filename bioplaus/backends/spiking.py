@@ -140,18 +140,26 @@ def kernel() -> Any:
         # torch.set_num_threads says. With it (GCC on Linux; the extension then shares the
         # libgomp.so.1 torch has loaded) the scans and table products use torch's threads.
         # Elsewhere, or if that build fails, the kernel is built without.
-        omp = sys.platform.startswith("linux")
+        omp_name = _kernel_build_name(src) + "_omp"
+        marker = _omp_failed_marker(omp_name)  # an earlier OpenMP build failed here: skip it
+        omp = sys.platform.startswith("linux") and not (marker is not None and marker.exists())
         try:
             _KERNEL = load(
-                name=_kernel_build_name(src) + ("_omp" if omp else ""),
+                name=omp_name if omp else _kernel_build_name(src),
                 sources=[str(src)],
                 extra_cflags=flags + (["-fopenmp"] if omp else []),
                 extra_ldflags=["-fopenmp"] if omp else [],
                 verbose=False,
             )
-        except Exception:
+        except Exception as omp_error:
             if not omp:
                 raise
+            if marker is not None:
+                try:
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(f"{type(omp_error).__name__}: {omp_error}\n")
+                except OSError:
+                    pass
             _KERNEL = load(name=_kernel_build_name(src), sources=[str(src)], extra_cflags=flags, verbose=False)
     except Exception as e:  # no compiler, no ninja, read-only cache ...
         if mode == "cpp":
@@ -163,6 +171,16 @@ def kernel() -> Any:
         )
         _KERNEL = None
     return _KERNEL
+
+
+def _omp_failed_marker(name: str) -> Path | None:
+    """The file that records a failed OpenMP build of ``name`` (so later processes skip it)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return Path(_get_build_directory(name, False)) / "openmp_build_failed"
+    except Exception:  # a torch without the helper: no memory of failures, just retries
+        return None
 
 
 def _kernel_build_name(src: Path) -> str:
