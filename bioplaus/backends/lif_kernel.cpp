@@ -384,7 +384,7 @@ torch::Tensor spike_mm_wgrad(torch::Tensor, torch::Tensor) { TORCH_CHECK(false, 
 #endif
 namespace {
 
-constexpr int64_t kRows = 16;  // rows of A per register block (one accumulator each)
+constexpr int64_t kRows = 16;  // rows of A per nibble panel (kRB of them per register block)
 constexpr int64_t kGB = 32;    // groups summed in registers before joining the running sum
 
 #define BIOPLAUS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))

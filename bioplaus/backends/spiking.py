@@ -426,43 +426,51 @@ def spike_linear(x: Tensor, linear: torch.nn.Linear) -> Tensor:
 
 
 class BinaryRows:
-    """A 0/1 matrix X [m, k] packed once for several exact products X @ B and Xᵀ @ B.
+    """Rows X [m, k] for several products X @ B and A @ X, by table lookup when X is 0/1.
 
-    For rules that multiply the same spikes many times (HLOP's Oja iterations). ``of`` returns
-    None unless the table-lookup path is active and X is 0/1; products too small to gain
-    fall back to the float32 GEMM.
+    For rules that multiply the same spikes many times (HLOP's Oja iterations): ``of(x)``
+    packs X once if the table-lookup path is active and X is 0/1 (``packed``); otherwise,
+    and for products too small to gain, ``mm`` / ``rmm`` are the float32 GEMMs X @ b, a @ X.
     """
 
-    def __init__(self, x: Tensor, panels: Tensor) -> None:
+    def __init__(self, x: Tensor, panels: Tensor | None) -> None:
         self.x = x
         self.panels = panels
         self._panels_t: Tensor | None = None
 
     @classmethod
-    def of(cls, x: Tensor) -> BinaryRows | None:
+    def of(cls, x: Tensor) -> BinaryRows:
         if (
             x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0
             or spike_gemm_mode() != "lut"
         ):
-            return None
+            return cls(x, None)
         panels, binary = kernel().pack_binary(x, False)
-        return cls(x, panels) if binary else None
+        return cls(x, panels if binary else None)
+
+    @property
+    def packed(self) -> bool:
+        """Whether the products go by table lookup (X was packed as 0/1)."""
+        return self.panels is not None
+
+    def _lookup(self, b: Tensor) -> bool:
+        m, k = self.x.shape
+        return self.packed and b.dtype == torch.float32 and m * k * b.shape[1] >= _SPIKE_GEMM_MIN_MACS
 
     def mm(self, b: Tensor) -> Tensor:
         """X @ b."""
-        m, k = self.x.shape
-        if m * k * b.shape[1] < _SPIKE_GEMM_MIN_MACS or b.dtype != torch.float32:
+        if not self._lookup(b):
             return self.x @ b
-        return kernel().bin_mm(self.panels, m, k, b)
+        return kernel().bin_mm(self.panels, *self.x.shape, b)
 
-    def tmm(self, b: Tensor) -> Tensor:
-        """Xᵀ @ b."""
-        m, k = self.x.shape
-        if m * k * b.shape[1] < _SPIKE_GEMM_MIN_MACS or b.dtype != torch.float32:
-            return self.x.T @ b
+    def rmm(self, a: Tensor) -> Tensor:
+        """a @ X (by table lookup as (Xᵀ aᵀ)ᵀ)."""
+        if not self._lookup(a.T):
+            return a @ self.x
         if self._panels_t is None:
             self._panels_t, _ = kernel().pack_binary(self.x, True)
-        return kernel().bin_mm(self._panels_t, k, m, b)
+        m, k = self.x.shape
+        return kernel().bin_mm(self._panels_t, k, m, a.T).T
 
 
 def lif_scan(current: Tensor, params: LIFParams) -> tuple[Tensor, Tensor]:

@@ -124,16 +124,14 @@ class Lateral:
         self.new = torch.zeros(0, self.n)
         self.mom = torch.zeros(0, self.n)
 
-    def project_rows(self, G: Tensor, binary: BinaryRows | None = None) -> Tensor:
+    def project_rows(self, G: Tensor, rows: BinaryRows | None = None) -> Tensor:
         """G (I - BᵀB) for rows G [m, n] (B = ``proj``): via the complement when it is smaller.
 
         (G Cᵀ) C with C the orthonormal complement equals G - (G Bᵀ) B up to float rounding
-        and costs 2·m·n·(n-k) instead of 2·m·n·k multiply-adds. ``binary``: G packed as 0/1
-        rows (spikes), for the first product by table lookup.
+        and costs 2·m·n·(n-k) instead of 2·m·n·k multiply-adds. ``rows``: G as ``BinaryRows``
+        (spikes: the first product by table lookup).
         """
-        def left(b: Tensor) -> Tensor:
-            return binary.mm(b) if binary is not None else G @ b
-
+        left = (rows or BinaryRows(G, None)).mm
         if self.comp is not None:
             return left(self.comp.T) @ self.comp
         if self.proj.shape[0] == 0:
@@ -168,7 +166,7 @@ class Lateral:
             return
         f = q or (lambda v: v)
         # Spikes (0/1 rows) are packed once for the table-lookup products of every iteration
-        # (X Hᵀ and Xᵀ y; exact to float rounding, backends/spiking.py); None: float32 GEMMs.
+        # (X Hᵀ and yᵀ X; exact to float rounding, backends/spiking.py); else float32 GEMMs.
         bx = BinaryRows.of(X)
         r = X
         k_old, n_rows, n, k = self.old.shape[0], X.shape[0], self.n, self.new.shape[0]
@@ -179,17 +177,14 @@ class Lateral:
         resid_map = linear and 2 * k_old > n  # n x n map cheaper than two k_old-wide products
         per_iter = linear and k_old > 0 and iterations * k < n_rows
         if k_old and not per_iter:
-            if resid_map:
-                r = bx.mm(self._residual_map()) if bx is not None else X @ self._residual_map()
-            else:
-                r = X - f(bx.mm(self.old.T) if bx is not None else X @ self.old.T) @ self.old
+            r = bx.mm(self._residual_map()) if resid_map else X - f(bx.mm(self.old.T)) @ self.old
         # yᵀ(r - y H) = yᵀr - (yᵀy) H: the k x k Gram replaces an R x n reconstruction when
         # k (R + n) < R n (few new neurons, many rows); always with the per-iteration residual.
         gram = per_iter or k * (n_rows + n) < n_rows * n
         for _ in range(iterations):
-            y = f(bx.mm(self.new.T) if bx is not None else X @ self.new.T)
+            y = f(bx.mm(self.new.T))
             if per_iter:
-                z = bx.tmm(y).T if bx is not None else y.T @ X
+                z = bx.rmm(y.T)
                 yr = z @ self._residual_map() if resid_map else z - (z @ self.old.T) @ self.old
             if gram:
                 delta = torch.addmm(yr if per_iter else y.T @ r, y.T @ y, self.new, alpha=-1.0)
