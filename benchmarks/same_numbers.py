@@ -53,7 +53,7 @@ SWEEP = ("sweep4", ["sweep", "sims/quickstart.toml", "--grid", "rule.lr=0.05,0.1
 
 # Attributes and datasets that hold wall-clock facts, not numbers a seed decides.
 CLOCK = ("created", "finished", "updated", "versions", "duration", "elapsed", "wall", "time_s",
-         "seconds", "hostname", "host", "pid", "out_dir", "path", "started", "_time", "cwd",
+         "seconds", "hostname", "host", "pid", "out_dir", "path", "started", "cwd",
          "samples_per_s", "steps_per_s", "throughput")
 
 
