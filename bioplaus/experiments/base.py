@@ -20,7 +20,7 @@ class Experiment:
 
     A kind owns: its table (``Config``, a dataclass parsed from ``[<section>]``; ``section``
     defaults to the kind's name), its validation, its data source, its loop, the metrics it
-    declares and the figures it adds. The driver calls, in order: ``build()`` (everything
+    declares and the figures drawn for its runs (``figures``). The driver calls, in order: ``build()`` (everything
     that can fail on bad input, before the run file exists), ``meta()`` and ``metrics()``
     (stored in the run file), ``run()`` (the loop; returns the final metrics) and
     ``close()`` (always). Emit everything through ``self.ctx`` (a `RunContext`).
