@@ -152,8 +152,8 @@ def test_task_curves_for_continual_runs(tmp_path: Path) -> None:
 
 def _axes_of(fig_fn, run_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> list:
     """The axes of the figure ``fig_fn`` draws (captured before the figure is saved)."""
-    from bioplaus.report import kit as report
     from bioplaus.record import open_run
+    from bioplaus.report import kit as report
 
     seen: list = []
 
@@ -183,8 +183,8 @@ def test_one_point_series_has_a_marker(tmp_path: Path, monkeypatch: pytest.Monke
 def test_no_two_lines_of_a_panel_look_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from bioplaus.report import kit as report
     from bioplaus.metrics import Metric
+    from bioplaus.report import kit as report
 
     # as ccl_ae declares them: the local loss in the loss panel
     declared = [Metric(n, "min", panel="loss").to_json()
