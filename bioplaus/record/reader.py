@@ -146,8 +146,8 @@ class Outcome:
     """What a finished (or broken) run says about itself: `RunFile.outcome`.
 
     ``finals`` are the ``final_<metric>`` root attributes that are numbers (names without
-    the prefix); ``declared`` the metric declarations stored in the file (or, for a file
-    written before they were stored, those its kind states); ``headline`` the declared
+    the prefix); ``declared`` the metric declarations stored in the file (for a file written
+    before they were stored, those the caller's ``declare`` gives); ``headline`` the declared
     headline, ``headline_value`` its final value (None if the run did not reach it).
     """
 

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from bioplaus.config import kind_metrics
 from bioplaus.errors import BioplausError
 from bioplaus.record.reader import open_run
 from bioplaus.sweep.index import outcome_row
@@ -33,8 +34,6 @@ OnDone = Callable[[RunSpec, dict[str, Any]], None]
 
 def read_outcome(path: Path) -> dict[str, Any]:
     """The index row fields of a run file: its `RunFile.outcome` as `outcome_row` puts it."""
-    from bioplaus.config import kind_metrics
-
     with open_run(path) as run:
         return outcome_row(run.outcome(kind_metrics))
 
