@@ -23,7 +23,7 @@ _LAZY = {
     "build_plugin": "bioplaus.api",
     "setup": "bioplaus.api",
     "open_run": "bioplaus.api",
-    "Metric": "bioplaus.context",
+    "Metric": "bioplaus.metrics",
     "RunContext": "bioplaus.context",
     "RunResult": "bioplaus.experiments.base",
     "Experiment": "bioplaus.experiments.base",

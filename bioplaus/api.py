@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from bioplaus.config import ExperimentConfig, NetworkConfig, RuleConfig, from_dict, load_config
-from bioplaus.context import Metric, RunContext
+from bioplaus.context import RunContext
 from bioplaus.errors import ConfigError
 from bioplaus.experiments.base import RunResult, run_experiment
+from bioplaus.metrics import Metric
 from bioplaus.registry import PLUGINS, RULES
 
 __all__ = ["Metric", "RunContext", "RunResult", "build_net", "build_plugin", "build_rule", "load_config", "open_run", "run", "setup"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bioplaus.errors import ConfigError
+from bioplaus.metrics import Metric
 
 # ----------------------------------------------------------------------------- numbers
 
@@ -534,6 +535,21 @@ def load_config(
     cfg.sections = sections
     validate(cfg)
     return cfg
+
+
+def kind_metrics(config: typing.Mapping[str, Any]) -> list[Metric]:
+    """The metrics the kind of a stored config declares; [] if the config no longer loads.
+
+    What a run file written before the declarations were stored with it falls back on
+    (``RunFile.outcome(kind_metrics)``).
+    """
+    from bioplaus.registry import EXPERIMENTS
+
+    try:
+        cfg = load_config(dict(config))
+        return EXPERIMENTS.get(cfg.kind).declared_metrics(cfg)
+    except Exception:  # noqa: BLE001 - any config of any age: no declarations then
+        return []
 
 
 def _kind_of(raw: dict[str, Any]) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -110,10 +111,25 @@ EXPERIMENTS: Registry[type] = Registry(
     "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual",
                             "bioplaus.experiments.hopfield"),
 )
-# Built-in kinds register their own figures (continual: acc_matrix, task_curves).
-FIGURES: Registry[Callable[..., Any]] = Registry(
-    "figures", "figures", ("bioplaus.report", "bioplaus.experiments.supervised", "bioplaus.experiments.continual",
-                           "bioplaus.experiments.hopfield"),
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A registered figure: ``draw(run, out_dir) -> [files]``, tried only on a run file
+    that holds every object named in ``needs`` (HDF5 paths such as ``/spikes``)."""
+
+    draw: Callable[..., Any]
+    needs: tuple[str, ...] = ()
+
+    def applies(self, run: Any) -> bool:
+        return all(run.has(p) for p in self.needs)
+
+
+# The figure kit's figures of a training run: what a kind draws unless it names its own
+# (`Experiment.figures`); a kind's, rule's or plugin's figures register beside their owner.
+TRAINING_FIGURES = ("learning_curves", "layer_metrics", "spikes", "membrane", "weights")
+FIGURES: Registry[FigureSpec | Callable[..., Any]] = Registry(
+    "figures", "figures", ("bioplaus.report.kit", "bioplaus.experiments.continual", "bioplaus.experiments.hopfield"),
 )
 
 # Simulators replay an exported graph elsewhere (`bioplaus simulate GRAPH --backend NAME`).
@@ -145,9 +161,16 @@ def register_experiment(name: str) -> Callable[[type[T]], type[T]]:
     return EXPERIMENTS.register(name)
 
 
-def register_figure(name: str) -> Callable[[T], T]:
-    """Decorator: a figure ``f(run, out_dir) -> list[Path]`` drawn by ``bioplaus report``."""
-    return FIGURES.register(name)
+def register_figure(name: str, needs: tuple[str, ...] = ()) -> Callable[[T], T]:
+    """Decorator: a figure ``f(run, out_dir) -> list[Path]`` that ``bioplaus report`` draws
+    for the kinds, rules and plugins that name it in their ``figures``, on run files holding
+    every path in ``needs``. Returns ``f`` unchanged."""
+
+    def add(f: T) -> T:
+        FIGURES.register(name, FigureSpec(f, tuple(needs)))  # type: ignore[arg-type]
+        return f
+
+    return add
 
 
 def rule_names() -> list[str]:

@@ -35,7 +35,7 @@ class DriftConfig:
 @bioplaus.register_experiment("drift")
 class DriftEstimation(Experiment):
     Config = DriftConfig
-    figures = ("drift_path",)
+    figures = ("learning_curves", "drift_path")  # what `bioplaus report` draws for this kind
 
     @classmethod
     def validate(cls, cfg) -> None:  # noqa: ANN001
@@ -72,7 +72,7 @@ class DriftEstimation(Experiment):
         return m
 
 
-@bioplaus.register_figure("drift_path")
+@bioplaus.register_figure("drift_path", needs=("/drift/path",))
 def drift_path(run, out_dir: Path) -> list[Path]:  # noqa: ANN001
     if not run.has("/drift/path"):
         return []

@@ -152,8 +152,8 @@ def test_task_curves_for_continual_runs(tmp_path: Path) -> None:
 
 def _axes_of(fig_fn, run_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> list:
     """The axes of the figure ``fig_fn`` draws (captured before the figure is saved)."""
-    from bioplaus import report
     from bioplaus.record import open_run
+    from bioplaus.report import kit as report
 
     seen: list = []
 
@@ -169,7 +169,7 @@ def _axes_of(fig_fn, run_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_one_point_series_has_a_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bioplaus import report
+    from bioplaus.report import kit as report
 
     path = tmp_path / "short.h5"
     with Recorder(path, {"name": "short"}, seed=0) as rec:
@@ -183,8 +183,8 @@ def test_one_point_series_has_a_marker(tmp_path: Path, monkeypatch: pytest.Monke
 def test_no_two_lines_of_a_panel_look_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from bioplaus import report
-    from bioplaus.context import Metric
+    from bioplaus.metrics import Metric
+    from bioplaus.report import kit as report
 
     # as ccl_ae declares them: the local loss in the loss panel
     declared = [Metric(n, "min", panel="loss").to_json()
@@ -205,7 +205,7 @@ def test_no_two_lines_of_a_panel_look_alike(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_membrane_shows_threshold_and_spikes(run_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bioplaus import report
+    from bioplaus.report import kit as report
 
     (ax,) = _axes_of(report.membrane, run_file, tmp_path / "figs", monkeypatch)
     lines = ax.get_lines()
@@ -217,7 +217,7 @@ def test_membrane_shows_threshold_and_spikes(run_file: Path, tmp_path: Path, mon
 
 
 def test_raster_rows_name_the_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bioplaus import report
+    from bioplaus.report import kit as report
 
     path = tmp_path / "labels.h5"
     rng = np.random.default_rng(0)
@@ -233,7 +233,7 @@ def test_weights_titles_do_not_overlap(tmp_path: Path) -> None:
     """Six layers (CCL's MLP): the suptitle above every subplot title, tick labels apart."""
     from matplotlib.figure import Figure
 
-    from bioplaus import report
+    from bioplaus.report import kit as report
 
     run_file = tmp_path / "six.h5"
     rng = np.random.default_rng(0)

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bioplaus.config import ExperimentConfig
-from bioplaus.context import Metric, RunContext, find_metric, headline
+from bioplaus.context import RunContext
 from bioplaus.errors import RunInterrupted
+from bioplaus.metrics import Metric, find_metric, headline
+from bioplaus.registry import TRAINING_FIGURES
 
 
 class Experiment:
@@ -18,7 +20,7 @@ class Experiment:
 
     A kind owns: its table (``Config``, a dataclass parsed from ``[<section>]``; ``section``
     defaults to the kind's name), its validation, its data source, its loop, the metrics it
-    declares and the figures it adds. The driver calls, in order: ``build()`` (everything
+    declares and the figures drawn for its runs (``figures``). The driver calls, in order: ``build()`` (everything
     that can fail on bad input, before the run file exists), ``meta()`` and ``metrics()``
     (stored in the run file), ``run()`` (the loop; returns the final metrics) and
     ``close()`` (always). Emit everything through ``self.ctx`` (a `RunContext`).
@@ -27,7 +29,9 @@ class Experiment:
     name: ClassVar[str] = ""
     Config: ClassVar[type | None] = None
     section: ClassVar[str] = ""
-    figures: ClassVar[tuple[str, ...]] = ()  # registered figure names drawn for this kind
+    # Registered figure names `bioplaus report` tries on a run of this kind (besides those of
+    # its rule and plugins); by default the figure kit's figures of a training run.
+    figures: ClassVar[tuple[str, ...]] = TRAINING_FIGURES
 
     def __init__(self, cfg: ExperimentConfig, ctx: RunContext, data: Any = None) -> None:
         self.cfg = cfg

@@ -35,14 +35,14 @@ import torch
 from torch import Tensor, nn
 
 from bioplaus.config import MAX_TASKS, ExperimentConfig, bounded, check_choice
-from bioplaus.context import Metric
 from bioplaus.data import load_data
 from bioplaus.device import to_device
 from bioplaus.errors import ConfigError, DataError
 from bioplaus.experiments.gradient import GradientExperiment
+from bioplaus.metrics import Metric
 from bioplaus.nets import physical_memory
 from bioplaus.record.reader import RunFile
-from bioplaus.registry import register_experiment, register_figure
+from bioplaus.registry import TRAINING_FIGURES, register_experiment, register_figure
 from bioplaus.report import fmt, new_figure, save_figure
 
 __all__ = ["Continual", "ContinualConfig", "TaskData", "TaskLoader", "acc_metrics", "build_tasks"]
@@ -240,7 +240,7 @@ class Continual(GradientExperiment):
 
     Config = ContinualConfig
     section = "continual"
-    figures = ("acc_matrix", "task_curves")
+    figures = (*TRAINING_FIGURES, "acc_matrix", "task_curves")
 
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
@@ -495,7 +495,7 @@ class Continual(GradientExperiment):
 # ----------------------------------------------------------------------------- figures
 
 
-@register_figure("acc_matrix")
+@register_figure("acc_matrix", needs=("/continual/acc_matrix",))
 def acc_matrix_figure(run: RunFile, out_dir: Path) -> list[Path]:
     """The accuracy matrix R[i, j] with ACC and BWT in the title."""
     path = "/continual/acc_matrix"
@@ -541,7 +541,7 @@ def acc_matrix_figure(run: RunFile, out_dir: Path) -> list[Path]:
 _TASK_METRIC = re.compile(r"^task(\d{1,6})/test_acc$")
 
 
-@register_figure("task_curves")
+@register_figure("task_curves", needs=("/metrics",))
 def task_curves_figure(run: RunFile, out_dir: Path) -> list[Path]:
     """Per-task test accuracy against the training step (continual runs)."""
     tasks = sorted(

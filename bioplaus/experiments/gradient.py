@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from bioplaus.config import ExperimentConfig, check_choice
-from bioplaus.context import Metric, finite_or_raise
+from bioplaus.context import finite_or_raise
 from bioplaus.errors import ConfigError, RunError
 from bioplaus.experiments.base import Experiment
+from bioplaus.metrics import Metric
 from bioplaus.nets import check_size, plan_net
 from bioplaus.plugins.base import PluginList
 from bioplaus.registry import BACKENDS, DATASETS, PLUGINS, RULES

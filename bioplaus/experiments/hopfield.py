@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from bioplaus.config import ExperimentConfig, bounded, check_choice
-from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.experiments.base import Experiment
+from bioplaus.metrics import Metric
 from bioplaus.registry import DATASETS, register_experiment, register_figure
 
 RULES = ("storing", "supervised", "unsupervised")
@@ -104,7 +104,8 @@ class HopfieldExperiment(Experiment):
     """Multitasking Hebbian network: Monte Carlo / mean-field / spiking, theory alongside."""
 
     Config = HopfieldConfig
-    figures = ("hopfield_magnetisations", "hopfield_scan_d", "hopfield_scan_r", "hopfield_phase", "hopfield_spiking_rates")
+    figures = ("learning_curves", "hopfield_magnetisations", "hopfield_scan_d", "hopfield_scan_r", "hopfield_phase",
+               "hopfield_spiking_rates")
 
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
@@ -414,7 +415,7 @@ def _new(w: float, h: float) -> Any:
     return new_figure(w, h)
 
 
-@register_figure("hopfield_magnetisations")
+@register_figure("hopfield_magnetisations", needs=("/traces/hopfield.m",))
 def hopfield_magnetisations(run: Any, out_dir: Path) -> list[Path]:
     """Mattis magnetisations |m_μ| of each replica over sweeps, theory dashed."""
     from bioplaus.report import save_figure
@@ -454,7 +455,7 @@ def _str(run: Any, path: str) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-@register_figure("hopfield_scan_d")
+@register_figure("hopfield_scan_d", needs=("/hopfield/scan/kind",))
 def hopfield_scan_d(run: Any, out_dir: Path) -> list[Path]:
     """Sorted |m_k| against the dilution d: Monte Carlo points, mean-field lines, (1−d)d^{k−1}."""
     from bioplaus.report import save_figure
@@ -484,7 +485,7 @@ def hopfield_scan_d(run: Any, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "hopfield_scan_d.png")
 
 
-@register_figure("hopfield_scan_r")
+@register_figure("hopfield_scan_r", needs=("/hopfield/scan/kind",))
 def hopfield_scan_r(run: Any, out_dir: Path) -> list[Path]:
     """|m|_1 against example quality r for each protocol, with the mean-field and SNR lines."""
     from bioplaus.report import save_figure
@@ -524,7 +525,7 @@ def classify(m: np.ndarray, N: int) -> str:
     return "parallel" if m[0] - m[-1] < max(0.05 * m[0], 3 * noise) else "hierarchical"
 
 
-@register_figure("hopfield_phase")
+@register_figure("hopfield_phase", needs=("/hopfield/scan/kind",))
 def hopfield_phase(run: Any, out_dir: Path) -> list[Path]:
     """The (d, T) map of mean-field phases with the Monte Carlo states on it."""
     from matplotlib.colors import ListedColormap
@@ -560,7 +561,7 @@ def hopfield_phase(run: Any, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "hopfield_phase.png")
 
 
-@register_figure("hopfield_spiking_rates")
+@register_figure("hopfield_spiking_rates", needs=("/hopfield/spiking/rates",))
 def hopfield_spiking_rates(run: Any, out_dir: Path) -> list[Path]:
     """Population rates of the Brian2 twin: one line per pattern population (and its anti-population)."""
     from bioplaus.report import save_figure

@@ -7,10 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 from bioplaus.config import ExperimentConfig
-from bioplaus.context import Metric
 from bioplaus.data import DataBundle, prepare_data
 from bioplaus.device import to_device
 from bioplaus.experiments.gradient import GradientExperiment
+from bioplaus.metrics import Metric
 from bioplaus.registry import RULES, register_experiment
 
 

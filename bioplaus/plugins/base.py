@@ -23,6 +23,8 @@ class Plugin:
     Options: ClassVar[type] = NoOptions
     # Metric families the plugin emits through the run context (``RuleContext.log``).
     metrics: ClassVar[tuple[Any, ...]] = ()
+    # Registered figures `bioplaus report` adds to those of the run's kind.
+    figures: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.opts = self.parse_options(options or {}, where=f"plugins.{self.name}")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bioplaus.config import bounded
-from bioplaus.context import Metric
+from bioplaus.metrics import Metric
 from bioplaus.plugins.base import Plugin
 from bioplaus.registry import register_plugin
 

@@ -44,8 +44,8 @@ from torch import Tensor
 
 from bioplaus.backends.spiking import BinaryRows
 from bioplaus.config import bounded, check_choice
-from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
+from bioplaus.metrics import Metric
 from bioplaus.plugins.projection import (
     StepProjector,
     SubspaceProjection,

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bioplaus.config import bounded, check_choice
-from bioplaus.context import Metric
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
+from bioplaus.metrics import Metric
 from bioplaus.plugins.base import Plugin
 from bioplaus.registry import register_plugin
 

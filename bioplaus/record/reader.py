@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,6 +28,7 @@ import h5py
 import numpy as np
 
 from bioplaus.errors import RunFileError
+from bioplaus.metrics import Metric, headline
 from bioplaus.record import _untrusted as u
 from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
 
@@ -137,6 +139,52 @@ class SpikeEvents:
         out = np.zeros((n_time, n_samples, self.n_neurons), dtype=bool)
         out[t, s, n] = True
         return out
+
+
+@dataclass
+class Outcome:
+    """What a finished (or broken) run says about itself: `RunFile.outcome`.
+
+    ``finals`` are the ``final_<metric>`` root attributes that are numbers (names without
+    the prefix); ``declared`` the metric declarations stored in the file (for a file written
+    before they were stored, those the caller's ``declare`` gives); ``headline`` the declared
+    headline, ``headline_value`` its final value (None if the run did not reach it).
+    """
+
+    path: Path
+    name: str
+    status: str
+    kind: str | None  # the root attribute the run driver writes
+    seed: int | None
+    config: dict[str, Any]
+    error: str | None
+    steps: int | None
+    seconds: float | None
+    finals: dict[str, float] = field(default_factory=dict)
+    declared: list[Metric] = field(default_factory=list)
+
+    @property
+    def headline(self) -> Metric | None:
+        return headline(self.declared)
+
+    @property
+    def headline_value(self) -> float | None:
+        h = self.headline
+        return None if h is None else self.finals.get(h.name)
+
+
+def stored_metrics(raw: Any) -> list[Metric] | None:
+    """The ``declared_metrics`` root attribute as `Metric` s; None if it is absent.
+
+    Malformed declarations give [] (the figures and summaries then work without them).
+    """
+    if raw is None:
+        return None
+    try:
+        items = u.load_json(raw, "declared_metrics", ValueError, strict=True) if isinstance(raw, str) else raw
+        return [Metric.from_json(d) for d in items if isinstance(d, dict) and isinstance(d.get("name"), str)]
+    except (ValueError, TypeError, RecursionError):
+        return []
 
 
 class RunFile:
@@ -599,6 +647,36 @@ class RunFile:
         if obj is None:
             raise KeyError(f"{self.path}: no object {path!r}")
         return u.read_attrs(obj, f"{self.path}: /{p}", RunFileError)
+
+    def declared_metrics(self, declare: Callable[[Mapping[str, Any]], Iterable[Metric]] | None = None) -> list[Metric]:
+        """The metric declarations stored in the file; else ``declare(config)``'s, else none."""
+        declared = stored_metrics(self.attrs.get("declared_metrics"))
+        if declared is None:
+            return list(declare(self.config)) if declare is not None else []
+        return declared
+
+    def outcome(self, declare: Callable[[Mapping[str, Any]], Iterable[Metric]] | None = None) -> Outcome:
+        """Status, kind, error, steps, seconds, final metrics, declarations and headline.
+
+        Reads root attributes only. ``declare(config)`` supplies the declarations of a
+        file written before they were stored (its kind's); without it such a file has none.
+        """
+        attrs = self.attrs
+        config = self.config
+        kind, steps, seconds, error = (attrs.get(k) for k in ("kind", "steps", "seconds", "error"))
+        return Outcome(
+            path=self.path,
+            name=self.name,
+            status=self.status,
+            kind=kind if isinstance(kind, str) and kind else None,
+            seed=self.seed,
+            config=config,
+            error=None if error is None else str(error),
+            steps=int(steps) if _is_real(steps) and math.isfinite(steps) else None,
+            seconds=float(seconds) if _is_real(seconds) else None,
+            finals={k[len("final_"):]: float(v) for k, v in attrs.items() if k.startswith("final_") and _is_real(v)},
+            declared=self.declared_metrics(declare),
+        )
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly overview used by ``bioplaus inspect``.

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from bioplaus.config import ExperimentConfig, NetworkConfig, RuleConfig, parse_options
-from bioplaus.context import Metric
 from bioplaus.errors import ConfigError, RunError
+from bioplaus.metrics import Metric
 from bioplaus.plugins.base import NoOptions, PluginList
 
 
@@ -78,6 +78,8 @@ class LearningRule:
     metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION_METRICS
     # Families logged by ``epoch_metrics`` (``layer<k>/<name>`` and the like).
     epoch_metric_families: ClassVar[tuple[Metric, ...]] = ()
+    # Registered figures `bioplaus report` adds to those of the run's kind.
+    figures: ClassVar[tuple[str, ...]] = ()
     # Gradient centralisation before the plugin hooks (CCL's option; off for other rules).
     centralize: bool = False
 

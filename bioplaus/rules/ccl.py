@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from bioplaus.backends.rate import RateNeuron
 from bioplaus.backends.spiking import LIF, LIFParams
 from bioplaus.config import bounded, check_choice
-from bioplaus.context import Metric
+from bioplaus.metrics import Metric
 from bioplaus.nets import Layer, Net, init_weights
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import (  # noqa: F401 - re-exported for users of ccl

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from bioplaus.backends.rate import activation as make_activation
 from bioplaus.config import bounded, check_choice
-from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
+from bioplaus.metrics import Metric
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import LearningRule, RuleContext
 

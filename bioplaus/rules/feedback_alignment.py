@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioplaus.config import SEED_MAX, bounded
-from bioplaus.context import Metric
 from bioplaus.device import generator as make_generator
+from bioplaus.metrics import Metric
 from bioplaus.nets import Layer, Net
 from bioplaus.registry import register_rule
 from bioplaus.rules.backprop import Backprop

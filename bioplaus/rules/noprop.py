@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioplaus.config import bounded, check_choice
-from bioplaus.context import Metric
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
+from bioplaus.metrics import Metric
 from bioplaus.registry import register_figure, register_rule
 from bioplaus.rules.base import LearningRule, RuleContext
 from bioplaus.rules.noprop_model import (
@@ -369,6 +369,7 @@ class NoProp(LearningRule):
         Metric("block*/snr_weight", panel="blocks", description="(T/2)·η·(SNR(t) − SNR(t−1))"),
         Metric("head/ce", "min", panel="blocks", description="CE of p_out on z_T ~ q(z_T|y), epoch mean"),
     )
+    figures: ClassVar[tuple[str, ...]] = ("noprop_steps", "noprop_trajectory")
 
     @dataclass
     class Options:
@@ -745,7 +746,7 @@ def _trace(run: Any, name: str) -> np.ndarray | None:
     return arr if arr.size else None
 
 
-@register_figure("noprop_steps")
+@register_figure("noprop_steps", needs=("/traces/noprop.acc_steps",))
 def noprop_steps_figure(run: Any, out_dir: Any) -> list[Any]:
     """Test accuracy of p_out(z_k) against the number k of denoising steps (each evaluation)."""
     from bioplaus.report import new_figure, save_figure
@@ -771,7 +772,7 @@ def noprop_steps_figure(run: Any, out_dir: Any) -> list[Any]:
     return save_figure(fig, out_dir, "noprop_steps.png")
 
 
-@register_figure("noprop_trajectory")
+@register_figure("noprop_trajectory", needs=("/traces/noprop.z_dist",))
 def noprop_trajectory_figure(run: Any, out_dir: Any) -> list[Any]:
     """‖z_t − u_y‖ along the inference chain: the mean per evaluation and the last one's samples."""
     from bioplaus.report import new_figure, save_figure

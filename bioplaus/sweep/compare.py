@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioplaus.config import kind_metrics
 from bioplaus.errors import ConfigError, RunFileError
+from bioplaus.record.reader import open_run
 
 # Keys that differ between runs without being a compared setting.
 IGNORED = ("seed", "name", "record.", "train.progress", "train.report", "train.threads")
@@ -90,16 +92,9 @@ def _ignored(key: str) -> bool:
 
 def read_run(path: Path) -> RunInfo:
     """What compare needs from one run file (untrusted: errors are `RunFileError`)."""
-    from bioplaus.api import open_run
-    from bioplaus.context import headline
-    from bioplaus.report import declared_metrics
-
     with open_run(path) as run:
-        attrs = run.attrs
-        finals = {k[len("final_"):]: float(v) for k, v in attrs.items()
-                  if k.startswith("final_") and isinstance(v, int | float) and not isinstance(v, bool)}
-        h = headline(declared_metrics(run))
-        return RunInfo(path, run.status, run.seed, _flatten(run.config), finals, h.name if h else None)
+        o = run.outcome(kind_metrics)
+    return RunInfo(path, o.status, o.seed, _flatten(o.config), o.finals, o.headline.name if o.headline else None)
 
 
 def collect(paths: Iterable[str | Path]) -> tuple[list[RunInfo], int]:
@@ -234,7 +229,7 @@ def compare(
 
 def plot_comparison(c: Comparison, path: Path) -> Path:
     """The metric against the first numeric grouping key, one line per group of the others."""
-    from bioplaus.report import new_figure
+    from bioplaus.report.kit import new_figure  # matplotlib only when a plot is asked for
 
     numeric = [k for k in c.by if all(isinstance(r[k], int | float) and not isinstance(r[k], bool) for r in c.rows)]
     x_key = numeric[0] if numeric else (c.by[0] if c.by else None)

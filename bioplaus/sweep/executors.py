@@ -22,7 +22,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from bioplaus.config import kind_metrics
 from bioplaus.errors import BioplausError
+from bioplaus.record.reader import open_run
+from bioplaus.sweep.index import outcome_row
 from bioplaus.sweep.spec import RunSpec
 
 OnStart = Callable[[RunSpec], None]
@@ -30,26 +33,9 @@ OnDone = Callable[[RunSpec, dict[str, Any]], None]
 
 
 def read_outcome(path: Path) -> dict[str, Any]:
-    """Status, error, steps, declared headline and ``final_*`` root attributes of a run file."""
-    from bioplaus.api import open_run
-    from bioplaus.context import headline
-    from bioplaus.report import declared_metrics
-
+    """The index row fields of a run file: its `RunFile.outcome` as `outcome_row` puts it."""
     with open_run(path) as run:
-        attrs = run.attrs
-        out: dict[str, Any] = {"status": run.status, "error": attrs.get("error")}
-        steps = attrs.get("steps")
-        out["steps"] = int(steps) if isinstance(steps, int | float) and not isinstance(steps, bool) else None
-        secs = attrs.get("seconds")
-        out["run_s"] = float(secs) if isinstance(secs, int | float) and not isinstance(secs, bool) else None
-        for key, value in attrs.items():
-            if key.startswith("final_") and isinstance(value, int | float) and not isinstance(value, bool):
-                out[key] = float(value)
-        h = headline(declared_metrics(run))
-        if h is not None:
-            out["headline"] = h.name
-            out["headline_value"] = out.get(f"final_{h.name}")
-    return out
+        return outcome_row(run.outcome(kind_metrics))
 
 
 def run_one(config: dict[str, Any], path: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from bioplaus.record.reader import Outcome
+
 INDEX_FORMAT = "bioplaus-sweep-index"
 LEAD = ("file", "status")
 TAIL = ("seed", "wall_s", "steps", "headline", "headline_value")
@@ -29,6 +31,17 @@ def columns(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> list[st
     for row in rows:
         finals.extend(k for k in row if k.startswith("final_") and k not in finals)
     return [*LEAD, *params, *TAIL, *finals, "error"]
+
+
+def outcome_row(o: Outcome) -> dict[str, Any]:
+    """A run's outcome as index fields: status, error, steps, ``run_s`` (the run's own
+    seconds), ``final_<metric>``, and ``headline`` / ``headline_value`` if one is declared."""
+    row: dict[str, Any] = {"status": o.status, "error": o.error, "steps": o.steps, "run_s": o.seconds}
+    row.update({f"final_{k}": v for k, v in o.finals.items()})
+    if o.headline is not None:
+        row["headline"] = o.headline.name
+        row["headline_value"] = o.headline_value
+    return row
 
 
 def _cell(v: Any) -> str:

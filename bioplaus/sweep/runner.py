@@ -14,6 +14,7 @@ from typing import Any
 
 from bioplaus.config import ExperimentConfig
 from bioplaus.errors import ConfigError
+from bioplaus.record.reader import open_run
 from bioplaus.sweep.executors import read_outcome, run_pool, run_serial
 from bioplaus.sweep.index import read_index_csv, write_index
 from bioplaus.sweep.spec import RunSpec, build_runs, cpu_count
@@ -138,8 +139,6 @@ def _file_status(path: Path) -> str | None:
     """The run file's status; None if absent, ``unreadable`` if it is not a readable run file."""
     if not path.exists():
         return None
-    from bioplaus.api import open_run
-
     try:
         with open_run(path) as run:
             return run.status

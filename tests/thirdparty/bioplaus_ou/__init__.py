@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bioplaus.context import Metric
 from bioplaus.errors import ConfigError
 from bioplaus.experiments.base import Experiment
+from bioplaus.metrics import Metric
 from bioplaus.registry import register_figure
 from bioplaus.report import new_figure, save_figure
 
@@ -36,7 +36,7 @@ class OUConfig:
 class OUFit(Experiment):
     Config = OUConfig
     section = "ou_fit"
-    figures = ("ou_fit",)
+    figures = ("learning_curves", "ou_fit")  # what `bioplaus report` draws for this kind
 
     @classmethod
     def validate(cls, cfg: Any) -> None:
@@ -84,7 +84,7 @@ class OUFit(Experiment):
         return m
 
 
-@register_figure("ou_fit")
+@register_figure("ou_fit", needs=("/ou_fit/path",))
 def ou_fit_figure(run: Any, out_dir: Path) -> list[Path]:
     """The simulated path with the fitted mean."""
     if not run.has("/ou_fit/path"):

@@ -1,10 +1,10 @@
-"""Figures and a text summary from a run file (``bioplaus report`` / ``bioplaus inspect``).
+"""The figure kit: shared plotting helpers, the generic figures and `make_report`.
 
-Figures come from the ``figures`` registry: ``bioplaus report`` draws every registered
-figure whose data the file holds (each returns no file otherwise). Experiment kinds, rules
-and plugins register their own with `bioplaus.registry.register_figure`; before drawing,
-the kind, rule and plugins named in the file are looked up so that third-party modules
-(entry points) register theirs. The generic figures here (PNG, dpi 120):
+`make_report` draws the figures that the run's kind, rule and plugins name in their
+``figures`` (a kind not installed here, or a file without one: `TRAINING_FIGURES`), each
+only if the file holds the data it ``needs`` (`bioplaus.registry.register_figure`).
+Looking the owners up imports their modules, so their own figures register (third-party
+ones through entry points). The kit's figures (PNG, dpi 120):
 
 - ``learning_curves.png``: scalar metrics against the step, one panel per declared
   ``panel`` (undeclared metrics: by the part of the name after the first ``_``).
@@ -25,7 +25,6 @@ pyplot, so that reporting does not touch the global backend of a caller's sessio
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections import defaultdict
@@ -38,10 +37,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bioplaus.context import Metric, find_metric, headline
+from bioplaus.config import kind_metrics
 from bioplaus.errors import BioplausError, one_line
+from bioplaus.metrics import Metric, find_metric
 from bioplaus.record.reader import RunFile, open_run
-from bioplaus.registry import register_figure
+from bioplaus.registry import (
+    EXPERIMENTS,
+    FIGURES,
+    PLUGINS,
+    RULES,
+    TRAINING_FIGURES,
+    FigureSpec,
+    register_figure,
+)
 
 DPI = 120
 MAX_RASTER_SAMPLES = 4
@@ -105,25 +113,6 @@ def _ms(dt: float | None) -> tuple[float, str]:
 # ---------------------------------------------------------------------- figures
 
 
-def declared_metrics(run: RunFile) -> list[Metric]:
-    """The metric declarations stored in the file, else those its kind would make."""
-    raw = run.attrs.get("declared_metrics")
-    if raw is not None:
-        try:
-            items = json.loads(raw) if isinstance(raw, str) else raw
-            return [Metric.from_json(d) for d in items if isinstance(d, dict) and isinstance(d.get("name"), str)]
-        except (ValueError, TypeError, RecursionError):
-            return []
-    try:  # a file written before declarations existed: ask its kind
-        from bioplaus.config import load_config
-        from bioplaus.registry import EXPERIMENTS
-
-        cfg = load_config(dict(run.config))
-        return EXPERIMENTS.get(cfg.kind).declared_metrics(cfg)
-    except Exception:  # noqa: BLE001 - any config of any age: no declarations then
-        return []
-
-
 def _panel(name: str, declared: list[Metric]) -> tuple[str, Metric | None] | None:
     """Which panel of the learning curves a metric goes to (None: not plotted there)."""
     m = find_metric(declared, name)
@@ -184,10 +173,10 @@ def _legend(ax: Axes, n: int) -> None:
         ax.legend(fontsize=7 if n <= 6 else 6, ncol=1 if n <= 6 else 2, loc="best", framealpha=0.8)
 
 
-@register_figure("learning_curves")
+@register_figure("learning_curves", needs=("/metrics",))
 def learning_curves(run: RunFile, out_dir: Path) -> list[Path]:
     """Scalar metrics against the step, grouped into the panels they declare."""
-    declared = declared_metrics(run)
+    declared = run.declared_metrics(kind_metrics)
     panels: dict[str, list[tuple[str, Metric | None]]] = defaultdict(list)
     for n in run.metrics:
         if "/" in n:
@@ -236,7 +225,7 @@ def learning_curves(run: RunFile, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "learning_curves.png")
 
 
-@register_figure("layer_metrics")
+@register_figure("layer_metrics", needs=("/metrics",))
 def layer_metrics(run: RunFile, out_dir: Path) -> list[Path]:
     """Metrics named ``layer<k>/<name>`` (and ``input/<name>``): a panel per name, a line per layer."""
     by_name: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -248,7 +237,7 @@ def layer_metrics(run: RunFile, out_dir: Path) -> list[Path]:
     by_name = {k: v for k, v in by_name.items() if any(k >= 0 for k, _ in v)}  # input/* alone: no panel
     if not by_name:
         return []
-    declared = declared_metrics(run)
+    declared = run.declared_metrics(kind_metrics)
     cols = 2 if len(by_name) == 4 else min(3, len(by_name))
     rows = math.ceil(len(by_name) / cols)
     fig = new_figure(5.0 * cols, 3.6 * rows)
@@ -425,7 +414,7 @@ def _membrane(run: RunFile, name: str, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, f"membrane_{_safe(name)}.png")
 
 
-@register_figure("weights")
+@register_figure("weights", needs=("/weights",))
 def weights(run: RunFile, out_dir: Path) -> list[Path]:
     """Per layer: a histogram of the last snapshot, and first vs last."""
     every = run.layers_with_weights
@@ -472,51 +461,62 @@ def weights(run: RunFile, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "weights.png")
 
 
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
-    return str(value)
-
-
-@register_figure("spikes")
+@register_figure("spikes", needs=("/spikes",))
 def spikes(run: RunFile, out_dir: Path) -> list[Path]:
     """A raster per recorded population (last recorded step, first samples)."""
     return [p for population in run.populations for p in _raster(run, population, out_dir)]
 
 
-@register_figure("membrane")
+@register_figure("membrane", needs=("/traces",))
 def membrane(run: RunFile, out_dir: Path) -> list[Path]:
     """Membrane traces (``*.mem``, ``*.mem#<probe>``) of a few neurons, last record."""
     return [p for name in run.traces if _MEM_TRACE.match(name) for p in _membrane(run, name, out_dir)]
 
 
-def _register_owners(run: RunFile) -> None:
-    """Look up the file's kind, rule and plugins so that their modules register their figures."""
-    from bioplaus.registry import EXPERIMENTS, PLUGINS, RULES
+def _figures_of(registry: Any, name: Any, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The ``figures`` of the kind, rule or plugin registered as ``name``; ``default`` if none is."""
+    if isinstance(name, str) and name:
+        try:
+            return tuple(registry.get(name).figures)
+        except BioplausError:
+            pass  # written by a package not installed here: its own figures are skipped
+    return default
 
-    cfg = run.config if isinstance(run.config, dict) else {}
-    rule = cfg.get("rule", {}).get("name") if isinstance(cfg.get("rule"), dict) else None
-    plugins = [p.get("name") for p in cfg.get("plugins", []) if isinstance(p, dict)] if isinstance(cfg.get("plugins"), list) else []
-    for reg, name in [(EXPERIMENTS, run.attrs.get("kind") or cfg.get("kind")), (RULES, rule), *((PLUGINS, n) for n in plugins)]:
-        if isinstance(name, str) and name:
-            try:
-                reg.get(name)
-            except BioplausError:
-                pass  # written by a package not installed here: its own figures are skipped
+
+def figures_for(run: RunFile) -> list[str]:
+    """Names of the figures that the run's kind, rule and plugins declare, sorted.
+
+    A file without a kind, or of a kind not installed here, gets `TRAINING_FIGURES`. A file
+    written by hand with a `Recorder` names its kind in its config only.
+    """
+    cfg = run.config
+    rule = cfg["rule"].get("name") if isinstance(cfg.get("rule"), dict) else None
+    plugins = [p.get("name") for p in cfg["plugins"] if isinstance(p, dict)] if isinstance(cfg.get("plugins"), list) else []
+    names = set(_figures_of(EXPERIMENTS, run.attrs.get("kind") or cfg.get("kind"), TRAINING_FIGURES))
+    names.update(_figures_of(RULES, rule))
+    for plugin in plugins:
+        names.update(_figures_of(PLUGINS, plugin))
+    return sorted(names)
 
 
 def make_report(run_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write the PNG figures of a run file into ``out_dir``; return the files written."""
-    from bioplaus.registry import FIGURES
+    """Write the PNG figures of a run file into ``out_dir``; return the files written.
 
+    Draws `figures_for` the run, in name order, each only if the file holds what it needs.
+    """
     out = Path(out_dir)
     written: list[Path] = []
     with open_run(run_path) as run:
-        _register_owners(run)
+        names = figures_for(run)
         out.mkdir(parents=True, exist_ok=True)
-        for name, figure in FIGURES.items():
+        for name in names:
+            figure = FIGURES.get(name)
+            if not isinstance(figure, FigureSpec):  # a bare function from an entry point
+                figure = FigureSpec(figure)
+            if not figure.applies(run):
+                continue
             try:
-                written += figure(run, out) or []
+                written += figure.draw(run, out) or []
             except BioplausError:
                 raise
             except (ValueError, LookupError, OSError) as exc:
@@ -526,68 +526,3 @@ def make_report(run_path: str | Path, out_dir: str | Path) -> list[Path]:
                     f"{run_path}: report: cannot draw figure {name!r} ({type(exc).__name__}: {str(exc)[:200]})"
                 )) from None
     return written
-
-
-# ---------------------------------------------------------------------- text
-
-
-def summary_text(run_path: str | Path) -> str:
-    """A multi-line, human-readable overview of a run file (``bioplaus inspect``)."""
-    with open_run(run_path) as run:
-        s = run.summary()
-        declared = declared_metrics(run)
-        kind = run.attrs.get("kind")
-        compute = [
-            f"{label} {run.attrs[key]}"
-            for key, label in (("device", "device"), ("spike_gemm", "spike synapses"))
-            if run.attrs.get(key) not in (None, "")
-        ]
-        final = {k[6:]: v for k, v in run.attrs.items() if k.startswith("final_")}
-        array_attrs = {p: run.attrs_of(p) for p in s["arrays"] if not p.startswith("/model/")}
-    lines = [
-        f"run file   {s['path']}",
-        f"name       {s['name']}  (seed {s['seed']}, format v{s['format_version']})",
-        f"status     {s['status']}",
-        f"created    {s['created']}",
-    ]
-    if kind:
-        lines.append(f"kind       {kind}")
-    if compute:
-        lines.append("compute    " + ", ".join(compute))
-    h = headline(declared)
-    if h is not None:
-        value = s["metrics"].get(h.name, final.get(h.name))
-        better = {"max": "higher is better", "min": "lower is better"}.get(h.direction, "")
-        shown = f"{value:.6g}" if isinstance(value, int | float) else "(not reached)"
-        unit = f" {h.unit}" if h.unit else ""
-        lines.append(f"headline   {h.name} = {shown}{unit}" + (f"  ({better})" if better else ""))
-    if s.get("finished"):
-        lines.append(f"finished   {s['finished']}")
-    if s.get("error"):
-        lines.append(f"error      {s['error']}")
-    if s["last_step"] is not None:
-        lines.append(f"last step  {s['last_step']}")
-    if s["metrics"]:
-        width = max(len(n) for n in s["metrics"])
-        lines.append("metrics (final value):")
-        for n, v in s["metrics"].items():
-            m = find_metric(declared, n)
-            tag = {"max": "  (max)", "min": "  (min)"}.get(m.direction, "") if m is not None else ""
-            lines.append(f"  {n:<{width}}  {v:.6g}{tag}")
-    if s["populations"]:
-        lines.append("spikes (events):")
-        lines += [f"  {p}  {c}" for p, c in s["populations"].items()]
-    if s["traces"]:
-        lines.append("traces [records, ...]:")
-        lines += [f"  {n}  {shape}" for n, shape in s["traces"].items()]
-    if s["weights"]:
-        lines.append("weights [snapshots, ...]:")
-        lines += [f"  {n}  {shape}" for n, shape in s["weights"].items()]
-    if s["arrays"]:
-        lines.append("arrays:")
-        for p, shape in s["arrays"].items():
-            attrs = {k: v for k, v in array_attrs.get(p, {}).items() if isinstance(v, int | float | str)}
-            extra = "  " + ", ".join(f"{k}={fmt(v)}" for k, v in attrs.items()) if attrs else ""
-            lines.append(f"  {p}  {shape}{extra}")
-    lines.append(f"groups     {', '.join(s['groups']) or '(none)'}")
-    return "\n".join(lines)
