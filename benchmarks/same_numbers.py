@@ -42,7 +42,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("hlop_2task", ["run", "sims/hlop_pfashion_spiking.toml", "--set", "continual.n_tasks=2",
                     "--set", "data.limit_train=6400", "--set", "data.limit_test=1000"]),
     ("hopfield_hierarchical", ["run", "sims/hopfield_hierarchical.toml"]),
-    ("ccl_digits_spiking", ["run", "sims/quickstart.toml", "--set", "rule.name=ccl",
+    ("ccl_digits_spiking", ["run", "sims/quickstart.toml", "--set", "rule.name=ccl", "--set", "rule.lr=0.01",
                             "--set", "train.epochs=3"]),
     ("dfa_digits", ["run", "sims/quickstart.toml", "--set", "rule.name=dfa",
                     "--set", "network.backend=rate", "--set", "rule.optimizer=adam",
