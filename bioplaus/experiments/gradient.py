@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bioplaus.config import DataConfig, ExperimentConfig, NetworkConfig, PluginConfig, RuleConfig, check_choice
+from bioplaus.config import (
+    DataConfig,
+    ExperimentConfig,
+    NetworkConfig,
+    PluginConfig,
+    RuleConfig,
+    check_choice,
+)
 from bioplaus.context import Metric, finite_or_raise
 from bioplaus.errors import ConfigError, RunError
 from bioplaus.experiments.base import Experiment
