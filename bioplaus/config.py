@@ -1,11 +1,14 @@
 """Typed experiment configuration: TOML in, dataclasses out, one clear error per bad field.
 
-One TOML file describes one experiment. Sections: ``[data]``, ``[network]`` (with
-``[network.spiking]``), ``[rule]`` (common optimiser fields plus rule-specific options),
-``[train]``, ``[record]`` (with ``[[record.probes]]``), ``[[plugins]]``, and the table of the
-experiment kind (``kind = "..."`` at the top level; ``[continual]`` for task streams). The
-kind is inferred when the file does not name it: the kind whose table is present, else
-``supervised``. Every field has a default; unknown keys are errors.
+One TOML file describes one experiment: ``name``, ``seed``, ``description``, ``kind`` and
+the tables every kind has, ``[train]`` and ``[record]`` (with ``[[record.probes]]``), here in
+`ExperimentConfig`; every other table belongs to the experiment kind (`Experiment.sections`):
+the gradient kinds' ``[data]``, ``[network]`` (with ``[network.spiking]``), ``[rule]``
+(common optimiser fields plus rule-specific options) and ``[[plugins]]``, whose dataclasses
+live here as well (nets and rules read them), ``[continual]``, ``[hopfield]``,
+``[simulate]``. The kind is inferred when the file does not name it: the kind whose own
+table is present, else ``supervised``. Every field has a default; unknown keys, and tables
+of another kind, are errors.
 """
 
 from __future__ import annotations
@@ -281,7 +284,7 @@ class ExperimentConfig:
         head = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "sections"}
         tables = {k: head.pop(k) for k in ("train", "record")}
         tables.update((k, _plain(v)) for k, v in self.sections.items())
-        order = getattr(EXPERIMENTS.get(self.kind, "kind"), "table_order", ()) if self.kind in EXPERIMENTS else ()
+        order = EXPERIMENTS.get(self.kind).table_order if self.kind in EXPERIMENTS else ()
         for key in order:
             if key in tables:
                 head[key] = tables.pop(key)

@@ -19,7 +19,8 @@ class Experiment:
     A kind owns: its tables (``Config``, a dataclass parsed from ``[<section>]``; ``section``
     defaults to the kind's name; `sections` may add more, as the gradient kinds'
     ``[data]``, ``[network]``, ``[rule]``, ``[[plugins]]``), its validation, the devices it
-    runs on, its data source, its loop, the metrics it declares and the figures it adds. The driver calls, in order: ``build()`` (everything
+    runs on, its data source, its loop, the metrics it declares and the figures it adds.
+    The driver calls, in order: ``build()`` (everything
     that can fail on bad input, before the run file exists), ``meta()`` and ``metrics()``
     (stored in the run file), ``run()`` (the loop; returns the final metrics) and
     ``close()`` (always). Emit everything through ``self.ctx`` (a `RunContext`).
