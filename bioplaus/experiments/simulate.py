@@ -95,6 +95,7 @@ class Simulate(Experiment):
         t0 = time.perf_counter()
         res = self.simulator(o.graph, x, mode=o.mode)
         wall = time.perf_counter() - t0
+        ctx.check_stop()  # a signal during the simulation: the file ends "interrupted", nothing recorded
         acc = float((res.predicted == y).mean())
         for name, spk in res.spikes.items():
             ctx.log_spikes(name, spk, dt=res.dt)
