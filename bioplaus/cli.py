@@ -101,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands that live in their own modules (export, bench) register here if present."""
+    """Commands that live in their own modules (export, sweep, simulate) register here if present."""
     import importlib
 
-    for mod in ("bioplaus.export.cli", "bioplaus.bench", "bioplaus.sweep.cli", "bioplaus.simulators.cli"):
+    for mod in ("bioplaus.export.cli", "bioplaus.sweep.cli", "bioplaus.simulators.cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -1,11 +1,14 @@
 """Typed experiment configuration: TOML in, dataclasses out, one clear error per bad field.
 
-One TOML file describes one experiment. Sections: ``[data]``, ``[network]`` (with
-``[network.spiking]``), ``[rule]`` (common optimiser fields plus rule-specific options),
-``[train]``, ``[record]`` (with ``[[record.probes]]``), ``[[plugins]]``, and the table of the
-experiment kind (``kind = "..."`` at the top level; ``[continual]`` for task streams). The
-kind is inferred when the file does not name it: the kind whose table is present, else
-``supervised``. Every field has a default; unknown keys are errors.
+One TOML file describes one experiment: ``name``, ``seed``, ``description``, ``kind`` and
+the tables every kind has, ``[train]`` and ``[record]`` (with ``[[record.probes]]``), here in
+`ExperimentConfig`; every other table belongs to the experiment kind (`Experiment.sections`):
+the gradient kinds' ``[data]``, ``[network]`` (with ``[network.spiking]``), ``[rule]``
+(common optimiser fields plus rule-specific options) and ``[[plugins]]``, whose dataclasses
+live here as well (nets and rules read them), ``[continual]``, ``[hopfield]``,
+``[simulate]``. The kind is inferred when the file does not name it: the kind whose own
+table is present, else ``supervised``. Every field has a default; unknown keys, and tables
+of another kind, are errors.
 """
 
 from __future__ import annotations
@@ -234,38 +237,74 @@ class PluginConfig:
 
 @dataclass
 class ExperimentConfig:
-    """One experiment."""
+    """One experiment: what every kind has, and the tables its kind owns.
+
+    The generic part is the run's identity (name, seed, description, kind) and the two
+    tables the run driver reads for every kind (``[train]``: threads, device, progress,
+    report; ``[record]``: the run file). Everything else is a table of the kind
+    (`Experiment.sections`, e.g. ``[data]``, ``[network]``, ``[rule]``, ``[[plugins]]`` of
+    the gradient kinds, ``[hopfield]``), parsed into ``sections``; a section also reads as
+    an attribute (``cfg.rule`` is ``cfg.section("rule")``).
+    """
 
     name: str = "run"
     seed: int = bounded(0, ge=0, le=SEED_MAX)
     description: str = ""
     kind: str = ""  # experiment kind; "" = inferred (see load_config)
-    data: DataConfig = field(default_factory=DataConfig)
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    rule: RuleConfig = field(default_factory=RuleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
-    plugins: list[PluginConfig] = field(default_factory=list)
-    # The experiment kind's own tables, parsed by its ``Config`` dataclass (name -> object).
+    # The experiment kind's own tables, parsed by its section types (name -> object).
     sections: dict[str, Any] = field(default_factory=dict)
 
     def section(self, name: str) -> Any:
         """The parsed table ``[name]`` owned by the experiment kind (None when absent)."""
         return self.sections.get(name)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a table of the kind, read as an attribute.
+        sections = self.__dict__.get("sections")
+        if not name.startswith("_") and sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"a config of kind {self.__dict__.get('kind') or '?'!r} has no table or field {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            sections[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (options folded back into their tables), JSON-safe."""
-        sections = self.sections
-        d = dataclasses.asdict(dataclasses.replace(self, sections={}))
-        del d["sections"]
-        d["rule"] = {**{k: v for k, v in d["rule"].items() if k != "options"}, **d["rule"]["options"]}
-        d["plugins"] = [{"name": p["name"], **p["options"]} for p in d["plugins"]]
-        for key, value in sections.items():
-            d[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-        return d
+        """Plain nested dict (options folded back into their tables), JSON-safe.
+
+        Top-level keys: name, seed, description, kind, then the tables in the kind's
+        ``table_order`` (the run file's ``config`` attribute keeps its layout), then the rest.
+        """
+        from bioplaus.registry import EXPERIMENTS
+
+        head = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "sections"}
+        tables = {k: head.pop(k) for k in ("train", "record")}
+        tables.update((k, _plain(v)) for k, v in self.sections.items())
+        order = EXPERIMENTS.get(self.kind).table_order if self.kind in EXPERIMENTS else ()
+        for key in order:
+            if key in tables:
+                head[key] = tables.pop(key)
+        return {**head, **tables}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` of a table (a list of tables), options folded into the table."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if not dataclasses.is_dataclass(value):
+        return copy.deepcopy(value)
+    d = dataclasses.asdict(value)
+    if type(value) in _OPEN_TABLES:
+        d = {**{k: v for k, v in d.items() if k != "options"}, **d["options"]}
+    return d
 
 
 # Tables whose unknown keys are passed on as options to a class chosen by name.
@@ -525,11 +564,12 @@ def load_config(
     raw.setdefault("name", default_name)
     kind_cls = _kind_of(raw)
     sections: dict[str, Any] = {}
-    own = kind_cls.sections()
-    for key, table in own.items():
+    for key, table in kind_cls.sections().items():
         # A kind's table is always parsed (defaults when absent), so the kind can rely on it.
         value = raw.pop(key, None)
-        sections[key] = _convert({} if value is None else value, table, key)
+        if value is None:
+            value = [] if typing.get_origin(table) is list else {}
+        sections[key] = _convert(value, table, key)
     cfg = from_dict(ExperimentConfig, raw)
     cfg.kind = kind_cls.name
     cfg.sections = sections
@@ -553,24 +593,38 @@ def kind_metrics(config: typing.Mapping[str, Any]) -> list[Metric]:
 
 
 def _kind_of(raw: dict[str, Any]) -> Any:
-    """The experiment kind class: ``raw["kind"]``, else the kind whose table is present."""
+    """The experiment kind class: ``raw["kind"]``, else the kind owning a table of its own
+    that is present (``supervised`` when none is); every other top-level key must be a
+    generic field or a table of that kind."""
     from bioplaus.registry import EXPERIMENTS
 
     kind = raw.get("kind") or ""
     if not isinstance(kind, str):
         raise ConfigError(f"kind: expected a string, got {_short(kind)}")
-    owners = {
-        key: name for name, cls in EXPERIMENTS.items() for key in cls.sections()
-    }
+    owners: dict[str, list[str]] = {}
+    for name, cls in EXPERIMENTS.items():
+        for key in cls.sections():
+            owners.setdefault(key, []).append(name)
     if not kind:
-        present = sorted({owners[k] for k in raw if k in owners})
+        # Only a table of one kind alone names the kind ([data] is every gradient kind's).
+        present = sorted({owners[k][0] for k in raw if len(owners.get(k, ())) == 1})
         if len(present) > 1:
             raise ConfigError(f"kind: tables of several kinds are present ({', '.join(present)}); name one with kind = ...")
         kind = present[0] if present else "supervised"
     kind_cls = EXPERIMENTS.get(kind, "kind")
+    own = kind_cls.sections()
+    generic = [f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "sections"]
     for key in raw:
-        if key in owners and key not in kind_cls.sections():
-            raise ConfigError(f"{key}: this table belongs to kind {owners[key]!r}, but kind = {kind!r}")
+        if key in own or key in generic:
+            continue
+        if key in owners:
+            kinds = ", ".join(repr(k) for k in owners[key])
+            raise ConfigError(
+                f"{key}: this table belongs to kind{'s' if len(owners[key]) > 1 else ''} {kinds}, but kind = {kind!r}"
+            )
+        raise ConfigError(
+            f"{key}: unknown key; valid keys in [top level] of kind {kind!r}: {', '.join([*generic, *own])}"
+        )
     return kind_cls
 
 

@@ -17,8 +17,6 @@ import torch
 from bioplaus.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
-# Kinds whose every tensor follows the setting; the others run on the CPU and refuse "cuda".
-GPU_KINDS = ("supervised", "continual")
 
 
 def cuda_available() -> bool:
@@ -41,11 +39,14 @@ def resolve_device(name: str, where: str = "train.device") -> torch.device:
 
 
 def run_device(cfg: Any) -> torch.device:
-    """The device a run of ``cfg`` uses: ``train.device`` resolved; the CPU for kinds outside
-    `GPU_KINDS` under "auto", a `ConfigError` for them under "cuda"."""
+    """The device a run of ``cfg`` uses: ``train.device`` resolved; for a kind whose
+    ``devices`` (`bioplaus.experiments.base.Experiment.devices`) lack "cuda", the CPU under
+    "auto" and a `ConfigError` under "cuda"."""
+    from bioplaus.registry import EXPERIMENTS
+
     dev = resolve_device(cfg.train.device, "train.device")
     kind = cfg.kind or "supervised"
-    if kind not in GPU_KINDS:
+    if "cuda" not in EXPERIMENTS.get(kind, "kind").devices:
         if cfg.train.device == "cuda":
             raise ConfigError(f"train.device: the {kind!r} kind runs on the CPU only; use 'cpu' or 'auto'")
         return torch.device("cpu")

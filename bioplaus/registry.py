@@ -109,7 +109,7 @@ BACKENDS: Registry[Any] = Registry("backends", "network.backend", ("bioplaus.bac
 DATASETS: Registry[Callable[..., Any]] = Registry("datasets", "data.dataset", ("bioplaus.data",))
 EXPERIMENTS: Registry[type] = Registry(
     "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual",
-                            "bioplaus.experiments.hopfield"),
+                            "bioplaus.experiments.hopfield", "bioplaus.experiments.simulate"),
 )
 
 
@@ -132,7 +132,8 @@ FIGURES: Registry[FigureSpec | Callable[..., Any]] = Registry(
     "figures", "figures", ("bioplaus.report.kit", "bioplaus.experiments.continual", "bioplaus.experiments.hopfield"),
 )
 
-# Simulators replay an exported graph elsewhere (`bioplaus simulate GRAPH --backend NAME`).
+# Simulators replay an exported graph elsewhere (`bioplaus simulate GRAPH --backend NAME`,
+# kind ``simulate``); each is a `bioplaus.simulators.base.Simulator`.
 SIMULATORS: Registry[Any] = Registry("simulators", "--backend", ("bioplaus.simulators.brian2",))
 
 GROUPS: dict[str, Registry[Any]] = {
@@ -181,17 +182,5 @@ def plugin_names() -> list[str]:
     return PLUGINS.names()
 
 
-def backend_names() -> list[str]:
-    return BACKENDS.names()
-
-
-def dataset_names() -> list[str]:
-    return DATASETS.names()
-
-
 def get_rule(name: str) -> Any:
     return RULES.get(name)
-
-
-def get_plugin(name: str) -> Any:
-    return PLUGINS.get(name)

@@ -103,3 +103,48 @@ def test_simulate_command_refusals(tmp_path: Path) -> None:
     assert not (tmp_path / "r.h5").exists()
     assert main(["simulate", str(path), "--data", "digits", "--mode", "warp"]) == 2
     assert main(["simulate", str(path), "--backend", "nest", "--data", "digits"]) == 2
+
+
+def test_simulate_is_a_kind_through_the_run_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bioplaus simulate` runs a kind = "simulate" config through run_experiment: the same
+    file from the command and from `bioplaus.run`, status "done", overwrite refused unasked."""
+    import nir
+
+    import bioplaus
+    from bioplaus.export.nir import to_nir
+
+    g = to_nir(build_net(NetworkConfig(backend="spiking", hidden=[7], spiking=SpikingConfig(T=5)), (1, 8, 8), 10, seed=2))
+    g.metadata["dataset"] = "digits"
+    nir.write(tmp_path / "d.nir", g)
+    out = tmp_path / "s.h5"
+    args = ["simulate", str(tmp_path / "d.nir"), "--backend", "bioplaus", "--samples", "4", "--out", str(out)]
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{out}: bioplaus (runtime) on 4 samples, test_acc=")
+    assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwritten unasked
+    assert main([*args, "--overwrite"]) == 0
+    res = bioplaus.run({"kind": "simulate", "simulate": {"graph": str(tmp_path / "d.nir"), "backend": "bioplaus",
+                                                         "samples": 4}, "train": {"report": False}},
+                       out=tmp_path / "api.h5", progress=False)
+    with bioplaus.open_run(out) as a, bioplaus.open_run(res.path) as b:
+        assert a.status == b.status == "done" and a.attrs["kind"] == "simulate" and a.attrs["dataset"] == "digits"
+        assert a.config["simulate"] == {"graph": str(tmp_path / "d.nir"), "backend": "bioplaus", "mode": "runtime",
+                                        "data": "", "samples": 4}
+        assert set(a.config) == {"name", "seed", "description", "kind", "train", "record", "simulate"}
+        np.testing.assert_array_equal(a.array("/simulate/logits"), b.array("/simulate/logits"))
+        assert a.metrics["test_acc"][-1] == b.metrics["test_acc"][-1] == res.metrics["test_acc"]
+    assert main(["simulate", str(tmp_path / "d.nir"), "--backend", "bioplaus", "--data", "nope",
+                 "--out", str(tmp_path / "n.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'nope'" in err and not (tmp_path / "n.h5").exists()
+
+
+def test_simulators_share_the_base_contract() -> None:
+    from bioplaus.simulators.base import SimResult, Simulator
+
+    for name in ("brian2", "bioplaus"):
+        sim = SIMULATORS.get(name)
+        assert isinstance(sim, Simulator) and sim.modes[0] == "runtime"
+    assert SIMULATORS.get("brian2").versions().startswith("brian2 ")
+    r = SimResult({}, np.zeros((2, 3, 4)), np.array([[0.0, 1.0], [2.0, 1.0]]), 1e-3, 2)
+    assert r.predicted.tolist() == [1, 0]

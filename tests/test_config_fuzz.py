@@ -59,7 +59,9 @@ _fields(ExperimentConfig, "", TABLES)
 TABLES["record.probes.0"] = ["layers", "variables", "every", "samples"]
 for _, _kind in EXPERIMENTS.items():
     for _section, _cls in _kind.sections().items():
-        _fields(_cls, _section, TABLES)
+        TABLES[""].append(_section)  # a kind's tables sit at the top level
+        if dataclasses.is_dataclass(_cls):  # [[plugins]]: an array of tables, below
+            _fields(_cls, _section, TABLES)
 for _, _rule in RULES.items():
     _fields(_rule.Options, "rule", TABLES)
 TABLES["plugins.0"] = ["name"]

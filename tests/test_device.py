@@ -105,3 +105,23 @@ def test_lif_scan_dispatch_uses_the_cpu_kernel_only_for_cpu_tensors(monkeypatch:
     cur = torch.zeros(4, 2, 3, device="meta")
     spk, mem = spiking._LIFScan.apply(cur, 0.9, 1.0, True, "fast_sigmoid", 25.0)
     assert spk.device.type == "meta" and mem.device.type == "meta"
+
+
+def test_the_kind_declares_its_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_device asks the kind (`Experiment.devices`), not a list of kind names."""
+    from bioplaus.experiments.base import Experiment
+    from bioplaus.registry import EXPERIMENTS
+
+    class GpuKind(Experiment):
+        devices = ("cpu", "cuda")
+
+    EXPERIMENTS.register("gpu_kind_test", GpuKind)
+    try:
+        monkeypatch.setattr(dev, "cuda_available", lambda: True)
+        for kind, want in (("gpu_kind_test", "cuda"), ("simulate", "cpu"), ("supervised", "cuda")):
+            cfg = types.SimpleNamespace(kind=kind, train=types.SimpleNamespace(device="auto"))
+            assert dev.run_device(cfg) == torch.device(want), kind
+        with pytest.raises(ConfigError, match="train.device: the 'simulate' kind runs on the CPU only"):
+            dev.run_device(types.SimpleNamespace(kind="simulate", train=types.SimpleNamespace(device="cuda")))
+    finally:
+        EXPERIMENTS.unregister("gpu_kind_test")

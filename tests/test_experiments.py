@@ -193,3 +193,29 @@ def test_plugins_act_on_the_layers_a_rule_declares() -> None:
     with pytest.raises(ConfigError, match=r"plugins.hlop.layers: layer 1 does not exist"):
         bioplaus.setup(OutputOnly(bioplaus.build_rule("backprop").cfg), net, 10,
                        plugins=[bioplaus.build_plugin("hlop", layers=[1])])
+
+
+def test_gradient_kinds_own_data_network_rule_plugins() -> None:
+    """The gradient tables are the gradient kinds' sections; the generic part has no trace of them."""
+    import dataclasses
+
+    from bioplaus.config import ExperimentConfig, NetworkConfig, RuleConfig
+    from bioplaus.registry import EXPERIMENTS
+
+    assert [f.name for f in dataclasses.fields(ExperimentConfig)] == [
+        "name", "seed", "description", "kind", "train", "record", "sections"]
+    for kind in ("supervised", "continual"):
+        assert list(EXPERIMENTS.get(kind).sections())[:4] == ["data", "network", "rule", "plugins"]
+        assert EXPERIMENTS.get(kind).devices == ("cpu", "cuda")
+    assert EXPERIMENTS.get("hopfield").devices == ("cpu",) and EXPERIMENTS.get("simulate").devices == ("cpu",)
+    cfg = load_config(tiny_config(), ["network.backend=rate", "plugins=[{name='ewc'}]"])
+    assert isinstance(cfg.network, NetworkConfig) and cfg.network is cfg.section("network")
+    assert isinstance(cfg.rule, RuleConfig) and cfg.plugins[0].name == "ewc"
+    # the stored layout is that of earlier versions, so run files stay byte-identical
+    assert list(cfg.to_dict()) == ["name", "seed", "description", "kind", "data", "network", "rule", "train",
+                                   "record", "plugins"]
+    assert list(load_config(tiny_config(continual={"n_tasks": 2})).to_dict())[-2:] == ["plugins", "continual"]
+    again = load_config(json.loads(cfg.to_json()))
+    assert again.to_dict() == cfg.to_dict()
+    with pytest.raises(ConfigError, match="^simulate: this table belongs to kind 'simulate', but kind = 'supervised'$"):
+        load_config(tiny_config(kind="supervised", simulate={"graph": "g.nir"}))

@@ -318,3 +318,39 @@ def test_cli_bad_value_exit_code_2(capsys: pytest.CaptureFixture[str], tmp_path:
 def test_sims_are_valid_configs(sim: str) -> None:
     cfg = load_config(ROOT / "sims" / sim)
     assert cfg.kind == "hopfield" and cfg.section("hopfield").N >= 800
+
+
+def test_hopfield_config_holds_its_own_tables_only(tmp_path: Path) -> None:
+    """The gradient kinds' tables are refused in one line, and the run file's config lacks them."""
+    for table in ("data", "network", "rule", "plugins"):
+        with pytest.raises(ConfigError, match=rf"^{table}: this table belongs to kinds 'continual', 'supervised', but kind = 'hopfield'$"):
+            load_config({**_cfg(), table: [] if table == "plugins" else {}})
+    with pytest.raises(ConfigError, match="^nope: unknown key; valid keys in \\[top level\\] of kind 'hopfield': .*hopfield$"):
+        load_config({**_cfg(), "nope": {}})
+    cfg = load_config(_cfg(sweeps=2, burn_in=0, N=200))
+    assert list(cfg.to_dict()) == ["name", "seed", "description", "kind", "train", "record", "hopfield"]
+    with pytest.raises(AttributeError, match="has no table or field 'rule'"):
+        cfg.rule  # noqa: B018
+    res = bioplaus.run(cfg, out=tmp_path / "h.h5", progress=False, report=False)
+    with bioplaus.open_run(res.path) as f:
+        assert set(f.config) == {"name", "seed", "description", "kind", "train", "record", "hopfield"}
+
+
+def test_engines_are_one_table() -> None:
+    """Each backend is an engine object; the kind's checks, metrics and scans come from it."""
+    from bioplaus.hopfield.engines import ENGINES, Engine
+
+    assert list(ENGINES) == ["mc", "rate", "spiking"]
+    assert all(isinstance(e, Engine) and e.name == k for k, e in ENGINES.items())
+    assert [e.scans for e in ENGINES.values()] == [True, True, False]
+    with pytest.raises(ConfigError, match="^hopfield.scan: not available with backend = 'spiking'$"):
+        load_config(_cfg(backend="spiking", N=100, scan="d", values=[0.5]))
+    with pytest.raises(ConfigError, match="^hopfield.backend: unknown value 'gibbs'; valid: mc, rate, spiking$"):
+        load_config(_cfg(backend="gibbs"))
+    with pytest.raises(ConfigError, match="^hopfield.replicas x N: the replica state would take"):
+        load_config(_cfg(replicas=4096, N=2_000_000))
+    names = {m.name for m in bioplaus.experiments.hopfield.HopfieldExperiment.declared_metrics(
+        load_config(_cfg(backend="spiking", N=100)))}
+    assert {"rate_*", "retrieved"} <= names
+    assert "retrieved" not in {m.name for m in bioplaus.experiments.hopfield.HopfieldExperiment.declared_metrics(
+        load_config(_cfg()))}

@@ -18,9 +18,11 @@ from bioplaus.registry import TRAINING_FIGURES
 class Experiment:
     """Base of every experiment kind.
 
-    A kind owns: its table (``Config``, a dataclass parsed from ``[<section>]``; ``section``
-    defaults to the kind's name), its validation, its data source, its loop, the metrics it
-    declares and the figures drawn for its runs (``figures``). The driver calls, in order: ``build()`` (everything
+    A kind owns: its tables (``Config``, a dataclass parsed from ``[<section>]``; ``section``
+    defaults to the kind's name; `sections` may add more, as the gradient kinds'
+    ``[data]``, ``[network]``, ``[rule]``, ``[[plugins]]``), its validation, the devices it
+    runs on, its data source, its loop, the metrics it declares and the figures drawn for
+    its runs (``figures``). The driver calls, in order: ``build()`` (everything
     that can fail on bad input, before the run file exists), ``meta()`` and ``metrics()``
     (stored in the run file), ``run()`` (the loop; returns the final metrics) and
     ``close()`` (always). Emit everything through ``self.ctx`` (a `RunContext`).
@@ -32,6 +34,13 @@ class Experiment:
     # Registered figure names `bioplaus report` tries on a run of this kind (besides those of
     # its rule and plugins); by default the figure kit's figures of a training run.
     figures: ClassVar[tuple[str, ...]] = TRAINING_FIGURES
+    # The devices a run of this kind can use (`bioplaus.device.run_device`): with "cuda"
+    # every tensor follows ``train.device``; without it the kind runs on the CPU under
+    # "auto" and refuses "cuda".
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # Top-level tables of the config written to the run file, in this order first (see
+    # `ExperimentConfig.to_dict`); the others follow.
+    table_order: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: ExperimentConfig, ctx: RunContext, data: Any = None) -> None:
         self.cfg = cfg
@@ -44,8 +53,9 @@ class Experiment:
         return cls.section or cls.name
 
     @classmethod
-    def sections(cls) -> dict[str, type]:
-        """The tables this kind owns: ``{name: dataclass}``."""
+    def sections(cls) -> dict[str, Any]:
+        """The tables this kind owns: ``{name: dataclass}`` (or ``list[dataclass]`` for an
+        array of tables such as ``[[plugins]]``)."""
         return {cls.section_name(): cls.Config} if cls.Config is not None else {}
 
     @classmethod

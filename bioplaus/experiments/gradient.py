@@ -1,7 +1,7 @@
 """The template of kinds that train a learning rule with plugins on batches of labelled data.
 
-`GradientExperiment` holds what the ``supervised`` and ``continual`` kinds share: the checks
-of ``[data]``, ``[network]``, ``[rule]`` and ``[[plugins]]``, building the rule (which builds
+`GradientExperiment` holds what the ``supervised`` and ``continual`` kinds share: their tables
+``[data]``, ``[network]``, ``[rule]`` and ``[[plugins]]`` and the checks of them, building the rule (which builds
 its model), its plugins and the probes, the training step (stop check, the rule's step,
 divergence checks, metric logging, plugin hooks), weight snapshots and saving the model.
 A kind supplies its data, its loop and its metric declarations.
@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bioplaus.config import ExperimentConfig, check_choice
+from bioplaus.config import (
+    DataConfig,
+    ExperimentConfig,
+    NetworkConfig,
+    PluginConfig,
+    RuleConfig,
+    check_choice,
+)
 from bioplaus.context import finite_or_raise
 from bioplaus.errors import ConfigError, RunError
 from bioplaus.experiments.base import Experiment
@@ -33,8 +40,17 @@ class GradientExperiment(Experiment):
 
     rule: LearningRule
     plugins: PluginList
+    devices = ("cpu", "cuda")
+    # The layout of the config the run file has always stored (byte-identical run files).
+    table_order = ("data", "network", "rule", "train", "record", "plugins")
 
     # -- config -----------------------------------------------------------------------
+    @classmethod
+    def sections(cls) -> dict[str, Any]:
+        """``[data]``, ``[network]``, ``[rule]``, ``[[plugins]]``, then the kind's own table."""
+        own = {"data": DataConfig, "network": NetworkConfig, "rule": RuleConfig, "plugins": list[PluginConfig]}
+        return {**own, **super().sections()}
+
     @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
         d, n, r = cfg.data, cfg.network, cfg.rule

@@ -2,7 +2,7 @@
 
 No gradients, no classes, no epochs: K diluted ternary patterns (or M noisy examples of
 each) are stored in Hebbian couplings (``rule``: storing | supervised | unsupervised), and
-the network relaxes under a ``backend``:
+the network relaxes under a ``backend`` (an engine of `bioplaus.hopfield.engines.ENGINES`):
 
 - ``mc``: Glauber heat-bath Monte Carlo of ``replicas`` independent copies (numba, O(P)
   per spin update, replicas spread over the cores), T = 0 dynamics for ``T = 0``;
@@ -33,17 +33,16 @@ import numpy as np
 from bioplaus.config import ExperimentConfig, bounded, check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.experiments.base import Experiment
+from bioplaus.hopfield.engines import ENGINES, beta_of
 from bioplaus.metrics import Metric
 from bioplaus.registry import DATASETS, register_experiment, register_figure
 
 RULES = ("storing", "supervised", "unsupervised")
-BACKENDS = ("mc", "rate", "spiking")
 INITS = ("random", "mixture", "pattern")
 SCANS = ("none", "d", "r", "phase")
 MAX_N = 50_000_000
 MAX_K = 64
 MAX_M = 1000
-MAX_STATE_BYTES = 4 << 30  # packed replica state (replicas x N x row width)
 MAX_SCAN = 400
 
 
@@ -95,10 +94,6 @@ class HopfieldConfig:
     spiking: SpikingTwinConfig = field(default_factory=SpikingTwinConfig)
 
 
-def _beta(T: float) -> float:
-    return math.inf if T == 0 else 1.0 / T
-
-
 @register_experiment("hopfield")
 class HopfieldExperiment(Experiment):
     """Multitasking Hebbian network: Monte Carlo / mean-field / spiking, theory alongside."""
@@ -111,7 +106,7 @@ class HopfieldExperiment(Experiment):
     def validate(cls, cfg: ExperimentConfig) -> None:
         o = cfg.section("hopfield")
         check_choice(o.rule, RULES, "hopfield.rule")
-        check_choice(o.backend, BACKENDS, "hopfield.backend")
+        check_choice(o.backend, ENGINES, "hopfield.backend")
         check_choice(o.init, INITS, "hopfield.init")
         check_choice(o.scan, SCANS, "hopfield.scan")
         loader = DATASETS.get(o.patterns, "hopfield.patterns")
@@ -133,27 +128,10 @@ class HopfieldExperiment(Experiment):
             raise ConfigError("hopfield.T_values: scan = 'phase' needs a non-empty list of temperatures")
         if o.scan == "phase" and len(o.values) * len(o.T_values) > MAX_SCAN:
             raise ConfigError(f"hopfield.values x T_values: at most {MAX_SCAN} grid points")
-        if o.scan != "none" and o.backend == "spiking":
-            raise ConfigError("hopfield.scan: not available with backend = 'spiking'")
-        row = -(-(o.K * (o.M if "unsupervised" in (o.rule, *o.rules) else 1) + 1) // 8) * 8
-        if o.backend == "mc" and o.replicas * o.N * row > MAX_STATE_BYTES:
-            raise ConfigError(
-                f"hopfield.replicas x N: the replica state would take {o.replicas * o.N * row / 2**30:.1f} GiB "
-                f"(limit {MAX_STATE_BYTES / 2**30:.0f} GiB)"
-            )
-        if o.backend == "spiking":
-            sp = o.spiking
-            check_choice(sp.mode, ("numpy", "runtime", "standalone"), "hopfield.spiking.mode")
-            if sp.cue_pattern >= o.K:
-                raise ConfigError(f"hopfield.spiking.cue_pattern: must be < K = {o.K}, got {sp.cue_pattern}")
-            if sp.dt * sp.rate_on >= 1:
-                raise ConfigError(f"hopfield.spiking.rate_on: at most one spike per step, need rate_on < 1/dt = {1 / sp.dt:g} Hz")
-            if sp.duration / sp.dt > 1_000_000 or sp.bin < sp.dt or sp.bin > sp.duration:
-                raise ConfigError("hopfield.spiking: need dt <= bin <= duration and at most 1e6 steps")
-        if o.backend == "spiking" and o.N > o.spiking.max_neurons:
-            raise ConfigError(f"hopfield.N: the spiking twin takes at most spiking.max_neurons = {o.spiking.max_neurons}, got {o.N}")
-        if o.backend == "spiking" and o.rule != "storing" and o.M * o.K * o.N > 10**8:
-            raise ConfigError("hopfield.M x K x N: too many example entries for the spiking twin")
+        engine = ENGINES[o.backend]
+        if o.scan != "none" and not engine.scans:
+            raise ConfigError(f"hopfield.scan: not available with backend = {o.backend!r}")
+        engine.check(o)
 
     @classmethod
     def declared_metrics(cls, cfg: ExperimentConfig) -> list[Metric]:
@@ -169,10 +147,7 @@ class HopfieldExperiment(Experiment):
         ]
         if o.rule != "storing":
             out.append(Metric("n_*", "none", panel="example overlap"))
-        if o.backend == "spiking":
-            out.append(Metric("rate_*", "none", unit="Hz", panel="population rate"))
-            out.append(Metric("retrieved", "max", summary=True, description="patterns whose +/- populations differ by > rate_on/4"))
-        return out
+        return out + ENGINES[o.backend].metrics(o)
 
     def meta(self) -> dict[str, Any]:
         o = self.options
@@ -196,76 +171,12 @@ class HopfieldExperiment(Experiment):
             self.patterns = self._make_patterns()
         except ValueError as e:
             raise ConfigError(f"hopfield.patterns: {e}") from None
-        if o.backend == "mc" or o.scan != "none":
-            from bioplaus.hopfield import mc
+        self.engine = ENGINES[o.backend]
+        self.engine.prepare(o)
 
-            if not mc.HAVE_NUMBA:  # pragma: no cover
-                raise ConfigError("hopfield.backend = 'mc' needs numba (pip install numba)")
-        if o.backend == "spiking":
-            from bioplaus.hopfield import spiking  # noqa: F401  (fails now if Brian2 is missing)
-
-    # -- one relaxation --------------------------------------------------------------
-    def _relax(self, ps: Any, rule: str, T: float, log: bool, bar: Any = None) -> dict[str, Any]:
-        """Run the configured backend on ``ps``; returns averages and the theory."""
-        from bioplaus.hopfield import couplings as C
-        from bioplaus.hopfield import mc, theory
-
-        o, ctx = self.options, self.ctx
-        beta = _beta(T)
-        ex = rule != "storing"
-        eta = ps.eta if ex else None
-        g = theory.grid(o.K, ps.d, ps.r if ex else None, ps.M if ex else None)
-        acc_m, acc_n, nacc = np.zeros(o.K), np.zeros(o.K), 0
-        if o.backend == "rate":
-            init_s = mc.initial_states(ps.xi, 1, o.init, self.cfg.seed, o.init_pattern, o.init_noise)
-            m0 = init_s[0].astype(np.float64) @ ps.xi.T.astype(np.float64) / ps.N
-            n = m0 * g.R / (1 - ps.d)
-            traj = []
-            for it in range(1, o.sweeps + 1):
-                ctx.check_stop()
-                n, m = theory.rhs(n, beta, g)
-                traj.append(m)
-                if it > o.burn_in and it % o.measure_every == 0:
-                    acc_m += np.sort(np.abs(m))[::-1]
-                    nacc += 1
-                if log and it % o.measure_every == 0:
-                    self._log_step(m[None, :], None, None, None, theory_m=None, bar=bar)
-            m_avg = acc_m / max(nacc, 1)
-            return {"m": m_avg, "theory": m_avg, "m0": m0, "replicas_m": np.array(traj[-1])[None, :]}
-        J = C.build(ps, rule)
-        sig0 = mc.initial_states(ps.xi, o.replicas, o.init, self.cfg.seed, o.init_pattern, o.init_noise)
-        glauber = mc.Glauber(J, beta, sig0, seed=self.cfg.seed)
-        m0 = glauber.observe(ps.xi).m
-        th_m = None
-        if o.theory:
-            # The mean-field flow from replica 0's initial overlaps (with examples: n = overlap with η̄).
-            if ex:
-                n0 = sig0[0].astype(np.float64) @ ps.eta_mean.T / ps.N
-            else:
-                n0 = m0[0]
-            th_m = theory.solve(beta, n0, g, tol=1e-9, max_iter=1000 if not math.isinf(beta) else 200).m_sorted
-        if not log and o.burn_in:  # a scan point: nothing to stream before the averages start
-            for _ in range(0, o.burn_in, 50):
-                ctx.check_stop()
-                glauber.sweep(min(50, o.burn_in - glauber.sweeps_done))
-            eta = None
-        while glauber.sweeps_done < o.sweeps:
-            ctx.check_stop()
-            k = min(o.measure_every, o.sweeps - glauber.sweeps_done)
-            glauber.sweep(k)
-            ob = glauber.observe(ps.xi, eta)
-            ms = np.sort(np.abs(ob.m), axis=1)[:, ::-1]
-            if glauber.sweeps_done > o.burn_in:
-                acc_m += ms.mean(axis=0)
-                if ob.n is not None:
-                    acc_n += np.abs(ob.n).mean(axis=(0, 2))
-                nacc += 1
-            if log:
-                self._log_step(ob.m, ob.energy, ob.loss, ob.n, th_m, bar)
-        m_avg = acc_m / max(nacc, 1)
-        return {"m": m_avg, "n": acc_n / max(nacc, 1), "theory": th_m, "m0": m0, "replicas_m": np.abs(ob.m), "sigma": glauber.sigma}
-
-    def _log_step(self, m: np.ndarray, energy: Any, loss: Any, n: Any, theory_m: Any, bar: Any) -> None:
+    # -- streaming -----------------------------------------------------------------
+    def log_step(self, m: np.ndarray, energy: Any, loss: Any, n: Any, theory_m: Any, bar: Any) -> None:
+        """Stream one measurement: sorted |m| (mean over replicas), energy, losses, overlaps."""
         o, ctx = self.options, self.ctx
         ctx.step += o.measure_every
         ms = np.sort(np.abs(m), axis=1)[:, ::-1].mean(axis=0)
@@ -290,20 +201,20 @@ class HopfieldExperiment(Experiment):
         o = self.options
         old = mc.set_threads(o.threads)
         try:
-            if o.backend == "spiking":
-                return self._run_spiking()
-            if o.scan == "none":
-                return self._run_single()
-            return self._run_scan()
+            return self.engine.run(self)
         finally:
             mc.set_threads(old)
+
+    def run_relaxations(self) -> dict[str, float]:
+        """The engine's relaxation once (``scan = "none"``) or over the scan's points."""
+        return self._run_single() if self.options.scan == "none" else self._run_scan()
 
     def _run_single(self) -> dict[str, float]:
         o, ctx = self.options, self.ctx
         ps = self.patterns
         bar = ctx.progress(o.sweeps // o.measure_every)
         t0 = time.perf_counter()
-        res = self._relax(ps, o.rule, o.T, log=True, bar=bar)
+        res = self.engine.relax(self, ps, o.rule, o.T, log=True, bar=bar)
         bar.close()
         seconds = time.perf_counter() - t0
         final = {f"m_sorted_{k + 1}": float(v) for k, v in enumerate(res["m"])}
@@ -314,8 +225,7 @@ class HopfieldExperiment(Experiment):
         ctx.log_array("/hopfield/m_final", res["replicas_m"], what="|m| per replica at the end")
         if o.N * o.K <= 10**7:
             ctx.log_array("/hopfield/xi", ps.xi)
-        if o.backend == "mc":
-            final["updates_per_s"] = o.replicas * o.N * o.sweeps / max(seconds, 1e-9)
+        final.update(self.engine.final(o, seconds))
         bar.line("hopfield", final, seconds)
         return final
 
@@ -339,7 +249,7 @@ class HopfieldExperiment(Experiment):
                     ps = self._make_patterns(r=v, with_examples=True)
                 else:
                     ps = self._make_patterns(d=v)
-                res = self._relax(ps, rule, T, log=False)
+                res = self.engine.relax(self, ps, rule, T, log=False)
                 mc_m[a, b] = res["m"]
                 if res.get("theory") is not None:
                     th_m[a, b] = res["theory"]
@@ -359,7 +269,7 @@ class HopfieldExperiment(Experiment):
         # Theory curves on a fine grid.
         if o.scan == "d":
             ds = np.linspace(0.0, max(0.95, max(o.values)), 60)
-            beta = _beta(o.T)
+            beta = beta_of(o.T)
             sym = np.full((len(ds), o.K), np.nan)
             sym_stable = np.zeros(len(ds), dtype=bool)
             if not math.isinf(beta):
@@ -375,7 +285,7 @@ class HopfieldExperiment(Experiment):
             ctx.log_array("/hopfield/scan/curve_amplitudes", np.array([theory.hierarchical_amplitudes(d, o.K) for d in ds]))
         elif o.scan == "r":
             rs = np.linspace(0.05, 1.0, 20)
-            beta = _beta(o.T)
+            beta = beta_of(o.T)
             curve = np.zeros((len(rs), o.K))
             for i, r in enumerate(rs):
                 g = theory.grid(o.K, o.d, float(r), o.M)
@@ -399,11 +309,6 @@ class HopfieldExperiment(Experiment):
             final["theory_gap"] = float(np.nanmax(gaps))
         bar.line(f"scan {o.scan}", final, time.perf_counter() - t0)
         return final
-
-    def _run_spiking(self) -> dict[str, float]:
-        from bioplaus.hopfield import spiking
-
-        return spiking.run_twin(self)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -18,6 +18,8 @@ def run_metadata(run_path: str | Path) -> dict:
             cfg = load_config(run.config)
         except BioplausError:
             return {}
+    if cfg.section("data") is None:  # a kind without [data]
+        return {}
     return {"dataset": cfg.data.dataset, "normalize": cfg.data.normalize, "run": Path(run_path).name}
 
 

@@ -534,6 +534,8 @@ def load_net(run_path: str | Path) -> Net:
             raise
         except (BioplausError, TypeError, ValueError, KeyError, AttributeError) as exc:
             raise RunFileError(f"{src}: /: attribute config: {exc}") from None
+        if cfg.section("network") is None:  # a kind without a layer stack (hopfield, simulate)
+            raise BioplausError(f"{run_path}: a {cfg.kind!r} run has no [network]; no net to export")
         attrs = run.attrs
         shape = attrs.get("input_shape")
         n_classes = attrs.get("n_classes")

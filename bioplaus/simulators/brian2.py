@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,7 @@ import numpy as np
 import torch
 
 from bioplaus.registry import SIMULATORS
-
-
-@dataclass
-class SimResult:
-    """Per-sample spikes and readout of a simulated graph (time-major like the backend)."""
-
-    spikes: dict[str, np.ndarray]  # firing layer name -> bool [T, S, n] (no leaky integrators)
-    mem_out: np.ndarray  # output layer membrane [T, S, n]
-    logits: np.ndarray  # [S, classes]
-    dt: float
-    T: int
-    out_name: str = ""  # the output layer's name
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.logits.argmax(-1)
+from bioplaus.simulators.base import SimResult, Simulator
 
 
 def _net(graph: Any) -> Any:
@@ -124,5 +107,28 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
                      {"build": res.wall_build, "run": res.wall_run, "sim": res.wall_sim})
 
 
-SIMULATORS.register("brian2", simulate_brian2)
-SIMULATORS.register("bioplaus", simulate_bioplaus)
+class Brian2(Simulator):
+    """`simulate_brian2` as a registered simulator: modes runtime (Cython) | numpy | standalone."""
+
+    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None) -> SimResult:
+        return simulate_brian2(graph, x, mode=mode, cache_dir=cache_dir)
+
+    def versions(self) -> str:
+        try:
+            import brian2
+
+            return f"brian2 {brian2.__version__}"
+        except ImportError:  # pragma: no cover
+            return ""
+
+
+class BioplausReference(Simulator):
+    """`simulate_bioplaus` as a registered simulator; it takes the modes of the simulators it
+    is compared with and ignores them."""
+
+    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None) -> SimResult:
+        return simulate_bioplaus(graph, x)
+
+
+SIMULATORS.register("brian2", Brian2())
+SIMULATORS.register("bioplaus", BioplausReference())
