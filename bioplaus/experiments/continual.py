@@ -297,7 +297,7 @@ class Continual(GradientExperiment):
             n_tasks=len(self.tasks),
             setting=self.setting,
             mode=c.mode,
-            task_classes=tuple(tuple(int(c) for c in t.classes) for t in self.tasks),
+            task_classes=tuple(tuple(int(k) for k in t.classes) for t in self.tasks),
         )
         n_max = max(self.tasks[0].train.n, self.tasks[0].test.n)
         self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, self.task_info, n_samples=n_max)
