@@ -28,7 +28,7 @@ _LAZY = {
     "RunResult": "bioplaus.experiments.base",
     "Experiment": "bioplaus.experiments.base",
     "LearningRule": "bioplaus.rules.base",
-    "Plugin": "bioplaus.plugins.base",
+    "Plugin": "bioplaus.training.hooks",
     "register_dataset": "bioplaus.registry",
     "register_experiment": "bioplaus.registry",
     "register_figure": "bioplaus.registry",

@@ -112,8 +112,8 @@ def setup(
     total_steps: int = 0,
 ) -> Any:
     """Bind ``rule`` to ``net`` (and ``plugins`` to the rule); metrics go to ``run`` if given."""
-    from bioplaus.plugins.base import PluginList
-    from bioplaus.rules.base import RuleContext
+    from bioplaus.training.hooks import PluginList
+    from bioplaus.training.task import RuleContext
 
     ctx = RuleContext(
         n_classes, tuple(getattr(net, "input_shape", ())), steps_per_epoch, total_steps, seed,
@@ -121,8 +121,7 @@ def setup(
     )
     rule.plugins = PluginList(list(plugins))
     rule.setup(net, ctx)
-    for p in rule.plugins:
-        p.setup(rule, ctx)
+    rule.plugins.setup(rule, ctx)
     return rule
 
 

@@ -17,13 +17,13 @@ from bioplaus.rules.base import RuleContext
 from bioplaus.rules.ccl import (
     CCL,
     alignment,
-    centralize_gradients,
     flood_mask,
     loss_cnn,
     loss_eq2,
     loss_mlp,
 )
 from bioplaus.rules.ccl_ae import ae_pair_loss
+from bioplaus.training.optim import centralize_gradients
 
 # ----------------------------------------------------------------------------- loss forms
 
@@ -339,7 +339,7 @@ def test_batched_pair_losses_equal_per_pair_losses(masked: bool) -> None:
 
 def test_fused_sgd_and_joint_clipping_equal_the_reference() -> None:
     """The fused SGD step and the one-pass clipping of two groups change no number."""
-    from bioplaus.rules.base import clip_grad_norm, clip_grad_norms
+    from bioplaus.training.optim import clip_grad_norm, clip_grad_norms
 
     shapes = [(6, 9), (4, 6), (9, 4)]
     out = []
@@ -369,7 +369,7 @@ def test_clip_folded_into_fused_sgd_equals_clip_then_step(nesterov: bool) -> Non
     that mixes parameters of both clip groups; gradients left in ``p.grad`` are the clipped
     ones, as after the separate multiply.
     """
-    from bioplaus.rules.base import clip_grad_norms, clip_scales, fused_sgd_step
+    from bioplaus.training.optim import clip_grad_norms, clip_scales, fused_sgd_step
 
     shapes = [(6, 9), (4, 6), (9, 4), (5,)]
     out, grads_after = [], []
@@ -398,7 +398,7 @@ def test_clip_folded_into_fused_sgd_equals_clip_then_step(nesterov: bool) -> Non
 
 def test_ccl_training_with_folded_clip_tracks_the_separate_clip() -> None:
     """25 CCL steps (both nets clipped, momentum) with the folded clip: clip-then-step to rounding."""
-    import bioplaus.rules.base as base
+    import bioplaus.training.optim as base
 
     g = torch.Generator().manual_seed(4)
     batches = [(torch.randn(16, 64, generator=g), torch.randint(0, 5, (16,), generator=g)) for _ in range(25)]

@@ -24,6 +24,7 @@ from bioplaus.plugins.projection import (
 )
 from bioplaus.rules.backprop import Backprop
 from bioplaus.rules.base import RuleContext
+from bioplaus.training.task import TaskInfo
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -119,7 +120,7 @@ def _train(rule, x: torch.Tensor, y: torch.Tensor, steps: int, hlop: HLOP | None
         i = (s * 32) % len(x)
         rule.train_step(x[i : i + 32], y[i : i + 32])
         if hlop is not None:
-            hlop.after_step(s, {})
+            hlop.after_step(rule, s, {})
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -139,13 +140,13 @@ def test_linear_layer_keeps_old_outputs_while_learning_new_task(optimizer: str) 
         rule = _rule({"backend": "rate", "hidden": []}, (n_in,), 4, plugins, optimizer=optimizer, lr=lr)
         hl_active = hl if protect else None
         if protect:
-            hl.before_task(0, None)
+            hl.before_task(rule, TaskInfo(0, 2), None)
         _train(rule, xa, ya, 300, hl_active)
         if protect:
             lat = hl.lateral[0]
             assert float(principal_angles(lat.new, xa[:k]).max()) < 1.0  # converged on span(A)
             lat.merge()
-            hl.before_task(1, None)
+            hl.before_task(rule, TaskInfo(1, 2), None)
         with torch.no_grad():
             before = rule.net(xa).clone()
         with torch.no_grad():
@@ -194,11 +195,11 @@ def test_input_projection_equals_gradient_projection(backend: str, monkeypatch: 
         gen = torch.Generator().manual_seed(4)
         x = torch.rand(16, 1, 8, 8, generator=gen) * 2
         y = torch.randint(0, 10, (16,), generator=gen)
-        hl.before_task(0, None)
+        hl.before_task(rule, TaskInfo(0, 2), None)
         _train(rule, x, y, 3, hl)
         for lat in hl.lateral.values():
             lat.merge()
-        hl.before_task(1, None)
+        hl.before_task(rule, TaskInfo(1, 2), None)
         rule.optimizer.step = lambda *a, **k: None  # keep the weights: compare one gradient
         rule.train_step(torch.rand(16, 1, 8, 8, generator=gen) * 2, y)
         grads[mode] = {i: la.weight.grad.clone() for i, la in enumerate(rule.net.layers)}
@@ -215,14 +216,14 @@ def test_conv_layer_projection_on_unfolded_patches() -> None:
     gen = torch.Generator().manual_seed(5)
     x = torch.rand(8, 2, 6, 6, generator=gen)
     y = torch.randint(0, 3, (8,), generator=gen)
-    hl.before_task(0, None)
+    hl.before_task(rule, TaskInfo(0, 2), None)
     _train(rule, x, y, 5, hl)
     conv = rule.net.layers[0]
     assert presynaptic_rows(conv).shape == (8 * 36, 2 * 9)
     lat = hl.lateral[0]
     lat.new = orthonormal_rows(5, 18, gen)  # an exactly orthonormal frozen set
     lat.merge()
-    hl.before_task(1, None)
+    hl.before_task(rule, TaskInfo(1, 2), None)
     saved = {}
     rule.optimizer.step = lambda *a, **k: saved.update(g=conv.weight.grad.clone())
     rule.train_step(x, y)
@@ -249,12 +250,12 @@ def test_hlop_lateral_spikes_option_learns() -> None:
 def test_exact_projection_threshold_and_orthogonality() -> None:
     gen = torch.Generator().manual_seed(7)
     pj = ExactProjection({"mode": "threshold", "threshold": 0.9, "samples": 64, "layers": [0]})
-    _rule({"backend": "rate", "hidden": []}, (12,), 3, [pj])
+    rule = _rule({"backend": "rate", "hidden": []}, (12,), 3, [pj])
     basis = torch.linalg.qr(torch.randn(12, 3, generator=gen)).Q.T
     x = (torch.randn(64, 3, generator=gen) * torch.tensor([3.0, 2.0, 1.0])) @ basis
     loader = [(x, torch.zeros(64, dtype=torch.long))]
-    pj.before_task(0, loader)
-    pj.after_task(0, loader)
+    pj.before_task(rule, TaskInfo(), loader)
+    pj.after_task(rule, TaskInfo(), loader)
     U = pj.bases[0]
     assert 1 <= U.shape[0] <= 3
     assert torch.allclose(U @ U.T, torch.eye(U.shape[0]), atol=1e-5)
@@ -270,7 +271,7 @@ def test_ewc_penalty_gradient_and_cap() -> None:
     rule = _rule({"backend": "rate", "hidden": []}, (5,), 3, [ewc], lr=0.1)
     gen = torch.Generator().manual_seed(8)
     loader = [(torch.randn(8, 5, generator=gen), torch.randint(0, 3, (8,), generator=gen))]
-    ewc.after_task(0, loader)
+    ewc.after_task(rule, TaskInfo(), loader)
     assert all(float(f.min()) >= 0 for f in ewc.fisher) and float(ewc.fisher[0].sum()) > 0
     w = rule.net.layers[0].weight
     ewc.fisher = [torch.full_like(w, 0.5)]
@@ -336,11 +337,11 @@ def test_input_projection_falls_back_when_the_gradient_has_other_terms() -> None
         rule = _rule({"backend": "rate", "hidden": [8]}, (6,), 3, [ewc, hl])
         gen = torch.Generator().manual_seed(11)
         x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
-        hl.before_task(0, None)
+        hl.before_task(rule, TaskInfo(0, 2), None)
         _train(rule, x, y, 3, hl)
-        ewc.after_task(0, [(x, y)])
+        ewc.after_task(rule, TaskInfo(0, 2), [(x, y)])
         hl.lateral[0].merge()
-        hl.before_task(1, None)
+        hl.before_task(rule, TaskInfo(1, 2), None)
         with torch.no_grad():
             rule.net.layers[0].weight.add_(0.1)  # away from the EWC anchor
         rule.optimizer.step = lambda *a, **k: None

@@ -362,8 +362,8 @@ def test_projection_plugin_protects_the_declared_block_layers(tmp_path) -> None:
         def setup(self, rule, ctx) -> None:  # noqa: ANN001
             self.rule = rule
 
-        def before_task(self, task_id: int, loader) -> None:  # noqa: ANN001
-            if task_id == 1:
+        def before_task(self, rule, task, loader) -> None:  # noqa: ANN001
+            if task.index == 1:
                 snaps.update({la.name: la.weight.detach().clone() for la in self.rule.protected_layers()})
                 bases.update({k: v.clone() for k, v in self.rule.plugins.find("projection").bases.items()})
 

@@ -100,10 +100,10 @@ class _Recorder(Plugin):
         self.rule = rule
         self.calls.append("setup")
 
-    def before_task(self, task_id, loader) -> None:  # noqa: ANN001
+    def before_task(self, rule, task, loader) -> None:  # noqa: ANN001
         self.calls.append("before_task")
 
-    def after_task(self, task_id, loader) -> None:  # noqa: ANN001
+    def after_task(self, rule, task, loader) -> None:  # noqa: ANN001
         self.calls.append("after_task")
 
     def after_backward(self, rule) -> None:  # noqa: ANN001
@@ -114,13 +114,13 @@ class _Recorder(Plugin):
     def after_update(self, rule) -> None:  # noqa: ANN001
         self.calls.append("after_update")
 
-    def after_step(self, step, metrics) -> None:  # noqa: ANN001
+    def after_step(self, rule, step, metrics) -> None:  # noqa: ANN001
         self.calls.append("after_step")
 
-    def after_epoch(self, epoch, metrics) -> None:  # noqa: ANN001
+    def after_epoch(self, rule, epoch, metrics) -> None:  # noqa: ANN001
         self.calls.append("after_epoch")
 
-    def close(self) -> None:
+    def close(self, rule) -> None:  # noqa: ANN001
         self.calls.append("close")
 
 

@@ -44,6 +44,7 @@ from bioplaus.nets import physical_memory
 from bioplaus.record.reader import RunFile
 from bioplaus.registry import TRAINING_FIGURES, register_experiment, register_figure
 from bioplaus.report import fmt, new_figure, save_figure
+from bioplaus.training.task import TaskInfo
 
 __all__ = ["Continual", "ContinualConfig", "TaskData", "TaskLoader", "acc_metrics", "build_tasks"]
 
@@ -291,14 +292,15 @@ class Continual(GradientExperiment):
         self.total_steps = steps_task * len(self.tasks)
         # The schedule (if any) restarts with every task's fresh optimiser.
         ctx_steps = self.total_steps if c.mode == "joint" else steps_task
-        extra = {
-            "n_tasks": len(self.tasks),
-            "setting": self.setting,
-            "task_classes": [t.classes for t in self.tasks],
-            "mode": c.mode,
-        }
+        self.task_info = TaskInfo(
+            index=0,
+            n_tasks=len(self.tasks),
+            setting=self.setting,
+            mode=c.mode,
+            task_classes=tuple(tuple(int(k) for k in t.classes) for t in self.tasks),
+        )
         n_max = max(self.tasks[0].train.n, self.tasks[0].test.n)
-        self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, extra, n_samples=n_max)
+        self.build_rule(stream.n_classes, input_shape, len(self.tasks[0].train), ctx_steps, self.task_info, n_samples=n_max)
         for task in self.tasks:
             to_device(task.train, self.ctx.device)
             to_device(task.test, self.ctx.device)
@@ -379,7 +381,7 @@ class Continual(GradientExperiment):
                 # Momentum of the last task holds unprotected directions of that task.
                 self.rule.reset_optimizer()
             self._set_task(k)
-            plugins.before_task(k, task.train)
+            plugins.before_task(self.rule, self.task_info.at(k), task.train)
             self.reset_divergence()  # a new task's loss starts high again
             loss_sum, acc_sum, count = 0.0, 0.0, 0
             cap = self.cfg.train.max_steps  # per task
@@ -393,11 +395,11 @@ class Continual(GradientExperiment):
                     self.bar.update(f"task {k} batch {b}/{len(task.train)}", {f"train_{n}": v for n, v in m.items()})
                     if cap and count >= cap:
                         break
-                plugins.after_epoch(epoch, {"train_loss_epoch": loss_sum / max(count, 1)})
+                plugins.after_epoch(self.rule, epoch, {"train_loss_epoch": loss_sum / max(count, 1)})
                 if cap and count >= cap:
                     break
             self._set_task(k)
-            plugins.after_task(k, task.train)
+            plugins.after_task(self.rule, self.task_info.at(k), task.train)
             self._set_task(None)
             if k == 0 and c.freeze_norm and len(self.tasks) > 1:
                 n = freeze_batchnorm(self.rule.net)
@@ -428,7 +430,7 @@ class Continual(GradientExperiment):
         c = self.options
         plugins = self.plugins
         t0 = time.perf_counter()
-        plugins.before_task(0, self.tasks[0].train)
+        plugins.before_task(self.rule, self.task_info, self.tasks[0].train)
         total = sum(len(t.train) for t in self.tasks)
         loss_sum, acc_sum, count = 0.0, 0.0, 0
         for epoch in range(1, c.epochs_per_task + 1):
@@ -453,9 +455,9 @@ class Continual(GradientExperiment):
                     acc_sum += m.get("acc", 0.0)
                     count += 1
                     self.bar.update(f"epoch {epoch} batch {b}/{total}", {f"train_{n}": v for n, v in m.items()})
-            plugins.after_epoch(epoch, {"train_loss_epoch": loss_sum / max(count, 1)})
+            plugins.after_epoch(self.rule, epoch, {"train_loss_epoch": loss_sum / max(count, 1)})
         self._set_task(None)
-        plugins.after_task(0, self.tasks[0].train)
+        plugins.after_task(self.rule, self.task_info, self.tasks[0].train)
         self.train_seconds += time.perf_counter() - t0
         accs, summary = self._matrix_row()
         step = self.ctx.step

@@ -30,9 +30,10 @@ from bioplaus.errors import ConfigError, RunError
 from bioplaus.experiments.base import Experiment
 from bioplaus.metrics import Metric
 from bioplaus.nets import check_size, plan_net
-from bioplaus.plugins.base import PluginList
 from bioplaus.registry import BACKENDS, DATASETS, PLUGINS, RULES
-from bioplaus.rules.base import LearningRule, RuleContext
+from bioplaus.rules.base import LearningRule
+from bioplaus.training.hooks import PluginList
+from bioplaus.training.task import RuleContext, TaskInfo
 
 
 class GradientExperiment(Experiment):
@@ -107,11 +108,12 @@ class GradientExperiment(Experiment):
         input_shape: tuple[int, ...],
         steps_per_epoch: int,
         total_steps: int,
-        extra: dict[str, Any] | None = None,
+        stream: TaskInfo | None = None,
         n_samples: int = 0,
     ) -> None:
         """The rule, the model it builds and the plugins (not yet set up).
 
+        ``stream``: the first task of the task stream the rule trains on (None: one task).
         ``n_samples``: the most samples a batch can hold (the larger split), for the
         memory check; 0 = the configured batch sizes.
         """
@@ -123,7 +125,7 @@ class GradientExperiment(Experiment):
         self.reset_divergence()
         self.rule = RULES.get(cfg.rule.name, "rule.name")(cfg.rule)
         self.rule_ctx = RuleContext(
-            n_classes, tuple(input_shape), steps_per_epoch, total_steps, cfg.seed, cfg.network, self.ctx, extra or {}
+            n_classes, tuple(input_shape), steps_per_epoch, total_steps, cfg.seed, cfg.network, self.ctx, stream
         )
         self.model = self.rule.build_model(self.rule_ctx)
         self.user_plugins = [PLUGINS.get(p.name)(p.options) for p in cfg.plugins]
@@ -161,8 +163,7 @@ class GradientExperiment(Experiment):
         self.plugins = PluginList(self.user_plugins + ([probes] if probes else []))
         self.rule.plugins = self.plugins
         self.rule.setup(self.model, self.rule_ctx)
-        for p in self.plugins:
-            p.setup(self.rule, self.rule_ctx)
+        self.plugins.setup(self.rule, self.rule_ctx)
 
     def model_meta(self) -> dict[str, Any]:
         describe = getattr(self.model, "describe", None)
@@ -217,7 +218,7 @@ class GradientExperiment(Experiment):
         ctx.step = step
         if logged:
             ctx.log(lr=self.rule.lr, **{f"train_{k}": v for k, v in m.items()})
-        self.plugins.after_step(step, m)
+        self.plugins.after_step(self.rule, step, m)
         return m
 
     # Floor of the running minimum, relative to the first value: a loss that approaches 0
@@ -277,6 +278,6 @@ class GradientExperiment(Experiment):
         if bar is not None:
             bar.close()
         if hasattr(self, "plugins"):
-            self.plugins.close()
+            self.plugins.close(self.rule)
         if hasattr(self, "rule"):
             self.rule.close()

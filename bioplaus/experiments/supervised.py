@@ -12,6 +12,7 @@ from bioplaus.device import to_device
 from bioplaus.experiments.gradient import GradientExperiment
 from bioplaus.metrics import Metric
 from bioplaus.registry import RULES, register_experiment
+from bioplaus.training.task import TaskInfo
 
 
 @register_experiment("supervised")
@@ -67,14 +68,14 @@ class Supervised(GradientExperiment):
     def run(self) -> dict[str, float]:
         ctx, d, plugins = self.ctx, self.data, self.plugins
         self.bar = ctx.progress(self.total_steps)
-        plugins.before_task(0, d.train)
+        plugins.before_task(self.rule, TaskInfo(), d.train)
         final = self.evaluate()
         if self.probes:
-            plugins.after_step(0, {})  # step-0 probe: datasets exist before SWMR
+            plugins.after_step(self.rule, 0, {})  # step-0 probe: datasets exist before SWMR
         self.log_weights()
         ctx.flush()
         final = self.train_loop()
-        plugins.after_task(0, d.train)
+        plugins.after_task(self.rule, TaskInfo(), d.train)
         self.save_model()
         return final
 
@@ -109,7 +110,7 @@ class Supervised(GradientExperiment):
             ctx.log(epoch=float(epoch), **{k: v for k, v in summary.items() if k.startswith("train_")})
             if cfg.record.weights_every and (epoch % cfg.record.weights_every == 0 or last):
                 self.log_weights()
-            self.plugins.after_epoch(epoch, summary)
+            self.plugins.after_epoch(self.rule, epoch, summary)
             ctx.flush()
             self.bar.line(f"epoch {epoch}", summary, time.perf_counter() - te)
             if last:

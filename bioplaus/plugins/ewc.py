@@ -19,18 +19,15 @@ that steps its optimiser through ``LearningRule.apply_update``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from bioplaus.config import bounded
 from bioplaus.metrics import Metric
-from bioplaus.plugins.base import Plugin
+from bioplaus.plugins.base import Plugin, Rule, RuleContext, TaskInfo
 from bioplaus.registry import register_plugin
-
-if TYPE_CHECKING:
-    from bioplaus.rules.base import LearningRule, RuleContext
 
 
 @register_plugin("ewc")
@@ -55,7 +52,7 @@ class EWC(Plugin):
         self.fisher: list[torch.Tensor] | None = None
         self.anchor: list[torch.Tensor] | None = None
 
-    def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+    def setup(self, rule: Rule, ctx: RuleContext) -> None:
         self.rule = rule
         self.ctx = ctx
         self.params = [p for la in rule.protected_layers() for p in la.parameters() if p.requires_grad]
@@ -86,7 +83,7 @@ class EWC(Plugin):
         net.train(was)
         return [f / max(n, 1) for f in fisher]
 
-    def after_task(self, task_id: int, loader: Any) -> None:
+    def after_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
         ft = self.estimate_fisher(loader)
         if self.fisher is None:
             self.fisher = ft
@@ -97,7 +94,7 @@ class EWC(Plugin):
         mx = float(max(f.max() for f in self.fisher))
         self.ctx.log(**{"ewc/fisher_mean": mean, "ewc/fisher_max": mx})
 
-    def after_backward(self, rule: LearningRule) -> None:
+    def after_backward(self, rule: Rule) -> None:
         if self.fisher is None or self.anchor is None or self.opts.lam == 0:
             return
         cap = 1.0 / rule.lr if (self.opts.cap and rule.lr > 0) else float("inf")

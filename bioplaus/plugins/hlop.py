@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,6 +46,7 @@ from bioplaus.backends.spiking import BinaryRows
 from bioplaus.config import bounded, check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
+from bioplaus.plugins.base import Rule, RuleContext, TaskInfo
 from bioplaus.plugins.projection import (
     StepProjector,
     SubspaceProjection,
@@ -57,9 +58,6 @@ from bioplaus.plugins.projection import (
     top_eigvecs,
 )
 from bioplaus.registry import register_plugin
-
-if TYPE_CHECKING:
-    from bioplaus.rules.base import LearningRule, RuleContext
 
 
 def orthonormal_rows(k: int, n: int, generator: torch.Generator) -> Tensor:
@@ -269,7 +267,7 @@ class HLOP(SubspaceProjection):
     # -- life cycle ------------------------------------------------------------------
     seed_offset = 7717
 
-    def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+    def setup(self, rule: Rule, ctx: RuleContext) -> None:
         super().setup(rule, ctx)
         o = self.opts
         self.lateral = {
@@ -338,19 +336,19 @@ class HLOP(SubspaceProjection):
         layer.weight.grad.copy_((D.T @ Xp).view_as(layer.weight))
         return True
 
-    def close(self) -> None:
+    def close(self, rule: Rule) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
 
-    def before_task(self, task_id: int, loader: Any) -> None:
-        super().before_task(task_id, loader)
+    def before_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
+        super().before_task(rule, task, loader)
         o = self.opts
         for pos, i in enumerate(self.layers):
-            k = new_dims(task_id, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
+            k = new_dims(task.index, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
             self.lateral[i].add(k, self.generator, residual=o.init == "residual")
 
-    def after_backward(self, rule: LearningRule) -> None:
+    def after_backward(self, rule: Rule) -> None:
         if self.task == 0:
             return
         t0 = time.perf_counter()
@@ -373,7 +371,7 @@ class HLOP(SubspaceProjection):
     def projection_basis(self, i: int) -> Tensor:
         return self.lateral[i].proj
 
-    def after_step(self, step: int, metrics: dict[str, float]) -> None:
+    def after_step(self, rule: Rule, step: int, metrics: dict[str, float]) -> None:
         self.local_step += 1
         if self.local_step % self.opts.every == 0:
             self.hebbian_update()
@@ -390,7 +388,7 @@ class HLOP(SubspaceProjection):
                 self.lateral[i].hebbian(X, o.iterations, o.momentum, o.clip, self.q)
         self.hebb_seconds += time.perf_counter() - t0
 
-    def after_task(self, task_id: int, loader: Any) -> None:
+    def after_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
         o = self.opts
         if o.after_task_batches:
             for b, (x, _) in enumerate(loader):
@@ -402,7 +400,7 @@ class HLOP(SubspaceProjection):
         if o.angles:
             acts = collect_activity(self.rule, loader, self.layers, o.angle_samples, o.activity, 20000, self.generator)
             for i in self.layers:
-                logs.update(self._compare(i, acts[i], task_id))
+                logs.update(self._compare(i, acts[i], task.index))
         for i in self.layers:
             lat = self.lateral[i]
             logs[f"layer{i}/hlop_dim"] = float(lat.dim)
@@ -413,7 +411,7 @@ class HLOP(SubspaceProjection):
                 eye = torch.eye(H.shape[0])
                 logs[f"layer{i}/hlop_orth_err"] = float(torch.linalg.norm(H @ H.T - eye) / H.shape[0] ** 0.5)
             if o.record_lateral and lat.new.shape[0]:
-                self.ctx.log_array(f"/hlop/layer{i}/task{task_id}/H", lat.new.cpu().numpy(), task=task_id)
+                self.ctx.log_array(f"/hlop/layer{i}/task{task.index}/H", lat.new.cpu().numpy(), task=task.index)
             lat.merge()
         logs["hlop/hebb_seconds"] = self.hebb_seconds
         logs["hlop/proj_seconds"] = self.proj_seconds

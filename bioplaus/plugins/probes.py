@@ -10,7 +10,7 @@ from torch import Tensor
 
 from bioplaus.config import ProbeConfig
 from bioplaus.errors import ConfigError
-from bioplaus.plugins.base import Plugin
+from bioplaus.plugins.base import Plugin, Rule, RuleContext
 
 
 def _select_layers(spec: list[Any], n_layers: int, where: str = "record.probes.layers") -> list[int]:
@@ -50,7 +50,7 @@ class Probes(Plugin):
         self.events_logged: dict[str, int] = {}
         self._described: set[str] = set()
 
-    def setup(self, rule: Any, ctx: Any) -> None:
+    def setup(self, rule: Rule, ctx: RuleContext) -> None:
         self.rule = rule
         self.run = ctx.run
         self.points = rule.probe_points()
@@ -58,7 +58,7 @@ class Probes(Plugin):
             _select_layers(p.layers, len(self.points), f"record.probes[{i}].layers") for i, p in enumerate(self.probes)
         ]
 
-    def after_step(self, step: int, metrics: dict[str, float]) -> None:
+    def after_step(self, rule: Rule, step: int, metrics: dict[str, float]) -> None:
         for i, p in enumerate(self.probes):
             if step % p.every == 0:
                 self.record(step, i)

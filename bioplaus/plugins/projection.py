@@ -29,12 +29,11 @@ from bioplaus.config import bounded, check_choice
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
-from bioplaus.plugins.base import Plugin
+from bioplaus.plugins.base import Plugin, Rule, RuleContext, TaskInfo
 from bioplaus.registry import register_plugin
 
 if TYPE_CHECKING:
     from bioplaus.nets import Layer
-    from bioplaus.rules.base import LearningRule, RuleContext
 
 # Optimisers whose step is not a fixed linear map of the gradient: element-wise scaling
 # moves a projected gradient back into the protected subspace.
@@ -117,7 +116,7 @@ def presynaptic_rows(layer: Layer, activity: str = "spikes") -> Tensor:
 
 @torch.no_grad()
 def collect_activity(
-    rule: LearningRule,
+    rule: Rule,
     loader: Any,
     layers: list[int],
     samples: int,
@@ -146,7 +145,7 @@ def collect_activity(
     return out
 
 
-def check_optimizers(rule: LearningRule, on_adaptive: str, where: str) -> bool:
+def check_optimizers(rule: Rule, on_adaptive: str, where: str) -> bool:
     """True if the optimiser step must be projected (adaptive kinds, weight decay).
 
     ``on_adaptive = "refuse"`` raises instead: a projected gradient fed to Adam-like
@@ -244,7 +243,7 @@ class SubspaceProjection(Plugin):
 
     seed_offset = 0
 
-    def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+    def setup(self, rule: Rule, ctx: RuleContext) -> None:
         o = self.opts
         self.rule = rule
         self.ctx = ctx
@@ -253,8 +252,8 @@ class SubspaceProjection(Plugin):
         self.generator = make_generator(ctx.seed + self.seed_offset)
         self.project_step = check_optimizers(rule, o.adaptive, f"plugins.{self.name}")
 
-    def before_task(self, task_id: int, loader: Any) -> None:
-        self.task = task_id
+    def before_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
+        self.task = task.index
         self.project_step = check_optimizers(self.rule, self.opts.adaptive, f"plugins.{self.name}")
 
     def projection_basis(self, i: int) -> Tensor:
@@ -266,7 +265,7 @@ class SubspaceProjection(Plugin):
         if g is not None:
             project_rows_(g.view(g.shape[0], -1), self.projection_basis(i))
 
-    def after_backward(self, rule: LearningRule) -> None:
+    def after_backward(self, rule: Rule) -> None:
         if self.task == 0:
             return
         if self.project_step:
@@ -278,7 +277,7 @@ class SubspaceProjection(Plugin):
             if not self.project_step:
                 self.project_grad(i, layer)
 
-    def after_update(self, rule: LearningRule) -> None:
+    def after_update(self, rule: Rule) -> None:
         if self.project_step and self.task > 0:
             self.step_proj.apply(self.net_layers, {i: self.projection_basis(i) for i in self.layers})
 
@@ -323,14 +322,14 @@ class ExactProjection(SubspaceProjection):
 
     seed_offset = 4099
 
-    def setup(self, rule: LearningRule, ctx: RuleContext) -> None:
+    def setup(self, rule: Rule, ctx: RuleContext) -> None:
         super().setup(rule, ctx)
         self.bases = {i: torch.zeros(0, in_dim(self.net_layers[i])) for i in self.layers}
 
     def projection_basis(self, i: int) -> Tensor:
         return self.bases[i]
 
-    def after_task(self, task_id: int, loader: Any) -> None:
+    def after_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
         o = self.opts
         acts = collect_activity(self.rule, loader, self.layers, o.samples, o.activity, o.max_rows, self.generator)
         logs: dict[str, float] = {}
@@ -341,7 +340,7 @@ class ExactProjection(SubspaceProjection):
             n = X.shape[1]
             room = n - U.shape[0]
             if o.mode == "dims":
-                k = new_dims(task_id, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
+                k = new_dims(task.index, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
                 V, _ = top_eigvecs(R, min(k, room))
             else:
                 V, evals = top_eigvecs(R, room)
@@ -363,5 +362,5 @@ class ExactProjection(SubspaceProjection):
             logs[f"layer{i}/proj_dim"] = float(self.bases[i].shape[0])
         self.ctx.log(**logs)
         for i in self.layers:
-            self.ctx.log_array(f"/projection/layer{i}/basis", self.bases[i].cpu().numpy(), task=task_id)
+            self.ctx.log_array(f"/projection/layer{i}/basis", self.bases[i].cpu().numpy(), task=task.index)
 

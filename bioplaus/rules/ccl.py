@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import torch
 import torch.nn.functional as F
@@ -50,13 +50,8 @@ from bioplaus.config import bounded, check_choice
 from bioplaus.metrics import Metric
 from bioplaus.nets import Layer, Net, init_weights
 from bioplaus.registry import register_rule
-from bioplaus.rules.base import (  # noqa: F401 - re-exported for users of ccl
-    LearningRule,
-    RuleContext,
-    accuracy,
-    centralize_gradients,
-    clip_grad_norm,
-)
+from bioplaus.rules.base import LearningRule, RuleContext, accuracy
+from bioplaus.training.optim import make_optimizer, make_scheduler
 
 LOSS_FORMS = ("auto", "mlp", "cnn", "eq2")
 ALIGN_EVERY = 20  # steps between samples of the alignment metric
@@ -338,6 +333,7 @@ def _layer_shapes(net: Net) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]
 
 
 @register_rule("ccl")
+@final
 class CCL(LearningRule):
     """Counter-current learning: layer-local losses between a forward and a feedback net."""
 
@@ -366,7 +362,7 @@ class CCL(LearningRule):
         self.n_classes = ctx.n_classes
         self._eye = torch.eye(ctx.n_classes)
         self.optimizer = self._make_two_group_optimizer()
-        self.scheduler = self.make_scheduler(self.optimizer, ctx.total_steps)
+        self.scheduler = make_scheduler(self.cfg, self.optimizer, ctx.total_steps)
         self._fwd_params = list(net.parameters())
         self._fb_params = list(self.feedback.parameters())
         self._reset_running()
@@ -383,11 +379,11 @@ class CCL(LearningRule):
             fb["lr"] = o.lr_feedback
         if o.momentum_feedback is not None and c.optimizer == "sgd":
             fb["momentum"] = o.momentum_feedback
-        return self.make_optimizer([{"params": list(self.net.parameters())}, fb])
+        return make_optimizer(c, [{"params": list(self.net.parameters())}, fb])
 
     def reset_optimizer(self) -> None:
         self.optimizer = self._make_two_group_optimizer()
-        self.scheduler = self.make_scheduler(self.optimizer, self.ctx.total_steps)
+        self.scheduler = make_scheduler(self.cfg, self.optimizer, self.ctx.total_steps)
 
     @property
     def fb_optimizer(self) -> torch.optim.Optimizer:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import LearningRule, RuleContext
+from bioplaus.training.optim import make_optimizer, make_scheduler
 
 
 @dataclass
@@ -160,6 +161,7 @@ def _orthogonal_conv_(w: Tensor) -> None:
 
 
 @register_rule("ccl_ae")
+@final
 class CCLAutoencoder(LearningRule):
     """Counter-current (or backprop) training of a conv autoencoder; evaluated by test MSE.
 
@@ -223,16 +225,17 @@ class CCLAutoencoder(LearningRule):
                 # Backprop: only the output conv starts at zero (x̂ = 0, as for CCL); scaling
                 # the inner decoder down as well would starve the encoder of gradient.
                 self.ae.dec[0]["conv"].weight.zero_()
-        self.optimizer = self.make_optimizer(list(self.ae.parameters()))
-        self.scheduler = self.make_scheduler(self.optimizer, ctx.total_steps)
-        self.fb_optimizer = self.make_optimizer(
+        self.optimizer = make_optimizer(c, list(self.ae.parameters()))
+        self.scheduler = make_scheduler(c, self.optimizer, ctx.total_steps)
+        self.fb_optimizer = make_optimizer(
+            c,
             list(self.ae_fb.parameters()),
             lr=o.lr_feedback if o.lr_feedback is not None else c.lr,
             momentum=o.momentum_feedback if o.momentum_feedback is not None else c.momentum,
         )
         # backprop never steps the feedback optimiser, so it gets no schedule either
         self.fb_scheduler = (
-            self.make_scheduler(self.fb_optimizer, ctx.total_steps) if o.method == "ccl" else None
+            make_scheduler(c, self.fb_optimizer, ctx.total_steps) if o.method == "ccl" else None
         )
         self._sum = [0.0] * (2 * len(ctx.network.channels))
         self._n = 0

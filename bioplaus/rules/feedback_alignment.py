@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +133,7 @@ ALIGNMENT = Metric("layer*/alignment", "max", description="cosine between W and 
 
 
 @register_rule("fa")
+@final
 class FeedbackAlignment(Backprop):
     """End-to-end cross-entropy with the error sent down through fixed random matrices.
 
@@ -169,6 +170,7 @@ class FeedbackAlignment(Backprop):
 
 
 @register_rule("dfa")
+@final
 class DirectFeedbackAlignment(LearningRule):
     """The output error projected straight to every hidden layer by fixed random matrices."""
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,6 +62,7 @@ from bioplaus.rules.noprop_model import (
     snr_weights,
     time_features,
 )
+from bioplaus.training.optim import make_optimizer
 
 VARIANTS = ("dt", "ct", "fm", "backprop", "cnn")
 EMBEDDINGS = ("onehot", "learned", "prototype")
@@ -466,7 +468,7 @@ class NoProp(LearningRule):
         net.active_classes = self._active
         self.ctx = ctx
         o = self.opts
-        if o.mode != "interleaved" and "n_tasks" in ctx.extra:
+        if o.mode != "interleaved" and ctx.stream is not None:
             raise ConfigError(f"rule.mode: task streams train NoProp's blocks 'interleaved', not {o.mode!r}")
         m: NoPropModel = net
         self.head_gen = make_generator(block_seed(ctx.seed, 0) + 1)
@@ -477,8 +479,8 @@ class NoProp(LearningRule):
         self.head_sum = [0.0, 0]
         self.pool: Any = None
         if o.variant == "dt":
-            self.units = [BlockUnit(m, t, ctx.seed, self.make_optimizer) for t in range(1, o.T + 1)]
-            self.optimizer = self.make_optimizer(shared)  # p_out (+ W_embed): shared by all blocks
+            self.units = [BlockUnit(m, t, ctx.seed, partial(make_optimizer, self.cfg)) for t in range(1, o.T + 1)]
+            self.optimizer = make_optimizer(self.cfg, shared)  # p_out (+ W_embed): shared by all blocks
         else:
             extra = []
             if m.gamma is not None:
@@ -488,7 +490,7 @@ class NoProp(LearningRule):
             params = [p for b in m.blocks for p in b.parameters()] + extra + shared
             if m.cnn is not None:
                 params = list(m.cnn.parameters()) + list(m.head.parameters())
-            self.optimizer = self.make_optimizer(params)
+            self.optimizer = make_optimizer(self.cfg, params)
             self.train_gen = make_generator(block_seed(ctx.seed, 1) + 1)
             for b in m.blocks:
                 b.set_generator(self.train_gen)
@@ -503,8 +505,8 @@ class NoProp(LearningRule):
             return super().reset_optimizer()
         m: NoPropModel = self.net
         for u in self.units:
-            u.opt = self.make_optimizer(list(u.block.parameters()))
-        self.optimizer = self.make_optimizer(list(m.head.parameters()) + ([m.embed.W] if m.embed.learnable else []))
+            u.opt = make_optimizer(self.cfg, list(u.block.parameters()))
+        self.optimizer = make_optimizer(self.cfg, list(m.head.parameters()) + ([m.embed.W] if m.embed.learnable else []))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for o in self.optimizers() for g in o.param_groups for p in g["params"]]

@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import traceback
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,13 +39,13 @@ def worker_main(spec: dict[str, Any], wid: int, held: list[int], cmd_q: Any, out
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles signals and stops us
     try:
         torch.set_num_threads(int(spec["threads"]))
-        from bioplaus.rules.base import clip_grad_norm
         from bioplaus.rules.noprop import BlockUnit, NoProp, NoPropModel, epoch_batches
+        from bioplaus.training.optim import clip_grad_norm, make_optimizer
         from neuro_data.loader import ArrayLoader
 
         rule = NoProp(spec["rule_cfg"])
         model = NoPropModel(rule.opts, spec["in_shape"], spec["n_classes"], spec["seed"], spec["spiking"], set(held))
-        units = [BlockUnit(model, t, spec["seed"], rule.make_optimizer) for t in held]
+        units = [BlockUnit(model, t, spec["seed"], partial(make_optimizer, rule.cfg)) for t in held]
         loader = ArrayLoader(spec["x"], spec["y"], spec["batch_size"], shuffle=True, seed=spec["loader_seed"])
         loader.generator.set_state(spec["loader_state"])
         clip = float(spec["rule_cfg"].clip)
