@@ -159,7 +159,7 @@ class SpikingConfig:
 class NetworkConfig:
     """A layer stack; ``backend`` switches the same description between rate and spiking."""
 
-    backend: str = "rate"  # rate | spiking
+    backend: str = "rate"  # the neuron model: rate | spiking | a registered one
     arch: str = "mlp"  # mlp | cnn
     hidden: list[int] = bounded(default_factory=lambda: [256], ge=1, max_items=MAX_LAYERS, what="widths")
     activation: str = "elu"
@@ -170,6 +170,8 @@ class NetworkConfig:
     init: str = "default"  # default | kaiming | xavier | orthogonal
     init_gain: float = bounded(1.0)
     spiking: SpikingConfig = field(default_factory=SpikingConfig)
+    # [network.neuron]: the options of the neuron model (its ``Options`` dataclass parses them).
+    neuron: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -259,6 +261,8 @@ class ExperimentConfig:
         del d["sections"]
         d["rule"] = {**{k: v for k, v in d["rule"].items() if k != "options"}, **d["rule"]["options"]}
         d["plugins"] = [{"name": p["name"], **p["options"]} for p in d["plugins"]]
+        if not d["network"]["neuron"]:  # a model without options records the table as before
+            del d["network"]["neuron"]
         for key, value in sections.items():
             d[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         return d

@@ -1,6 +1,6 @@
 """Names to objects: one `Registry` type for every pluggable group.
 
-Groups (``bioplaus list`` shows them all): rules, plugins, backends, datasets, experiments
+Groups (``bioplaus list`` shows them all): rules, plugins, neurons, datasets, experiments
 (experiment kinds), figures, simulators. Built-ins register themselves with ``REG.register(name)`` when
 their module is imported; a registry imports its built-in modules on first look-up.
 Third-party packages register through the entry-point group ``bioplaus.<group>``: each entry
@@ -104,7 +104,8 @@ RULES: Registry[type] = Registry(
 PLUGINS: Registry[type] = Registry(
     "plugins", "plugins.name", ("bioplaus.plugins.hlop", "bioplaus.plugins.ewc", "bioplaus.plugins.projection")
 )
-BACKENDS: Registry[Any] = Registry("backends", "network.backend", ("bioplaus.backends",))
+# Neuron models (`bioplaus.neurons.base.NeuronModel` subclasses), chosen by ``network.backend``.
+NEURONS: Registry[Any] = Registry("neurons", "network.backend", ("bioplaus.neurons.rate", "bioplaus.neurons.lif"))
 DATASETS: Registry[Callable[..., Any]] = Registry("datasets", "data.dataset", ("bioplaus.data",))
 EXPERIMENTS: Registry[type] = Registry(
     "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual",
@@ -120,7 +121,7 @@ FIGURES: Registry[Callable[..., Any]] = Registry(
 SIMULATORS: Registry[Any] = Registry("simulators", "--backend", ("bioplaus.simulators.brian2",))
 
 GROUPS: dict[str, Registry[Any]] = {
-    r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, BACKENDS, DATASETS, FIGURES, SIMULATORS)
+    r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, NEURONS, DATASETS, FIGURES, SIMULATORS)
 }
 
 
@@ -156,10 +157,6 @@ def rule_names() -> list[str]:
 
 def plugin_names() -> list[str]:
     return PLUGINS.names()
-
-
-def backend_names() -> list[str]:
-    return BACKENDS.names()
 
 
 def dataset_names() -> list[str]:

@@ -66,13 +66,15 @@ CLASSIFICATION_METRICS = (
 class LearningRule:
     """Base class: ``setup(net, ctx)``, ``train_step(x, y) -> metrics``, ``predict(x)``.
 
-    A subclass declares ``backends`` it supports and an ``Options`` dataclass for its own
+    A subclass declares what it ``needs`` of the neuron model (capabilities of
+    `bioplaus.neurons.NeuronModel`: "differentiable", "temporal", "static", "spikes",
+    "recurrent") and an ``Options`` dataclass for its own
     keys in ``[rule]``. ``apply_update`` runs the plugin hooks around the optimiser step so
     that plugins (HLOP, EWC) see and may rewrite every gradient.
     """
 
     name: ClassVar[str] = ""
-    backends: ClassVar[frozenset[str]] = frozenset({"rate", "spiking"})
+    needs: ClassVar[frozenset[str]] = frozenset({"differentiable"})
     Options: ClassVar[type] = NoOptions
     # What ``train_step`` and ``evaluate`` return (kinds prefix them: train_, val_, test_).
     metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION_METRICS
