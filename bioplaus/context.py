@@ -364,7 +364,7 @@ def _spike_gemm_used(config: Mapping[str, Any]) -> str | None:
 
     net = config.get("network")
     try:
-        spikes = isinstance(net, Mapping) and neuron_model(str(net.get("backend", "rate"))).spikes
+        spikes = isinstance(net, Mapping) and neuron_model(str(net.get("backend"))).spikes
     except ConfigError:  # a model that is not registered here: nothing to say
         return None
     if not spikes:
