@@ -21,15 +21,17 @@ from bioplaus.errors import BioplausError, ConfigError
 from bioplaus.export.nir import to_nir
 from bioplaus.nets import build_net
 from bioplaus.neurons import (
+    CAPABILITIES,
     LIFModel,
     LIFParams,
     NeuronModel,
     NotStatable,
     RateModel,
     lif_scan,
+    models_with,
     neuron_model,
 )
-from bioplaus.registry import NEURONS
+from bioplaus.registry import NEURONS, RULES
 
 THIRDPARTY = ROOT / "tests" / "thirdparty"
 
@@ -81,6 +83,10 @@ def test_lif_step_loop_is_the_fused_scan(reset: str, output: bool) -> None:
 
 
 def test_capabilities_and_rule_needs() -> None:
+    for name, rule in RULES.items():
+        assert rule.needs <= set(CAPABILITIES), name
+        assert models_with(rule.needs), f"{name}: no registered neuron model has {sorted(rule.needs)}"
+    assert models_with(frozenset({"static"})) == ["rate"]
     assert RateModel.capabilities() == {"static", "differentiable"}
     assert LIFModel.capabilities() == {"temporal", "differentiable", "spikes"}
     with pytest.raises(ConfigError, match=r"network.backend: rule 'ccl_ae' supports rate, not 'spiking' "

@@ -48,6 +48,10 @@ S = TypeVar("S", bound=tuple)  # the state: a NamedTuple
 CAPABILITIES = ("temporal", "static", "differentiable", "spikes", "recurrent")
 
 
+class NoState(NamedTuple):
+    """The state of a model without memory (a rate unit)."""
+
+
 class NotStatable(BioplausError):
     """A model that an exporter or a simulator cannot state (one line saying so)."""
 
@@ -219,8 +223,3 @@ def models_with(needs: frozenset[str]) -> list[str]:
     """Names of the registered neuron models that have every capability in ``needs``."""
     return [name for name, m in NEURONS.items()
             if isinstance(m, type) and issubclass(m, NeuronModel) and not missing_needs(m, needs)]
-
-
-class NoState(NamedTuple):
-    """The state of a model without memory (a rate unit)."""
-
