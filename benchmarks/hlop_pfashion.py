@@ -72,6 +72,7 @@ def pts(v: float) -> float:
 
 def method_row(method: str, runs: list[dict[str, Any]], acc: dict[str, Any] | None, out: Path) -> dict[str, Any]:
     """The table row of one method: ACC from compare, the rest from the index and the run files."""
+    from bioplaus.neurons import neuron_model
     from bioplaus.record import open_run
 
     done = [r for r in runs if r["status"] == "done"]
@@ -85,7 +86,7 @@ def method_row(method: str, runs: list[dict[str, Any]], acc: dict[str, Any] | No
         "sim": f"sims/{SIMS[method]}.toml",
         "backend": cfg["network"]["backend"],
         "rule": cfg["rule"]["name"],
-        "T": cfg["network"]["spiking"]["T"] if cfg["network"]["backend"] == "spiking" else None,
+        "T": cfg["network"]["spiking"]["T"] if neuron_model(cfg["network"]["backend"]).temporal else None,
         "epochs_per_task": cfg["continual"]["epochs_per_task"],
         "seeds": len(done),
         "ACC": pts(acc["mean"]) if acc else float("nan"),

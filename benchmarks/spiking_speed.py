@@ -47,9 +47,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import OUT, machine, save, table  # noqa: E402
-from bioplaus.backends import spiking  # noqa: E402
 from bioplaus.config import NetworkConfig, SpikingConfig  # noqa: E402
 from bioplaus.nets import build_net  # noqa: E402
+from bioplaus.neurons import synapses  # noqa: E402
 
 DT, TAU = 1e-3, 5e-3
 F = torch.nn.functional
@@ -528,7 +528,7 @@ def main() -> None:
     T, B = args.T, args.batch
     cases = ("constant", "spike train")
     gemm = {"bf16x3": "exact bf16 split on AMX", "lut": "exact table lookup (AVX-512)",
-            "fp32": "float32"}[spiking.spike_gemm_mode()]
+            "fp32": "float32"}[synapses.spike_gemm_mode()]
     print(f"bioplaus spike-fed synapses: {gemm}; threads {torch.get_num_threads()}")
 
     results: dict[str, Any] = {"T": T, "batch": B, "spike_gemm": gemm}

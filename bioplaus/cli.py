@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", help="directory for the figures (default <run>_figures/)")
     p.set_defaults(func=_cmd_report)
-    sub.add_parser("list", help="registered experiment kinds, rules, plugins, backends, data sets, figures; sims").set_defaults(func=_cmd_list)
+    sub.add_parser("list", help="registered experiment kinds, rules, plugins, neuron models, data sets, figures; sims").set_defaults(func=_cmd_list)
     _add_optional_commands(sub)
     return ap
 

@@ -163,7 +163,7 @@ class SpikingConfig:
 class NetworkConfig:
     """A layer stack; ``backend`` switches the same description between rate and spiking."""
 
-    backend: str = "rate"  # rate | spiking
+    backend: str = "rate"  # the neuron model: rate | spiking | a registered one
     arch: str = "mlp"  # mlp | cnn
     hidden: list[int] = bounded(default_factory=lambda: [256], ge=1, max_items=MAX_LAYERS, what="widths")
     activation: str = "elu"
@@ -174,6 +174,8 @@ class NetworkConfig:
     init: str = "default"  # default | kaiming | xavier | orthogonal
     init_gain: float = bounded(1.0)
     spiking: SpikingConfig = field(default_factory=SpikingConfig)
+    # [network.neuron]: the options of the neuron model (its ``Options`` dataclass parses them).
+    neuron: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -285,6 +287,9 @@ class ExperimentConfig:
         head = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "sections"}
         tables = {k: head.pop(k) for k in ("train", "record")}
         tables.update((k, _plain(v)) for k, v in self.sections.items())
+        net = tables.get("network")
+        if isinstance(net, dict) and not net.get("neuron", True):
+            del net["neuron"]  # a model without options records the table as before
         order = EXPERIMENTS.get(self.kind).table_order if self.kind in EXPERIMENTS else ()
         for key in order:
             if key in tables:

@@ -310,15 +310,19 @@ class RunContext:
 
 
 def _spike_gemm_used(config: Mapping[str, Any]) -> str | None:
-    """How a spiking run's spike-fed synapses multiply (fp32, bf16x3, lut); None for other
-    runs (for them resolving the mode would build the kernel for nothing)."""
-    net = config.get("network")
-    if not (isinstance(net, Mapping) and net.get("backend") == "spiking"):
-        return None
-    from bioplaus.backends import spiking
+    """How a run's spike-fed synapses multiply (fp32, bf16x3, lut) when its neuron model
+    spikes; None for other runs (for them resolving the mode would build the kernel for nothing)."""
+    from bioplaus.neurons import neuron_model, synapses
 
+    net = config.get("network")
     try:
-        return spiking.spike_gemm_mode()
+        spikes = isinstance(net, Mapping) and neuron_model(str(net.get("backend"))).spikes
+    except ConfigError:  # a model that is not registered here: nothing to say
+        return None
+    if not spikes:
+        return None
+    try:
+        return synapses.spike_gemm_mode()
     except ConfigError:  # a bad BIOPLAUS_SPIKE_GEMM set during the run: the file still closes
         return None
 

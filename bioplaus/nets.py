@@ -1,8 +1,8 @@
-"""Layer stacks (MLP, small CNN) built from the config on the rate or the spiking backend.
+"""Layer stacks (MLP, small CNN) built from the config on a neuron model (``network.backend``).
 
-A ``Layer`` is a synapse (Linear or Conv2d) -> a neuron population (rate activation or LIF)
--> optional max-pool. On the spiking backend every tensor is time-major ``[T, B, ...]`` and
-the synapse runs once on the ``[(T*B), ...]`` view. After each forward a layer keeps its
+A ``Layer`` is a synapse (Linear or Conv2d) -> a neuron population (`bioplaus.neurons`: rate
+activation, LIF, ...) -> optional max-pool. On a temporal model every tensor is time-major
+``[T, B, ...]`` and the synapse runs once on the ``[(T*B), ...]`` view. After each forward a layer keeps its
 ``state`` (presynaptic input, synaptic current, membrane, output) for rules and probes.
 """
 
@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bioplaus.backends.spiking import check_spike_gemm_env, spike_linear
 from bioplaus.config import NetworkConfig
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
+from bioplaus.neurons.base import Population, neuron_model
+from bioplaus.neurons.synapses import check_spike_gemm_env, spike_linear
 
 
 @dataclass
@@ -29,21 +30,20 @@ class LayerState:
 
     input: Tensor | None = None  # presynaptic activity (flattened for Linear)
     current: Tensor | None = None  # synaptic current W·input (+ b)
-    mem: Tensor | None = None  # membrane potential (spiking only)
+    mem: Tensor | None = None  # membrane potential (models that have one)
     out: Tensor | None = None  # neuron output: activation (rate) or spikes (spiking)
     y: Tensor | None = None  # what the layer returns (after pooling)
 
 
 class Layer(nn.Module):
-    """Synapse -> neuron -> pool; time-major when ``temporal``."""
+    """Synapse -> neuron -> pool; time-major when the neuron model is ``temporal``."""
 
     def __init__(
         self,
         synapse: nn.Linear | nn.Conv2d,
-        neuron: nn.Module,
+        neuron: Population,
         *,
         pool: int = 1,
-        temporal: bool = False,
         index: int = 0,
         is_output: bool = False,
     ) -> None:
@@ -51,7 +51,9 @@ class Layer(nn.Module):
         self.synapse = synapse
         self.neuron = neuron
         self.pool = pool
-        self.temporal = temporal
+        self.temporal = neuron.model.temporal
+        # Spikes (0/1) feed the synapses of a spiking model: they may take the spike path.
+        self.spike_synapse = neuron.model.spikes
         self.index = index
         self.is_output = is_output
         self.state = LayerState()
@@ -61,7 +63,7 @@ class Layer(nn.Module):
 
     @property
     def dt(self) -> float:
-        """Time step in seconds (spiking); 0 for rate layers."""
+        """Time step in seconds (temporal models); 0 for static ones."""
         params = getattr(self.neuron, "params", None)
         return float(params.dt) if self.temporal and params is not None else 0.0
 
@@ -83,8 +85,8 @@ class Layer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         syn = self.synapse_fn or self.synapse
-        if self.temporal and self.synapse_fn is None and isinstance(self.synapse, nn.Linear):
-            # spike-fed synapses run on the exact bf16 split (backends/spiking.py)
+        if self.spike_synapse and self.synapse_fn is None and isinstance(self.synapse, nn.Linear):
+            # spike-fed synapses run on an exact fast path (neurons/synapses.py)
             syn = functools.partial(spike_linear, linear=self.synapse)
         if self.temporal:
             n_t, n_b = x.shape[:2]
@@ -117,7 +119,7 @@ class Layer(nn.Module):
         return x.flatten(1) if (not self.is_conv and x.dim() > 2) else x
 
     def presynaptic_trace(self, lam: float) -> Tensor:
-        """Eligibility trace â(t) = λ â(t-1) + s_in(t) of the last input (spiking only)."""
+        """Eligibility trace â(t) = λ â(t-1) + s_in(t) of the last input (temporal only)."""
         x = self.state.input
         if x is None or not self.temporal:
             raise RuntimeError(f"{self.name}: no temporal input recorded yet")
@@ -129,7 +131,7 @@ class Layer(nn.Module):
 
 
 class Net(nn.Module):
-    """A stack of layers plus (spiking) the input encoder and the readout."""
+    """A stack of layers plus (temporal models) the input encoder and the readout."""
 
     def __init__(
         self,
@@ -147,7 +149,7 @@ class Net(nn.Module):
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
         self.cfg = cfg
-        self.temporal = backend == "spiking"
+        self.temporal = neuron_model(backend).temporal
         s = cfg.spiking
         self.T, self.dt = s.T, s.dt
         self.encoder = s.encoder
@@ -156,7 +158,7 @@ class Net(nn.Module):
 
     # -- time ------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
-        """Rate: x as is. Spiking: ``[T, B, ...]`` from the configured encoder."""
+        """Static models: x as is. Temporal: ``[T, B, ...]`` from the configured encoder."""
         if not self.temporal:
             return x
         from neuro_data import encode
@@ -168,7 +170,7 @@ class Net(nn.Module):
         return encode(x, self.encoder, self.T, self.dt, generator=gen, **opts)
 
     def rate(self, y: Tensor) -> Tensor:
-        """Time-averaged activity (spiking) or the activity itself (rate)."""
+        """Time-averaged activity (temporal) or the activity itself (static)."""
         return y.mean(0) if self.temporal else y
 
     def readout(self) -> Tensor:
@@ -194,10 +196,6 @@ class Net(nn.Module):
             h = layer(h.detach())
             outs.append(h)
         return outs
-
-    @property
-    def hidden_layers(self) -> list[Layer]:
-        return list(self.layers)[:-1]
 
     @property
     def output_layer(self) -> Layer:
@@ -315,13 +313,6 @@ def _count(n: int) -> str:
 # ----------------------------------------------------------------------------- building
 
 
-def _neuron(cfg: NetworkConfig, is_output: bool) -> nn.Module:
-    """The neuron population of a layer, made by the registered backend."""
-    from bioplaus.registry import BACKENDS
-
-    return BACKENDS.get(cfg.backend, "network.backend")(cfg, is_output)
-
-
 def init_weights(mod: nn.Module, how: str, gain: float = 1.0) -> None:
     """Initialise a synapse's weight (``network.init``: default | kaiming | xavier | orthogonal), then scale it."""
     w = mod.weight
@@ -340,28 +331,26 @@ def build_net(
     cfg: NetworkConfig, input_shape: tuple[int, ...], n_classes: int, seed: int = 0
 ) -> Net:
     """The network described by ``cfg`` for samples of ``input_shape`` (C, H, W)."""
-    from bioplaus.registry import BACKENDS
-
-    BACKENDS.get(cfg.backend, "network.backend")
+    model = neuron_model(cfg.backend)
     plan = plan_net(cfg, tuple(input_shape), n_classes)
     if torch.empty(0).device.type != "meta":  # a skeleton on the meta device allocates nothing
         check_size(plan.params, "network")
     torch.manual_seed(seed)
-    temporal = cfg.backend == "spiking"
-    if temporal:
+    if model.spikes:
         check_spike_gemm_env()  # a bad value fails here, not at the first large product
+    hidden, output = model.params_from(cfg, False), model.params_from(cfg, True)
     layers: list[Layer] = []
     shape = tuple(input_shape)
     for cp in plan.convs:
         conv = nn.Conv2d(cp.c_in, cp.c_out, cfg.kernel, padding=cfg.kernel // 2, bias=cfg.bias)
-        layers.append(Layer(conv, _neuron(cfg, False), pool=cp.pool, temporal=temporal, index=len(layers)))
+        layers.append(Layer(conv, model.population(hidden), pool=cp.pool, index=len(layers)))
     n_in = plan.linear[0][0]
     for width in cfg.hidden:
         lin = nn.Linear(n_in, width, bias=cfg.bias)
-        layers.append(Layer(lin, _neuron(cfg, False), temporal=temporal, index=len(layers)))
+        layers.append(Layer(lin, model.population(hidden), index=len(layers)))
         n_in = width
     out = nn.Linear(n_in, n_classes, bias=cfg.bias)
-    layers.append(Layer(out, _neuron(cfg, True), temporal=temporal, index=len(layers), is_output=True))
+    layers.append(Layer(out, model.population(output), index=len(layers), is_output=True))
     for la in layers:
         init_weights(la.synapse, cfg.init, cfg.init_gain)
     return Net(layers, backend=cfg.backend, input_shape=shape, n_classes=n_classes, cfg=cfg, seed=seed)

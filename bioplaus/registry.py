@@ -1,6 +1,6 @@
 """Names to objects: one `Registry` type for every pluggable group.
 
-Groups (``bioplaus list`` shows them all): rules, plugins, backends, datasets, experiments
+Groups (``bioplaus list`` shows them all): rules, plugins, neurons, datasets, experiments
 (experiment kinds), figures, simulators. Built-ins register themselves with ``REG.register(name)`` when
 their module is imported; a registry imports its built-in modules on first look-up.
 Third-party packages register through the entry-point group ``bioplaus.<group>``: each entry
@@ -105,7 +105,8 @@ RULES: Registry[type] = Registry(
 PLUGINS: Registry[type] = Registry(
     "plugins", "plugins.name", ("bioplaus.plugins.hlop", "bioplaus.plugins.ewc", "bioplaus.plugins.projection")
 )
-BACKENDS: Registry[Any] = Registry("backends", "network.backend", ("bioplaus.backends",))
+# Neuron models (`bioplaus.neurons.base.NeuronModel` subclasses), chosen by ``network.backend``.
+NEURONS: Registry[Any] = Registry("neurons", "network.backend", ("bioplaus.neurons.rate", "bioplaus.neurons.lif"))
 DATASETS: Registry[Callable[..., Any]] = Registry("datasets", "data.dataset", ("bioplaus.data",))
 EXPERIMENTS: Registry[type] = Registry(
     "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual",
@@ -137,7 +138,7 @@ FIGURES: Registry[FigureSpec | Callable[..., Any]] = Registry(
 SIMULATORS: Registry[Any] = Registry("simulators", "--backend", ("bioplaus.simulators.brian2",))
 
 GROUPS: dict[str, Registry[Any]] = {
-    r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, BACKENDS, DATASETS, FIGURES, SIMULATORS)
+    r.group: r for r in (EXPERIMENTS, RULES, PLUGINS, NEURONS, DATASETS, FIGURES, SIMULATORS)
 }
 
 

@@ -1,4 +1,4 @@
-"""Backends: LIF dynamics against hand-computed values and snntorch, kernel vs torch scan."""
+"""Neuron models: LIF dynamics against hand-computed values and snntorch, kernel vs torch scan."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from bioplaus.backends import spiking
-from bioplaus.backends.spiking import LIFParams, lif_scan, lif_step
 from bioplaus.config import NetworkConfig, SpikingConfig
 from bioplaus.errors import ConfigError
 from bioplaus.nets import build_net
+from bioplaus.neurons import kernel as kmod
+from bioplaus.neurons import lif, surrogates, synapses
+from bioplaus.neurons.lif import LIFParams, lif_scan, lif_step
 
 
 def test_lif_golden_values_subtract() -> None:
@@ -38,8 +39,8 @@ def test_scan_matches_snntorch_exactly(reset: str, impl: str, monkeypatch: pytes
     """Identical spikes and membranes, and the same gradients, as snntorch.Leaky (atan)."""
     snn = pytest.importorskip("snntorch")
     if impl == "torch":
-        monkeypatch.setattr(spiking, "_use_kernel", lambda x: None)
-    elif spiking.kernel() is None:
+        monkeypatch.setattr(lif, "_use_kernel", lambda x: None)
+    elif kmod.kernel() is None:
         pytest.skip("compiled LIF kernel unavailable on this machine")
     g = torch.Generator().manual_seed(1)
     T, B, N = 25, 8, 40
@@ -50,11 +51,11 @@ def test_scan_matches_snntorch_exactly(reset: str, impl: str, monkeypatch: pytes
     ((spk * w).sum() + 0.1 * (mem * w).sum()).backward()
     g_ours = cur.grad.clone()
     cur.grad = None
-    lif = snn.Leaky(beta=p.beta, threshold=1.0, reset_mechanism=reset)
-    m = lif.init_leaky()
+    leaky = snn.Leaky(beta=p.beta, threshold=1.0, reset_mechanism=reset)
+    m = leaky.init_leaky()
     ss, mm = [], []
     for t in range(T):
-        s, m = lif(cur[t], m)
+        s, m = leaky(cur[t], m)
         ss.append(s)
         mm.append(m)
     S, M = torch.stack(ss), torch.stack(mm)
@@ -79,7 +80,7 @@ def test_scan_matches_step_reference() -> None:
 
 @pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "sigmoid", "triangle"])
 def test_surrogate_gradient_kernel_equals_torch(surrogate: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if spiking.kernel() is None:
+    if kmod.kernel() is None:
         pytest.skip("compiled LIF kernel unavailable")
     p = LIFParams(surrogate=surrogate, reset="zero")
     cur = (torch.randn(10, 4, 9) + 0.4).requires_grad_()
@@ -87,7 +88,7 @@ def test_surrogate_gradient_kernel_equals_torch(surrogate: str, monkeypatch: pyt
     (spk.sum() + mem.pow(2).sum() * 0.01).backward()
     g1 = cur.grad.clone()
     cur.grad = None
-    monkeypatch.setattr(spiking, "_use_kernel", lambda x: None)
+    monkeypatch.setattr(lif, "_use_kernel", lambda x: None)
     spk2, mem2 = lif_scan(cur, p)
     (spk2.sum() + mem2.pow(2).sum() * 0.01).backward()
     assert torch.equal(spk, spk2)
@@ -96,11 +97,11 @@ def test_surrogate_gradient_kernel_equals_torch(surrogate: str, monkeypatch: pyt
 
 def test_surrogate_values() -> None:
     u = torch.tensor([0.0, 0.5, -2.0])
-    atan = spiking.surrogate_fn("atan")(u.clone())
+    atan = surrogates.surrogate_fn("atan")(u.clone())
     assert atan[0] == pytest.approx(1.0)  # α/2 with α = 2
-    fs = spiking.surrogate_fn("fast_sigmoid", 25.0)(u.clone())
+    fs = surrogates.surrogate_fn("fast_sigmoid", 25.0)(u.clone())
     assert fs[1] == pytest.approx(1 / (1 + 12.5) ** 2)
-    assert spiking.surrogate_fn("triangle", 1.0)(u.clone())[2] == 0.0
+    assert surrogates.surrogate_fn("triangle", 1.0)(u.clone())[2] == 0.0
 
 
 def test_bad_lif_params_name_the_field() -> None:
@@ -175,7 +176,7 @@ def test_presynaptic_trace() -> None:
 
 
 def _kernel_has(flag: str) -> bool:
-    k = spiking.kernel()
+    k = kmod.kernel()
     return k is not None and hasattr(k, flag) and bool(getattr(k, flag)())
 
 
@@ -193,7 +194,7 @@ def test_binary_table_product_matches_float64_on_odd_shapes(threads: int) -> Non
     """bin_mm: A @ B for 0/1 A (packed as is or from its transpose) within float32 rounding of
     float64, on shapes that are not multiples of the nibble (4), panel (16) or tile (32)
     widths, and with more rows than one chunk (2048); the two packings give the same bits; anything but 0/1 (0.5, NaN) is refused."""
-    k = spiking.kernel()
+    k = kmod.kernel()
     g = torch.Generator().manual_seed(5)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -220,7 +221,7 @@ def test_binary_table_product_matches_float64_on_odd_shapes(threads: int) -> Non
 def test_spike_linear_fast_path_is_float_rounding_exact(monkeypatch: pytest.MonkeyPatch, mode: str, node: str) -> None:
     """Spike-fed synapse on an exact fast path: current and dW within float32 rounding of
     the float64 result (as close as a float32 GEMM), dX the float32 one; real input falls back."""
-    monkeypatch.setattr(spiking, "_SPIKE_GEMM", mode)
+    monkeypatch.setattr(synapses, "_SPIKE_GEMM", mode)
     g = torch.Generator().manual_seed(3)
     M, K, N = 640, 208, 96
     fc = torch.nn.Linear(K, N, bias=True)
@@ -229,7 +230,7 @@ def test_spike_linear_fast_path_is_float_rounding_exact(monkeypatch: pytest.Monk
         fc.bias.copy_(torch.randn(N, generator=g) * 0.1)
     x = (torch.rand(M, K, generator=g) < 0.25).float().requires_grad_()
     gy = torch.randn(M, N, generator=g)
-    y = spiking.spike_linear(x, fc)
+    y = synapses.spike_linear(x, fc)
     assert y.grad_fn is not None and "SpikeLinear" in type(y.grad_fn).__name__ and y.grad_fn.mode == node
     y.backward(gy)
     w64, x64, g64 = fc.weight.detach().double(), x.detach().double(), gy.double()
@@ -244,7 +245,7 @@ def test_spike_linear_fast_path_is_float_rounding_exact(monkeypatch: pytest.Monk
     assert torch.allclose(fc.bias.grad, gy.sum(0))
     # not 0/1 (real-valued input): the plain float32 linear
     xr = torch.rand(M, K, generator=g)
-    assert torch.equal(spiking.spike_linear(xr, fc), torch.nn.functional.linear(xr, fc.weight, fc.bias))
+    assert torch.equal(synapses.spike_linear(xr, fc), torch.nn.functional.linear(xr, fc.weight, fc.bias))
 
 
 @pytest.mark.parametrize(("mode", "node"), FAST_PATHS)
@@ -261,10 +262,10 @@ def test_spiking_net_same_spikes_with_and_without_fast_path(
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(10, 64, 256, generator=g) < 0.3).float()
     y = torch.randint(0, 10, (64,), generator=g)
-    monkeypatch.setattr(spiking, "_SPIKE_GEMM_MIN_MACS", 0)
+    monkeypatch.setattr(synapses, "_SPIKE_GEMM_MIN_MACS", 0)
     out = {}
     for on in (False, True):
-        monkeypatch.setattr(spiking, "_SPIKE_GEMM", mode if on else "fp32")
+        monkeypatch.setattr(synapses, "_SPIKE_GEMM", mode if on else "fp32")
         net.zero_grad(set_to_none=True)
         h = x
         for la in net.layers:
@@ -296,14 +297,14 @@ def test_spike_gemm_mode_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     for env, mode in want.items():
         monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", env)
-        monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
-        assert spiking.spike_gemm_mode() == mode
-        assert spiking.spike_gemm_enabled() == (mode != "fp32")
+        monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
+        assert synapses.spike_gemm_mode() == mode
+        assert synapses.spike_gemm_enabled() == (mode != "fp32")
     monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", "fast")
-    monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
+    monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
     with pytest.raises(ConfigError, match="BIOPLAUS_SPIKE_GEMM"):
-        spiking.spike_gemm_mode()
-    monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
+        synapses.spike_gemm_mode()
+    monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
 
 
 def test_run_file_records_the_spike_synapse_path(tmp_path) -> None:  # noqa: ANN001
@@ -326,7 +327,7 @@ def test_run_file_records_the_spike_synapse_path(tmp_path) -> None:  # noqa: ANN
             got = f.attrs.get("spike_gemm")
         text = summary_text(out)  # bioplaus inspect
         if backend == "spiking":
-            assert got == spiking.spike_gemm_mode()
+            assert got == synapses.spike_gemm_mode()
             assert f"spike synapses {got}" in text
         else:
             assert got is None and "spike synapses" not in text and "device cpu" in text
@@ -336,7 +337,7 @@ def test_bad_spike_gemm_env_fails_when_the_spiking_net_is_built(monkeypatch: pyt
     """A bad BIOPLAUS_SPIKE_GEMM is a config error at build time, even for a net whose
     products are all too small to ask for the fast path; a rate net does not care."""
     monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", "fast")
-    monkeypatch.setattr(spiking, "_SPIKE_GEMM", None)
+    monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
     with pytest.raises(ConfigError, match="BIOPLAUS_SPIKE_GEMM"):
         build_net(NetworkConfig(backend="spiking", hidden=[8]), (4,), 2)
     build_net(NetworkConfig(backend="rate", hidden=[8]), (4,), 2)
@@ -348,7 +349,7 @@ def test_failed_openmp_build_falls_back_and_is_remembered(monkeypatch: pytest.Mo
     import torch.utils.cpp_extension as ext
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(spiking.sys, "platform", "linux")
+    monkeypatch.setattr(kmod.sys, "platform", "linux")
     calls: list[bool] = []
 
     def fake_load(name: str, sources: list[str], extra_cflags: list[str], verbose: bool,  # noqa: ARG001
@@ -361,10 +362,10 @@ def test_failed_openmp_build_falls_back_and_is_remembered(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(ext, "load", fake_load)
     for expected in ([True, False], [False]):
-        monkeypatch.setattr(spiking, "_KERNEL", None)
-        monkeypatch.setattr(spiking, "_KERNEL_TRIED", False)
+        monkeypatch.setattr(kmod, "_KERNEL", None)
+        monkeypatch.setattr(kmod, "_KERNEL_TRIED", False)
         calls.clear()
-        assert spiking.kernel() == "plain kernel"
+        assert kmod.kernel() == "plain kernel"
         assert calls == expected
     assert list(tmp_path.rglob("openmp_build_failed"))
-    monkeypatch.setattr(spiking, "_KERNEL_TRIED", False)
+    monkeypatch.setattr(kmod, "_KERNEL_TRIED", False)

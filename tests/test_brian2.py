@@ -15,11 +15,11 @@ import torch
 brian2 = pytest.importorskip("brian2")
 pytest.importorskip("nir")
 
-from bioplaus.backends.spiking import LIFParams, lif_scan  # noqa: E402
 from bioplaus.cli import main  # noqa: E402
 from bioplaus.config import NetworkConfig, SpikingConfig  # noqa: E402
 from bioplaus.export.nir import export_nir  # noqa: E402
 from bioplaus.nets import build_net  # noqa: E402
+from bioplaus.neurons.lif import LIFParams, lif_scan  # noqa: E402
 from bioplaus.registry import SIMULATORS  # noqa: E402
 from bioplaus.simulators.brian2_runner import Brian2Runner  # noqa: E402
 

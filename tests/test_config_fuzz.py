@@ -30,9 +30,9 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bioplaus.backends import spiking
 from bioplaus.cli import main
 from bioplaus.config import ExperimentConfig
+from bioplaus.neurons import lif
 from bioplaus.registry import EXPERIMENTS, PLUGINS, RULES
 
 # ----------------------------------------------------------------------------- field names
@@ -298,7 +298,7 @@ def _check_run(text: str, sets: list[str]) -> None:
             contextlib.redirect_stdout(std),
             warnings.catch_warnings(record=True),
             # the fused LIF kernel is compiled per machine; its build time is not under test
-            mock.patch.object(spiking, "_use_kernel", lambda x: None),
+            mock.patch.object(lif, "_use_kernel", lambda x: None),
             contextlib.chdir(tmp),
         ):
             threads = torch.get_num_threads()

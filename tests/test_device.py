@@ -93,17 +93,17 @@ def test_generators_on_cpu_draw_what_they_drew_before() -> None:
 
 
 def test_lif_scan_dispatch_uses_the_cpu_kernel_only_for_cpu_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bioplaus.backends import spiking
+    from bioplaus.neurons import lif
 
     sentinel = object()
-    monkeypatch.setattr(spiking, "kernel", lambda: sentinel)
-    assert spiking._use_kernel(torch.zeros(2, 3)) is sentinel
+    monkeypatch.setattr(lif, "kernel", lambda: sentinel)
+    assert lif._use_kernel(torch.zeros(2, 3)) is sentinel
     gpu_like = types.SimpleNamespace(dtype=torch.float32, device=torch.device("cuda"))
-    assert spiking._use_kernel(gpu_like) is None
-    assert spiking._use_kernel(torch.zeros(2, 3, dtype=torch.float64)) is None
+    assert lif._use_kernel(gpu_like) is None
+    assert lif._use_kernel(torch.zeros(2, 3, dtype=torch.float64)) is None
     # A tensor off the CPU runs the pure-torch scan and stays where it is.
     cur = torch.zeros(4, 2, 3, device="meta")
-    spk, mem = spiking._LIFScan.apply(cur, 0.9, 1.0, True, "fast_sigmoid", 25.0)
+    spk, mem = lif._LIFScan.apply(cur, 0.9, 1.0, True, "fast_sigmoid", 25.0)
     assert spk.device.type == "meta" and mem.device.type == "meta"
 
 

@@ -184,9 +184,9 @@ def test_input_projection_equals_gradient_projection(backend: str, monkeypatch: 
     ``spiking_small_products``: with even these small spike products on the CPU's fast
     exact path (table lookup or bf16 split, where the CPU has one)."""
     if backend == "spiking_small_products":
-        from bioplaus.backends import spiking
+        from bioplaus.neurons import synapses
 
-        monkeypatch.setattr(spiking, "_SPIKE_GEMM_MIN_MACS", 0)
+        monkeypatch.setattr(synapses, "_SPIKE_GEMM_MIN_MACS", 0)
         backend = "spiking"
     grads = {}
     for mode in ("grad", "input"):
@@ -400,9 +400,9 @@ def test_cheaper_hebbian_forms_equal_the_reference(rows: int, k_old: int) -> Non
 
 
 def _lut_available() -> bool:
-    from bioplaus.backends import spiking
+    from bioplaus.neurons.kernel import kernel
 
-    k = spiking.kernel()
+    k = kernel()
     return k is not None and hasattr(k, "lut_units") and bool(k.lut_units())
 
 
@@ -414,16 +414,16 @@ def test_hebbian_on_spike_rows_by_table_lookup_equals_float32(
 ) -> None:
     """Oja's update on 0/1 presynaptic rows: the table-lookup products (X Hᵀ, Xᵀ y, X M) give
     the float32 GEMMs' lateral weights to float rounding, in every form of the update."""
-    from bioplaus.backends import spiking
+    from bioplaus.neurons import synapses
 
-    monkeypatch.setattr(spiking, "_SPIKE_GEMM_MIN_MACS", 0)
+    monkeypatch.setattr(synapses, "_SPIKE_GEMM_MIN_MACS", 0)
     gen = torch.Generator().manual_seed(17)
     n = 40
     X = (torch.rand(rows, n, generator=gen) < 0.25).float()
     out = {}
     for mode in ("fp32", "lut"):
-        monkeypatch.setattr(spiking, "_SPIKE_GEMM", mode)
-        assert spiking.BinaryRows.of(X).packed == (mode == "lut")
+        monkeypatch.setattr(synapses, "_SPIKE_GEMM", mode)
+        assert synapses.BinaryRows.of(X).packed == (mode == "lut")
         g = torch.Generator().manual_seed(3)
         lat = Lateral(n, lr=0.05)
         lat.new = orthonormal_rows(k_old, n, g)

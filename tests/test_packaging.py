@@ -16,8 +16,8 @@ import pytest
 
 import bioplaus
 from bioplaus import sims
-from bioplaus.backends import spiking
 from bioplaus.cli import main
+from bioplaus.neurons import kernel as kmod
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMS = sorted(p.stem for p in (ROOT / "sims").glob("*.toml"))
@@ -118,7 +118,7 @@ def test_wheel_carries_kernel_source_sims_and_every_module(tmp_path: Path) -> No
     wheel = _build_wheel(tmp_path)
     assert wheel.name.startswith(f"bioplaus-{bioplaus.__version__}-")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "bioplaus/backends/lif_kernel.cpp" in names
+    assert "bioplaus/neurons/lif_kernel.cpp" in names
     assert "bioplaus/record/schema.md" in names
     assert {f"bioplaus/_sims/{s}.toml" for s in SIMS} <= names
     modules = {str(p.relative_to(ROOT)) for pkg in ("bioplaus", "neuro_data")
@@ -133,23 +133,23 @@ def test_wheel_carries_kernel_source_sims_and_every_module(tmp_path: Path) -> No
 
 def test_ninja_wheel_binary_put_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/usr/bin")
-    monkeypatch.setattr(spiking.shutil, "which", lambda name: None)
+    monkeypatch.setattr(kmod.shutil, "which", lambda name: None)
     monkeypatch.setitem(sys.modules, "ninja", types.SimpleNamespace(BIN_DIR="/venv/bin"))
-    spiking._ninja_on_path()
-    assert spiking.os.environ["PATH"].split(spiking.os.pathsep) == ["/venv/bin", "/usr/bin"]
+    kmod._ninja_on_path()
+    assert kmod.os.environ["PATH"].split(kmod.os.pathsep) == ["/venv/bin", "/usr/bin"]
 
 
 def test_ninja_on_path_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/usr/bin")
-    monkeypatch.setattr(spiking.shutil, "which", lambda name: "/usr/bin/ninja")
-    spiking._ninja_on_path()
-    assert spiking.os.environ["PATH"] == "/usr/bin"
+    monkeypatch.setattr(kmod.shutil, "which", lambda name: "/usr/bin/ninja")
+    kmod._ninja_on_path()
+    assert kmod.os.environ["PATH"] == "/usr/bin"
 
 
 def test_kernel_build_dir_per_install() -> None:
-    a = spiking._kernel_build_name(Path("/a/bioplaus/backends/lif_kernel.cpp"))
-    assert a == spiking._kernel_build_name(Path("/a/bioplaus/backends/lif_kernel.cpp"))
-    assert a != spiking._kernel_build_name(Path("/b/bioplaus/backends/lif_kernel.cpp"))
+    a = kmod._kernel_build_name(Path("/a/bioplaus/neurons/lif_kernel.cpp"))
+    assert a == kmod._kernel_build_name(Path("/a/bioplaus/neurons/lif_kernel.cpp"))
+    assert a != kmod._kernel_build_name(Path("/b/bioplaus/neurons/lif_kernel.cpp"))
     assert a.startswith("bioplaus_lif_kernel_") and a.isidentifier()
 
 

@@ -49,10 +49,10 @@ def test_int_accepted_for_float_but_not_bool_for_int() -> None:
 def test_rule_backend_support_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     @registry.register_rule("rate_only_test")
     class RateOnly(Backprop):
-        backends = frozenset({"rate"})
+        needs = frozenset({"static", "differentiable"})
 
     try:
-        with pytest.raises(ConfigError, match="supports rate, not 'spiking'"):
+        with pytest.raises(ConfigError, match=r"supports rate, not 'spiking' \(it needs static neurons\)"):
             load_config({**TINY, "rule": {"name": "rate_only_test"}}, ["network.backend=spiking"])
     finally:
         registry.RULES.unregister("rate_only_test")

@@ -30,7 +30,8 @@ from bioplaus.errors import ConfigError, RunError
 from bioplaus.experiments.base import Experiment
 from bioplaus.metrics import Metric
 from bioplaus.nets import check_size, plan_net
-from bioplaus.registry import BACKENDS, DATASETS, PLUGINS, RULES
+from bioplaus.neurons import check_spiking_table, missing_needs, models_with, neuron_model
+from bioplaus.registry import DATASETS, PLUGINS, RULES
 from bioplaus.rules.base import LearningRule
 from bioplaus.training.hooks import PluginList
 from bioplaus.training.task import RuleContext, TaskInfo
@@ -60,28 +61,21 @@ class GradientExperiment(Experiment):
         check_choice(d.evaluate_on, ["test", "val"], "data.evaluate_on")
         if d.evaluate_on == "val" and d.val_fraction <= 0:
             raise ConfigError("data.evaluate_on: 'val' needs data.val_fraction > 0")
-        check_choice(n.backend, BACKENDS.names(), "network.backend")
+        model = neuron_model(n.backend)
         check_choice(n.arch, ["mlp", "cnn"], "network.arch")
         check_choice(n.init, ["default", "kaiming", "xavier", "orthogonal"], "network.init")
         if n.arch == "cnn" and not n.channels:
             raise ConfigError("network.channels: a cnn needs at least one conv block, e.g. [32, 64]")
-        s = n.spiking
-        check_choice(s.readout, ["mem_mean", "spike_count"], "network.spiking.readout")
-        check_choice(s.encoder, ["direct", "poisson", "latency"], "network.spiking.encoder")
-        from bioplaus.backends.spiking import LIFParams
-
-        LIFParams(s.dt, s.tau, s.threshold, s.reset, s.surrogate, s.slope).check("network.spiking")
-        if n.backend == "rate":
-            from bioplaus.backends.rate import activation
-
-            activation(n.activation)
+        check_spiking_table(n)
+        model.check(n)
         rule_cls = RULES.get(r.name, "rule.name")
         check_choice(r.optimizer, ["sgd", "adam", "adamw"], "rule.optimizer")
         check_choice(r.schedule, ["none", "cosine"], "rule.schedule")
-        if n.backend not in rule_cls.backends:
+        lacks = missing_needs(model, rule_cls.needs)
+        if lacks:
             raise ConfigError(
-                f"network.backend: rule {r.name!r} supports {', '.join(sorted(rule_cls.backends))}, "
-                f"not {n.backend!r}"
+                f"network.backend: rule {r.name!r} supports {', '.join(models_with(rule_cls.needs))}, "
+                f"not {n.backend!r} (it needs {', '.join(lacks)} neurons)"
             )
         rule_cls.parse_options(r.options)
         for i, pc in enumerate(cfg.plugins):
@@ -146,7 +140,7 @@ class GradientExperiment(Experiment):
             # Rules that build their own model (the conv autoencoder) read the conv widths
             # of an mlp config: a one-pixel image bounds their size from below.
             params = max(params, plan_net(replace(n, arch="cnn"), (1, 1, 1), n_classes).params)
-        steps = n.spiking.T if n.backend == "spiking" else 1
+        steps = neuron_model(n.backend).steps(n)
         batch = max(cfg.data.batch_size, cfg.data.eval_batch_size)
         if n_samples:
             batch = min(batch, n_samples)

@@ -1,6 +1,7 @@
 """NIR graphs (neuromorphic intermediate representation) from and to spiking nets.
 
-Written with the ``nir`` package directly. The discrete LIF of the spiking backend,
+Written with the ``nir`` package directly; each layer's neuron model states its own node
+(`bioplaus.neurons.NeuronModel.nir`). The discrete LIF (``network.backend = "spiking"``),
 
     v_t = β v_{t-1} + I_t − θ r_t,   r_t = H(v_{t-1} − θ),   s_t = H(v_t − θ),
 
@@ -44,26 +45,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioplaus.backends.spiking import LIFParams
 from bioplaus.config import NetworkConfig, SpikingConfig, check_choice
 from bioplaus.errors import BioplausError, ConfigError, NIRFileError, RunFileError
 from bioplaus.nets import Net, build_net, conv_out
-
-INTEGRATIONS = ("euler", "exact")
-
-
-def nir_tau(beta: float, dt: float, integration: str) -> float:
-    """NIR τ whose one step of ``dt`` under ``integration`` decays by ``beta``."""
-    if integration == "euler":
-        return dt / (1.0 - beta)
-    if integration == "exact":
-        return -dt / math.log(beta)
-    raise BioplausError(f"integration: {integration!r}; valid: {', '.join(INTEGRATIONS)}")
-
-
-def nir_beta(tau: float, dt: float, integration: str) -> float:
-    """Decay per step of ``dt`` of a NIR node with time constant ``tau`` (inverse of `nir_tau`)."""
-    return 1.0 - dt / tau if integration == "euler" else math.exp(-dt / tau)
+from bioplaus.neurons.lif import INTEGRATIONS, LIFModel, LIFParams, nir_beta
 
 
 def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
@@ -77,25 +62,28 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
     """
     import nir
 
-    if not net.temporal:
-        raise BioplausError("export: NIR describes spiking nets; this net is on the rate backend")
     if integration not in INTEGRATIONS:
         raise BioplausError(f"export: integration {integration!r}; valid: {', '.join(INTEGRATIONS)}")
     dt = float(net.dt)
     s = net.cfg.spiking
-    beta = float(net.layers[0].neuron.params.beta)
-    scale = 1.0 / (1.0 - beta)
-    tau = nir_tau(beta, dt, integration)
     has_conv = any(la.is_conv for la in net.layers)
     in_shape = tuple(net.input_shape) if has_conv else (int(math.prod(net.input_shape)),)
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges: list[tuple[str, str]] = []
     prev = "input"
     shape = in_shape
-    node_meta = {"reset": s.reset, "reset_delay": True, "integration": integration, "dt": dt}
+    model_meta: dict[str, Any] | None = None
     for la in net.layers:
         i = la.index
         syn = la.synapse
+        out_shape = (syn.out_channels, *(conv_out(n, k, pd) for n, k, pd in zip(shape[1:], syn.kernel_size, syn.padding))) \
+            if la.is_conv else (syn.out_features,)
+        # the layer's neuron model states its node (NotStatable, a BioplausError, if it cannot)
+        neuron = la.neuron.model.nir(la.neuron.params, out_shape, integration=integration,
+                                     li_readout=la.is_output and li_readout and s.readout == "mem_mean")
+        if model_meta is None:
+            model_meta = neuron.metadata
+        scale = neuron.input_scale
         w = syn.weight.detach().numpy().astype(np.float64) * scale
         b = syn.bias.detach().numpy().astype(np.float64) * scale if syn.bias is not None else None
         if la.is_conv:
@@ -108,7 +96,6 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
                 stride=syn.stride, padding=syn.padding, dilation=syn.dilation,
                 groups=syn.groups, bias=b if b is not None else np.zeros(syn.out_channels),
             )
-            shape = (syn.out_channels, *(conv_out(n, k, pd) for n, k, pd in zip(shape[1:], syn.kernel_size, syn.padding)))
         else:
             if len(shape) > 1:
                 nodes[f"flat{i}"] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)
@@ -116,22 +103,10 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
                 prev = f"flat{i}"
                 shape = (int(math.prod(shape)),)
             nodes[f"syn{i}"] = nir.Affine(weight=w, bias=b) if b is not None else nir.Linear(weight=w)
-            shape = (syn.out_features,)
+        shape = out_shape
         edges.append((prev, f"syn{i}"))
-
-        def full(v: float, n_shape: tuple[int, ...] = shape) -> np.ndarray:
-            return np.full(n_shape, v, dtype=np.float64)
-
-        thr = la.neuron.params.threshold
-        if la.is_output and ((li_readout and s.readout == "mem_mean") or not math.isfinite(thr)):
-            name = f"li{i}"
-            nodes[name] = nir.LI(tau=full(tau), r=full(1.0), v_leak=full(0.0),
-                                 metadata={**node_meta, "readout": "mem_mean",
-                                           "output_spikes": bool(math.isfinite(thr))})
-        else:
-            name = f"lif{i}"
-            nodes[name] = nir.LIF(tau=full(tau), r=full(1.0), v_leak=full(0.0), v_threshold=full(thr),
-                                  v_reset=full(0.0), metadata=dict(node_meta))
+        name = f"{neuron.kind}{i}"
+        nodes[name] = neuron.node
         edges.append((f"syn{i}", name))
         prev = name
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
@@ -142,12 +117,7 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
         "producer": f"bioplaus {__version__}",
         "dt": dt,
         "T": int(net.T),
-        "integration": integration,
-        "beta": beta,
-        "input_scale": scale,
-        "reset": s.reset,
-        "reset_delay": True,
-        "surrogate": s.surrogate,
+        **(model_meta or {}),
         "readout": s.readout,
         "output_spikes": bool(s.output_spikes),
         "encoder": s.encoder,
@@ -305,14 +275,6 @@ def _chain(graph: Any, src: str) -> list[str]:
     if stray:
         raise NIRFileError(f"{src}: node {stray[0]!r} is not on the path from input to output")
     return order
-
-
-def _node_meta(node: Any, key: str) -> Any:
-    meta = getattr(node, "metadata", None)
-    v = meta.get(key) if isinstance(meta, dict) else None
-    if isinstance(v, np.generic):
-        v = v.item()
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def unsupported(src: str, name: str, node: Any, expected: str) -> NIRFileError:
@@ -497,7 +459,7 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
         check_choice(spiking.encoder, ["direct", "poisson", "latency"], "metadata.encoder")
     except ConfigError as exc:
         raise NIRFileError(f"{src}: {exc}") from None
-    cfg = NetworkConfig(backend="spiking", arch="mlp", hidden=[int(w.shape[0]) for w in weights[:-1]],
+    cfg = NetworkConfig(backend=LIFModel.name, arch="mlp", hidden=[int(w.shape[0]) for w in weights[:-1]],
                         bias=bias, spiking=spiking)
     net = build_net(cfg, in_shape, int(weights[-1].shape[0]))
     with torch.no_grad():

@@ -42,10 +42,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bioplaus.backends.spiking import BinaryRows
 from bioplaus.config import bounded, check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
+from bioplaus.neurons.synapses import BinaryRows
 from bioplaus.plugins.base import Rule, RuleContext, TaskInfo
 from bioplaus.plugins.projection import (
     StepProjector,
@@ -164,7 +164,7 @@ class Lateral:
             return
         f = q or (lambda v: v)
         # Spikes (0/1 rows) are packed once for the table-lookup products of every iteration
-        # (X Hᵀ and yᵀ X; exact to float rounding, backends/spiking.py); else float32 GEMMs.
+        # (X Hᵀ and yᵀ X; exact to float rounding, neurons/synapses.py); else float32 GEMMs.
         bx = BinaryRows.of(X)
         r = X
         k_old, n_rows, n, k = self.old.shape[0], X.shape[0], self.n, self.new.shape[0]

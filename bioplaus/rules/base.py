@@ -32,14 +32,16 @@ CLASSIFICATION_METRICS = (
 class LearningRule(ABC):
     """Base class: ``setup(net, ctx)``, ``train_step(x, y) -> metrics``, ``predict(x)``.
 
-    A subclass declares ``backends`` it supports and an ``Options`` dataclass for its own
-    keys in ``[rule]``, and implements ``train_step``. ``apply_update`` hands a loss to
-    `bioplaus.training.optim.update`, which runs the plugin hooks around the optimiser
-    step so that plugins (HLOP, EWC) see and may rewrite every gradient.
+    A subclass declares what it ``needs`` of the neuron model (capabilities of
+    `bioplaus.neurons.NeuronModel`: "differentiable", "temporal", "static", "spikes",
+    "recurrent"), an ``Options`` dataclass for its own keys in ``[rule]``, and implements
+    ``train_step``. ``apply_update`` hands a loss to `bioplaus.training.optim.update`, which
+    runs the plugin hooks around the optimiser step so that plugins (HLOP, EWC) see and may
+    rewrite every gradient.
     """
 
     name: ClassVar[str] = ""
-    backends: ClassVar[frozenset[str]] = frozenset({"rate", "spiking"})
+    needs: ClassVar[frozenset[str]] = frozenset({"differentiable"})
     Options: ClassVar[type] = NoOptions
     # What ``train_step`` and ``evaluate`` return (kinds prefix them: train_, val_, test_).
     metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION_METRICS

@@ -37,18 +37,17 @@ the similarities signed; without it the ``mlp`` form silences the layers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, final
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bioplaus.backends.rate import RateNeuron
-from bioplaus.backends.spiking import LIF, LIFParams
 from bioplaus.config import bounded, check_choice
 from bioplaus.metrics import Metric
 from bioplaus.nets import Layer, Net, init_weights
+from bioplaus.neurons.base import neuron_model
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import LearningRule, RuleContext, accuracy
 from bioplaus.training.optim import make_optimizer, make_scheduler
@@ -228,7 +227,8 @@ class FeedbackNet(nn.Module):
     """The mirrored net: ``fb[l]`` maps layer l's output space back to its input space.
 
     Built from the forward net's layer shapes; each feedback layer is a ``Layer`` (synapse
-    -> neuron) on the same backend, so spiking feedback uses the same LIF settings.
+    -> neuron) on the same neuron model, so spiking feedback uses the same LIF settings; the
+    bottom one only integrates, like an output layer that does not fire.
     ``forward(target)`` returns [b_0, ..., b_{L-1}] (b_l in the input space of layer l) as
     time-averaged activity.
     """
@@ -239,7 +239,12 @@ class FeedbackNet(nn.Module):
         self.T = net.T
         in_shapes, out_shapes = _layer_shapes(net)
         self.in_shapes, self.out_shapes = in_shapes, out_shapes
-        s = net.cfg.spiking
+        model = neuron_model(net.backend)
+        # hidden feedback layers: the feedback activation (rate); the bottom one: identity
+        # (rate) or a leaky integrator (LIF), i.e. a non-firing output layer's parameters
+        fb_cfg = replace(net.cfg, activation=activation)
+        hidden = model.params_from(fb_cfg, False)
+        bottom_params = model.params_from(replace(fb_cfg, spiking=replace(fb_cfg.spiking, output_spikes=False)), True)
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed + 104729)  # own stream: the forward net's init is unchanged
         layers = []
@@ -255,13 +260,8 @@ class FeedbackNet(nn.Module):
                 )
             else:
                 syn = nn.Linear(la.n_out, int(math.prod(c_in)), bias=la.synapse.bias is not None)
-            if self.temporal:
-                thr = math.inf if bottom else s.threshold
-                neuron: nn.Module = LIF(LIFParams(s.dt, s.tau, thr, s.reset, s.surrogate, s.slope))
-            else:
-                neuron = RateNeuron("identity" if bottom else activation)
             init_weights(syn, net.cfg.init, net.cfg.init_gain)
-            layers.append(Layer(syn, neuron, temporal=self.temporal, index=k))
+            layers.append(Layer(syn, model.population(bottom_params if bottom else hidden), index=k))
         torch.random.set_rng_state(gen_state)
         self.layers = nn.ModuleList(layers)
 
@@ -277,7 +277,7 @@ class FeedbackNet(nn.Module):
             for k in range(len(self.layers) - 1, -1, -1):
                 fl = self.layers[k]
                 h = h.detach().reshape(h.shape[0], *self.out_shapes[k])
-                h = fl.neuron.f(fl.synapse(h))
+                h, _ = fl.neuron(fl.synapse(h))
                 outs[k] = h
             return outs
         for k in range(len(self.layers) - 1, -1, -1):
@@ -337,7 +337,7 @@ def _layer_shapes(net: Net) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]
 class CCL(LearningRule):
     """Counter-current learning: layer-local losses between a forward and a feedback net."""
 
-    backends = frozenset({"rate", "spiking"})
+    needs = frozenset({"differentiable"})
     Options = CCLOptions
     epoch_metric_families = (
         Metric("layer*/local_loss", "min", description="running mean of the pair loss that trains layer k"),

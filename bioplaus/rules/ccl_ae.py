@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bioplaus.backends.rate import activation as make_activation
 from bioplaus.config import bounded, check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
+from bioplaus.neurons.rate import activation as make_activation
 from bioplaus.registry import register_rule
 from bioplaus.rules.base import LearningRule, RuleContext
 from bioplaus.training.optim import make_optimizer, make_scheduler
@@ -169,7 +169,7 @@ class CCLAutoencoder(LearningRule):
     classifier is built.
     """
 
-    backends = frozenset({"rate"})
+    needs = frozenset({"static", "differentiable"})
     Options = CCLAEOptions
 
     @classmethod

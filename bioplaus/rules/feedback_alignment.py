@@ -140,7 +140,7 @@ class FeedbackAlignment(Backprop):
     The step is backprop's: only the synapses' backward (``synapse_fn``) differs.
     """
 
-    backends = frozenset({"rate", "spiking"})
+    needs = frozenset({"differentiable"})
     Options = FAOptions
     epoch_metric_families = (ALIGNMENT,)
 
@@ -174,7 +174,7 @@ class FeedbackAlignment(Backprop):
 class DirectFeedbackAlignment(LearningRule):
     """The output error projected straight to every hidden layer by fixed random matrices."""
 
-    backends = frozenset({"rate", "spiking"})
+    needs = frozenset({"differentiable"})
     Options = FAOptions
     epoch_metric_families = (
         Metric("layer*/alignment", "max", description="cosine between activity and the teaching signal -eB"),

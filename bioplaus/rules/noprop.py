@@ -48,6 +48,7 @@ from bioplaus.config import bounded, check_choice
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
+from bioplaus.neurons.base import neuron_model
 from bioplaus.registry import register_figure, register_rule
 from bioplaus.rules.base import LearningRule, RuleContext
 from bioplaus.rules.noprop_model import (
@@ -436,8 +437,8 @@ class NoProp(LearningRule):
     def build_model(self, ctx: RuleContext) -> nn.Module:
         spiking = None
         net = ctx.network
-        if net is not None and net.backend == "spiking":
-            from bioplaus.backends.spiking import LIFParams
+        if net is not None and neuron_model(net.backend).temporal:
+            from bioplaus.neurons.lif import LIFParams
 
             s = net.spiking
             spiking = (LIFParams(s.dt, s.tau, s.threshold, s.reset, s.surrogate, s.slope), s.T)

@@ -103,7 +103,7 @@ class LIFRate(nn.Module):
 
     def __init__(self, params: Any, steps: int) -> None:
         super().__init__()
-        from bioplaus.backends.spiking import LIF
+        from bioplaus.neurons.lif import LIF
 
         self.lif = LIF(params)
         self.steps = int(steps)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from bioplaus.errors import RunError
+from bioplaus.neurons.base import neuron_model
 
 POLL_S = 2.0
 
@@ -97,8 +98,8 @@ class BlockPool:
         self.groups = split_blocks(o.T, o.workers)
         net = rule.ctx.network
         spiking = None
-        if net is not None and net.backend == "spiking":
-            from bioplaus.backends.spiking import LIFParams
+        if net is not None and neuron_model(net.backend).temporal:
+            from bioplaus.neurons.lif import LIFParams
 
             s = net.spiking
             spiking = (LIFParams(s.dt, s.tau, s.threshold, s.reset, s.surrogate, s.slope), s.T)

@@ -31,7 +31,7 @@ API (stable)
     res.rate["h"]        # [steps] population rate in Hz
     res.wall_build, res.wall_run, res.wall_sim           # seconds (objects; run call; simulation only)
 
-Dynamics (the discrete LIF of ``bioplaus.backends.spiking``, per step n)::
+Dynamics (the discrete LIF of ``bioplaus.neurons.lif``, whose equations these are, per step n)::
 
     v ← v · exp(−dt/τ)          Brian2's exact integration of τ dv/dt = −v   (slot "groups")
     v ← v + I_n − θ r_n         reset = "subtract"  (r_n = spiked at step n − 1)
@@ -69,6 +69,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bioplaus.neurons.lif import LIFModel
 
 MODES = ("runtime", "numpy", "standalone")
 RESETS = ("subtract", "zero")
@@ -275,7 +277,9 @@ class Brian2Runner:
                 objs.append(g)
                 continue
             fires = p.threshold is not None
-            eqs = "dv/dt = -v / tau : 1\nI_syn : 1\nr : 1\ntau : second (constant)\n"
+            inp = "I_syn" + (" + I_ext" if p.currents is not None else "")
+            neuron = LIFModel.brian2(fires=fires, reset=p.reset, inputs=inp)
+            eqs = neuron.equations
             namespace: dict[str, object] = {"theta": p.threshold if fires else 0.0}
             if p.currents is not None:
                 eqs += "I_ext : 1\n"
@@ -285,22 +289,18 @@ class Brian2Runner:
                 namespace[f"cur_{p.name}"] = b2.TimedArray(cur, dt=dt, name=f"cur_{p.name}")
             g = b2.NeuronGroup(
                 p.n, eqs, method="exact", clock=clock, name=f"pop_{p.name}",
-                threshold="v > theta" if fires else None,
-                reset="r = 1" if fires else None,
+                threshold=neuron.threshold,
+                reset=neuron.reset,
                 namespace=namespace,
             )
             g.tau = p.tau * b2.second
             # After the exact decay (same slot, later order): input, then the delayed reset.
-            inp = "I_syn" + (" + I_ext" if p.currents is not None else "")
-            if p.reset == "subtract" or not fires:
-                code = f"v = v + {inp} - theta * r\nr = 0\nI_syn = 0"
-            else:
-                code = f"v = v * (1 - r) + {inp}\nr = 0\nI_syn = 0"
+            code = neuron.step
             if p.currents is not None:
                 code = f"I_ext = cur_{p.name}(t, i)\n" + code
             g.run_regularly(code, when="groups", order=1, name=f"step_{p.name}")
             if reset_every is not None:
-                g.run_regularly("v = 0\nr = 0\nI_syn = 0", dt=reset_every * dt, when="start",
+                g.run_regularly(neuron.window, dt=reset_every * dt, when="start",
                                 name=f"window_{p.name}")
             groups[p.name] = g
             objs.append(g)
