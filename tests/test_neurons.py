@@ -3,8 +3,6 @@ needs, [network.neuron] options, and a third-party model (ALIF) entering by an e
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
 import os
 import subprocess
@@ -21,7 +19,6 @@ from bioplaus.errors import BioplausError, ConfigError
 from bioplaus.export.nir import to_nir
 from bioplaus.nets import build_net
 from bioplaus.neurons import (
-    CAPABILITIES,
     LIFModel,
     LIFParams,
     NeuronModel,
@@ -31,7 +28,7 @@ from bioplaus.neurons import (
     models_with,
     neuron_model,
 )
-from bioplaus.registry import NEURONS, RULES
+from bioplaus.registry import NEURONS
 
 THIRDPARTY = ROOT / "tests" / "thirdparty"
 
@@ -39,31 +36,9 @@ THIRDPARTY = ROOT / "tests" / "thirdparty"
 # ----------------------------------------------------------------------------- the contract
 
 
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_every_registered_model_keeps_the_contract(name: str) -> None:
-    """Concrete class, frozen parameters from the config, NamedTuple state, a step that keeps
-    the shape, a population that agrees with the scan, time steps per sample."""
-    model = neuron_model(name)
-    assert issubclass(model, NeuronModel) and not inspect.isabstract(model)
-    assert model.name == name
-    net = NetworkConfig(backend=name, hidden=[5], spiking=SpikingConfig(T=4))
-    model.check(net)
-    for is_output in (False, True):
-        params = model.params_from(net, is_output)
-        assert dataclasses.is_dataclass(params) and type(params).__dataclass_params__.frozen
-        cur = torch.rand(4, 3, 5) * 2
-        state = model.initial_state(cur[0], params)
-        assert isinstance(state, tuple) and hasattr(state, "_fields")
-        out, state = model.step(cur[0], state, params)
-        assert out.shape == cur[0].shape
-        pop = model.population(params)
-        got, mem = pop(cur if model.temporal else cur[0])
-        assert got.shape == (cur.shape if model.temporal else cur[0].shape)
-        if model.temporal:
-            ref, ref_mem = model.scan(cur, params)
-            assert torch.equal(got, ref) and (mem is None or torch.equal(mem, ref_mem))
-    assert model.steps(net) == (4 if model.temporal else 1)
-    assert ("temporal" in model.capabilities()) != ("static" in model.capabilities())
+# The contract every registered model keeps (concrete class, frozen parameters, NamedTuple
+# state, step vs scan, gradients, what it tells NIR and Brian2) is checked for each by
+# tests/test_conformance.py (bioplaus.conformance: check_neuron_*).
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
@@ -83,9 +58,7 @@ def test_lif_step_loop_is_the_fused_scan(reset: str, output: bool) -> None:
 
 
 def test_capabilities_and_rule_needs() -> None:
-    for name, rule in RULES.items():
-        assert rule.needs <= set(CAPABILITIES), name
-        assert models_with(rule.needs), f"{name}: no registered neuron model has {sorted(rule.needs)}"
+    # every rule's needs against the registered models: bioplaus.conformance.check_rule_needs_met
     assert models_with(frozenset({"static"})) == ["rate"]
     assert RateModel.capabilities() == {"static", "differentiable"}
     assert LIFModel.capabilities() == {"temporal", "differentiable", "spikes"}

@@ -244,6 +244,11 @@ class Continual(GradientExperiment):
     figures = (*TRAINING_FIGURES, "acc_matrix", "task_curves")
 
     @classmethod
+    def example_config(cls) -> dict[str, Any]:
+        """Two tasks of split digits (bioplaus.conformance)."""
+        return {"continual": {"stream": "split", "n_tasks": 2, "epochs_per_task": 1}}
+
+    @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
         super().validate(cfg)
         c = cfg.section("continual")

@@ -103,6 +103,12 @@ class HopfieldExperiment(Experiment):
                "hopfield_spiking_rates")
 
     @classmethod
+    def example_config(cls) -> dict[str, Any]:
+        """A small network retrieving one pattern (bioplaus.conformance): a second on one core."""
+        return {"hopfield": {"N": 400, "K": 2, "d": 0.3, "T": 0.05, "sweeps": 10, "burn_in": 4,
+                             "replicas": 1, "threads": 1, "init": "pattern"}}
+
+    @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
         o = cfg.section("hopfield")
         check_choice(o.rule, RULES, "hopfield.rule")

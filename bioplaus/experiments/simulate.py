@@ -50,6 +50,23 @@ class Simulate(Experiment):
     Config = SimulateConfig
 
     @classmethod
+    def example_config(cls, workdir: Path) -> dict[str, Any]:
+        """An untrained spiking 64-7-10 graph on digits in the reference simulator
+        (bioplaus.conformance); the graph is written to ``workdir``."""
+        import nir
+
+        from bioplaus.config import NetworkConfig, SpikingConfig
+        from bioplaus.export.nir import to_nir
+        from bioplaus.nets import build_net
+
+        net = build_net(NetworkConfig(backend="spiking", hidden=[7], spiking=SpikingConfig(T=5)), (1, 8, 8), 10, seed=2)
+        graph = to_nir(net)
+        graph.metadata["dataset"] = "digits"
+        path = Path(workdir) / "example.nir"
+        nir.write(path, graph)
+        return {"simulate": {"graph": str(path), "backend": "bioplaus", "samples": 8}}
+
+    @classmethod
     def validate(cls, cfg: ExperimentConfig) -> None:
         o = cfg.section("simulate")
         if not o.graph:

@@ -173,6 +173,12 @@ class CCLAutoencoder(LearningRule):
     Options = CCLAEOptions
 
     @classmethod
+    def example_config(cls) -> dict[str, Any]:
+        """A tiny conv autoencoder (bioplaus.conformance): two conv blocks on digits."""
+        return {"network": {"arch": "cnn", "channels": [4, 8], "activation": "relu"},
+                "rule": {"lr": 0.05, "momentum": 0.9, "clip": 0.5}}
+
+    @classmethod
     def check_options(cls, o: Any, where: str) -> None:
         check_choice(o.method, ("ccl", "bp"), f"{where}.method")
 

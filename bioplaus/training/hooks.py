@@ -44,6 +44,11 @@ class Rule(Protocol):
     def lr(self) -> float: ...
 
 
+# Every hook a plugin may override, in the order of a run's life cycle; each takes the rule first.
+HOOKS = ("setup", "before_task", "after_backward", "after_update", "after_step", "after_epoch",
+         "after_task", "close")
+
+
 class Plugin:
     """Base class. Override the hooks you need; the rule and the kind call every hook."""
 
