@@ -72,12 +72,12 @@ def main() -> None:
     probs = torch.zeros(n, c)
     single = []
     for _ in range(a.chains):
-        logits = torch.cat([m.classify(m.dt_chain(x, "stochastic", gen)[-1]) for x in xs])
+        logits = torch.cat([m.classify(m.chain(x, "stochastic", gen, m.opts.T)[-1]) for x in xs])
         pred = logits.argmax(1)
         counts[torch.arange(n), pred] += 1
         probs += F.softmax(logits, 1)
         single.append(float((pred == y).float().mean()))
-    det = torch.cat([m.classify(m.dt_chain(x, "direct", gen)[-1]) for x in xs]).argmax(1)
+    det = torch.cat([m.classify(m.chain(x, "direct", gen, m.opts.T)[-1]) for x in xs]).argmax(1)
     freq = counts / a.chains
     rows = [
         {"quantity": "DT: one chain (the paper's inference), first chain", "%": 100 * single[0]},
@@ -90,7 +90,7 @@ def main() -> None:
          "%": 100 * float((freq.max(1).values == 1).float().mean())},
     ]
     net = cnn.rule.net.eval()
-    p = torch.cat([F.softmax(net.cnn_logits(x), 1) for x in xs])
+    p = torch.cat([F.softmax(net(x), 1) for x in xs])
     rows += [
         {"quantity": "CNN: argmax accuracy", "%": 100 * float((p.argmax(1) == y).float().mean())},
         {"quantity": "CNN: E[p(y_true | x)] (accuracy when sampling from its softmax)",

@@ -175,14 +175,14 @@ def part_overhead(work: Path, epochs: int) -> dict[str, Any]:
     alternating, so a slow 2-worker figure can be told apart from a slow pool."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from bioplaus.sweep.executors import _mp_context
+    from bioplaus.procs import spawn_context
     from bioplaus.sweep.spec import build_runs
 
     specs = build_runs(ROOT / "sims/quickstart.toml", {"network.hidden": [[32], [64], [128]]},
                        overrides=[f"train.epochs={epochs}", "network.spiking.T=10", "train.threads=1"])
     res: dict[str, Any] = {"uptime_before": uptime(), "epochs": epochs, "in_process": [], "pool_1_worker": []}
     (work / "overhead").mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(1, mp_context=_mp_context()) as ex:
+    with ProcessPoolExecutor(1, mp_context=spawn_context(forkserver=True)) as ex:
         ex.submit(time.sleep, 0).result()  # the worker is up before timing
         for k, spec in enumerate(specs):
             res["in_process"].append(_timed_run(spec.config, str(work / "overhead" / f"a{k}.h5")))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from bioplaus import __version__
 from bioplaus.errors import BioplausError, RunInterrupted
+from bioplaus.procs import catch_signals
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -114,28 +112,10 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
         m.add_parser(sub)
 
 
-def _stop_now(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _catch_signals() -> Callable[[], None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt from the start (exit 130), not only once a
-    run is set up: Python would die of SIGTERM, and ignores SIGINT when started in the
-    background. A run replaces these with handlers that stop at the next step (see
-    `RunContext`). Returns what restores the previous handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    old = {sig: signal.signal(sig, _stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-    return restore
-
-
 def main(argv: list[str] | None = None) -> int:
-    restore = _catch_signals()
+    # SIGINT / SIGTERM raise KeyboardInterrupt (exit 130) from the start, not only once a run
+    # is set up; a run replaces these with handlers that stop at the next step (RunContext).
+    restore = catch_signals()
     try:
         return _main(argv)
     except KeyboardInterrupt:  # a signal between _main's handlers and here

@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
-import signal
 import sys
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +30,7 @@ import torch
 
 from bioplaus.errors import ConfigError, OutputError, RunError
 from bioplaus.metrics import Metric, find_metric
+from bioplaus.procs import DeferredStop
 
 # ----------------------------------------------------------------------------- progress
 
@@ -152,7 +151,7 @@ class RunContext:
         self.flush_every_s = flush_every_s
         self.recorder: Any = None
         self.step = 0
-        self.stop_requested = False
+        self._stop = DeferredStop()
         self._saved: dict[str, Any] | None = None
         self._meta: dict[str, Any] = {}
 
@@ -174,7 +173,7 @@ class RunContext:
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % 2**32)
         random.seed(self.seed)
-        self._install_signals()
+        self._stop.install()
         return self
 
     def __exit__(
@@ -196,7 +195,7 @@ class RunContext:
             self._restore()
 
     def _restore(self) -> None:
-        self._restore_signals()
+        self._stop.restore()
         saved, self._saved = self._saved, None
         if saved is None:
             return
@@ -209,37 +208,23 @@ class RunContext:
             torch.set_default_device(saved["device"])
 
     # -- signals ---------------------------------------------------------------------
-    def _install_signals(self) -> None:
-        """SIGINT / SIGTERM stop the run at the next step boundary; a second one at once.
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a SIGINT / SIGTERM asked the run to stop (`bioplaus.procs.DeferredStop`)."""
+        return self._stop.requested
 
-        Raising inside the handler could land in the middle of an HDF5 write; deferring to
-        `check_stop` keeps the run file consistent. A process started in the background
-        inherits SIGINT ignored; a run should still stop cleanly on ``kill -INT``.
-        """
-        self._old_handlers: dict[int, Any] = {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.stop_requested:  # asked twice: stop now
-                raise KeyboardInterrupt(f"signal {signum}")
-            self.stop_requested = True
-
-        self.stop_requested = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[sig] = signal.signal(sig, handler)
-
-    def _restore_signals(self) -> None:
-        for sig, old in getattr(self, "_old_handlers", {}).items():
-            signal.signal(sig, old)
-        self._old_handlers = {}
-        self.stop_requested = False
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self._stop.requested = value
 
     def check_stop(self) -> None:
-        """Raise KeyboardInterrupt if a SIGINT/SIGTERM arrived (called between steps)."""
-        if self.stop_requested:
-            self.stop_requested = False
-            raise KeyboardInterrupt("stop requested by a signal")
+        """Raise KeyboardInterrupt if a SIGINT/SIGTERM arrived (called between steps).
+
+        The handlers stay installed while the run is in scope: a signal sets the flag (a
+        second one raises at once), also in a process started in the background, which
+        inherits SIGINT ignored.
+        """
+        self._stop.check()
 
     # -- the run file ----------------------------------------------------------------
     def declare(self, *metrics: Metric) -> None:

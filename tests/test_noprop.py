@@ -4,6 +4,7 @@ independence, the training modes' equivalence, and inference from pure noise."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from bioplaus.errors import ConfigError
 from bioplaus.record.reader import open_run
 from bioplaus.rules.base import RuleContext
 from bioplaus.rules.noprop import NoProp, NoPropModel, head_loss
-from bioplaus.rules.noprop_model import (
+from bioplaus.rules.noprop.blocks import (
     cosine_alpha_bar,
     inference_coefficients,
     kl_to_standard,
@@ -22,7 +23,7 @@ from bioplaus.rules.noprop_model import (
     snr,
     snr_weights,
 )
-from bioplaus.rules.noprop_parallel import split_blocks
+from bioplaus.rules.noprop.parallel import split_blocks
 
 TINY = {"channels": [4, 8, 8], "width": 16, "T": 3}
 
@@ -166,7 +167,7 @@ def test_backprop_over_blocks_readout(readout: str) -> None:
     m.eval()
     x = torch.rand(8, 1, 8, 8)
     blk: list[torch.Tensor] = []
-    zs = m.backprop_chain(x, torch.Generator().manual_seed(5), blk)
+    zs = m.chain(x, "mean", torch.Generator().manual_seed(5), 3, blk)
     expect = blk[-1] if readout == "logits" else m.head(zs[-1])
     assert len(blk) == 3 and torch.equal(m(x, torch.Generator().manual_seed(5)), expect)
     m.train()
@@ -296,7 +297,7 @@ def test_parallel_needs_fixed_embedding() -> None:
 
 
 def test_prototype_is_the_most_central_image() -> None:
-    from bioplaus.rules.noprop_model import LabelEmbedding
+    from bioplaus.rules.noprop.blocks import LabelEmbedding
 
     emb = LabelEmbedding("prototype", 2, 4, seed=0)
     v = torch.tensor([0.0, 1, 0.45, 3, 0.5, 5, 9, 6, 5.8, 20])
@@ -308,7 +309,7 @@ def test_prototype_is_the_most_central_image() -> None:
 
 
 def test_learned_embedding_is_orthogonal_at_init() -> None:
-    from bioplaus.rules.noprop_model import LabelEmbedding
+    from bioplaus.rules.noprop.blocks import LabelEmbedding
 
     W = LabelEmbedding("learned", 10, 20, seed=1).W.detach()
     assert torch.allclose(W @ W.T, torch.eye(10), atol=1e-5)
@@ -316,7 +317,7 @@ def test_learned_embedding_is_orthogonal_at_init() -> None:
 
 def test_spiking_blocks_use_lif_rates() -> None:
     from bioplaus.config import NetworkConfig, RuleConfig
-    from bioplaus.rules.noprop_model import LIFRate
+    from bioplaus.rules.noprop.blocks import LIFRate
 
     net = NetworkConfig(backend="spiking")
     net.spiking.T = 5
@@ -400,3 +401,100 @@ def test_parallel_stopped_by_max_steps_evaluates_the_trained_blocks(tmp_path) ->
                 train={"epochs": 1})
     pa, pb = block_params(a.path), block_params(b.path)
     assert all(np.array_equal(pa[k], pb[k]) for k in pb)  # the workers finished their epoch
+
+
+HLOP_STREAM = {
+    "kind": "continual",
+    "data": {"dataset": "digits", "batch_size": 32, "val_fraction": 0.0, "limit_test": 100},
+    "rule": {"name": "noprop", "optimizer": "adam", "lr": 1e-3, **TINY},
+    "continual": {"stream": "split", "n_tasks": 2, "classes_per_task": 2, "setting": "task", "epochs_per_task": 2,
+                  "freeze_norm": True},
+    "train": {"threads": 1, "report": False},
+    "record": {"weights_every": 0},
+    "plugins": [{"name": "hlop", "protect_output": False, "neurons_first": [3], "neurons_per_task": [2],
+                 "lr": [0.01], "adaptive": "project_step", "angle_samples": 64}],
+}
+
+
+def hlop_stream(tmp_path, mode: str) -> object:
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in HLOP_STREAM.items()}
+    cfg["rule"] = {**cfg["rule"], "mode": mode, "workers": 2}
+    return bioplaus.run(cfg, out=tmp_path / f"{mode}.h5", progress=False)
+
+
+def test_parallel_blocks_with_hlop_on_a_stream_equal_sequential(tmp_path) -> None:
+    """Block-ordered modes give each block its own HLOP copy (its layers, its subspaces),
+    which runs where the block trains: in this process (sequential) or in a worker
+    (parallel). On a 2-task stream the two modes give the same block parameters, the same
+    lateral weights and the same accuracy matrix, bit for bit."""
+    seq, par = hlop_stream(tmp_path, "sequential"), hlop_stream(tmp_path, "parallel")
+    assert seq.steps == par.steps and seq.steps % (2 * 2 * 3) == 0  # tasks x epochs x blocks x batches
+    ps, pp = block_params(seq.path), block_params(par.path)
+    assert len(ps) > 10 and ps.keys() == pp.keys()
+    for k, v in ps.items():
+        assert np.array_equal(v, pp[k]), f"{k} differs between sequential and parallel"
+    with open_run(seq.path) as a, open_run(par.path) as b:
+        n_layers = 3 * 10 + 1
+        dims = a.metric(f"layer{n_layers - 3}/hlop_dim")  # block 3's last hidden layer, global index
+        np.testing.assert_array_equal(dims, [3, 5])
+        for i in range(n_layers - 1):
+            if i % 10 == 9:  # each block's output layer (protect_output = false)
+                assert not a.has(f"/hlop/layer{i}/task1/H")
+                continue
+            for task in (0, 1):
+                path = f"/hlop/layer{i}/task{task}/H"
+                assert np.array_equal(np.asarray(a.array(path)), np.asarray(b.array(path))), path
+            np.testing.assert_array_equal(a.metric(f"layer{i}/hlop_dim"), b.metric(f"layer{i}/hlop_dim"))
+        acc_a, acc_b = np.asarray(a.array("/continual/acc_matrix")), np.asarray(b.array("/continual/acc_matrix"))
+        assert np.array_equal(acc_a, acc_b)
+        assert a.metric("hlop/block1/hebb_seconds").shape == (2,)
+
+
+def test_block_ordered_modes_give_each_block_its_own_plugin_copies() -> None:
+    """A block-ordered rule replaces the run's plugins by one dispatcher; each block holds a
+    copy set up on its layers only, whose logs name layers by their index in the rule's
+    `protected_layers` and other metrics per block."""
+    from bioplaus.plugins.hlop import HLOP
+
+    rule = tiny_rule(mode="sequential")
+    hl = HLOP({"protect_output": False, "neurons_first": [3], "neurons_per_task": [2], "lr": [0.01],
+               "adaptive": "project_step"})
+    adopted = rule.adopt_plugins([hl])
+    assert [p.name for p in adopted] == ["noprop_blocks"]
+    logs: list = []
+    adopted[0].setup(rule, replace(rule.ctx, run=None))
+    for u in rule.units:
+        u.bind_plugins([hl], rule.ctx, rule.layer_offset(u.t), logs)
+    copies = [u.plugins.find("hlop") for u in rule.units]
+    assert all(c is not hl for c in copies) and len({id(c) for c in copies}) == 3
+    assert copies[1].net_layers == rule.units[1].protected_layers() == rule.protected_layers()[10:20]
+    assert copies[1].layers == list(range(9))  # the block's layers but its output
+    copies[1].ctx.log(**{"layer2/hlop_dim": 3.0, "hlop/hebb_seconds": 0.5})
+    copies[2].ctx.log_array("/hlop/layer0/task0/H", np.zeros(2))
+    assert logs[0] == ("log", None, {"layer12/hlop_dim": 3.0, "hlop/block2/hebb_seconds": 0.5})
+    assert logs[1][:2] == ("log_array", "/hlop/layer20/task0/H")
+    assert tiny_rule().adopt_plugins([hl]) == [hl]  # interleaved: the run's plugins act on the whole model
+
+
+def test_ewc_on_sequential_blocks_uses_each_block_as_a_classifier(tmp_path) -> None:
+    """EWC's Fisher needs ``rule.net(x)``: a block's copy sees the block as a classifier of x
+    alone (`BlockClassifier`); its penalty then acts on the block's parameters only."""
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in HLOP_STREAM.items()}
+    cfg["rule"] = {**cfg["rule"], "mode": "sequential"}
+    cfg["plugins"] = [{"name": "ewc", "lam": 100.0, "samples": 16}]
+    res = bioplaus.run(cfg, out=tmp_path / "ewc.h5", progress=False)
+    unit = res.experiment.rule.units[2]
+    ewc = unit.plugins.find("ewc")
+    block_params = {id(p) for p in unit.block.parameters()}
+    assert ewc.fisher is not None and all(id(p) in block_params for p in ewc.params)
+    assert unit.net(torch.rand(4, 1, 8, 8)).shape == (4, 10)
+    with open_run(res.path) as r:
+        assert r.metric("ewc/block3/fisher_mean").shape == (2,)
+
+
+def test_noprop_and_its_block_units_are_final_rules() -> None:
+    from bioplaus.rules.noprop import BlockUnit
+
+    assert getattr(NoProp, "__final__", False) and getattr(BlockUnit, "__final__", False)
+    assert NoProp.steps_per_epoch(NoProp.parse_options({"mode": "sequential", "T": 4}), 7) == 28
+    assert NoProp.steps_per_epoch(NoProp.parse_options({"T": 4}), 7) == 7

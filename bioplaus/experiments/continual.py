@@ -291,7 +291,7 @@ class Continual(GradientExperiment):
         self.stream = stream
         self.setting = c.setting or stream.setting
         self.mode = c.mode
-        steps_task = len(self.tasks[0].train) * c.epochs_per_task
+        steps_task = self.steps_per_epoch(len(self.tasks[0].train)) * c.epochs_per_task
         if cfg.train.max_steps:
             steps_task = min(steps_task, cfg.train.max_steps)
         self.total_steps = steps_task * len(self.tasks)
@@ -392,8 +392,8 @@ class Continual(GradientExperiment):
             cap = self.cfg.train.max_steps  # per task
             for epoch in range(1, c.epochs_per_task + 1):
                 self._set_task(k)
-                for b, (x, y) in enumerate(task.train, start=1):
-                    m = self.train_step(x, y)
+                # the rule's own plan of the epoch if it has one (NoProp's blocks in order)
+                for b, m in enumerate(self.epoch_steps(task.train), start=1):
                     loss_sum += m.get("loss", 0.0)
                     acc_sum += m.get("acc", 0.0)
                     count += 1

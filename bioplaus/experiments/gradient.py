@@ -125,6 +125,11 @@ class GradientExperiment(Experiment):
         self.user_plugins = [PLUGINS.get(p.name)(p.options) for p in cfg.plugins]
         self.plugins = PluginList()
 
+    def steps_per_epoch(self, n_batches: int) -> int:
+        """Steps an epoch of ``n_batches`` batches takes under ``[rule]`` (no rule is built)."""
+        cls = RULES.get(self.cfg.rule.name, "rule.name")
+        return cls.steps_per_epoch(cls.parse_options(self.cfg.rule.options), n_batches)
+
     def check_memory(self, n_classes: int, input_shape: tuple[int, ...], n_samples: int = 0) -> None:
         """Refuse a ``[network]`` stack whose parameters and activations exceed the memory
         (before the model or the run file exists).
@@ -154,7 +159,7 @@ class GradientExperiment(Experiment):
         cfg = self.cfg
         probes = Probes(cfg.record.probes, probe_x, probe_y) if cfg.record.probes else None
         self.probes = probes
-        self.plugins = PluginList(self.user_plugins + ([probes] if probes else []))
+        self.plugins = PluginList(self.rule.adopt_plugins(self.user_plugins) + ([probes] if probes else []))
         self.rule.plugins = self.plugins
         self.rule.setup(self.model, self.rule_ctx)
         self.plugins.setup(self.rule, self.rule_ctx)

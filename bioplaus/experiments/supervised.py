@@ -43,7 +43,7 @@ class Supervised(GradientExperiment):
         self.data: DataBundle = given if isinstance(given, DataBundle) else prepare_data(cfg, given)
         d = self.data
         steps_per_epoch = len(d.train)
-        total = RULES.get(cfg.rule.name)(cfg.rule).steps_per_epoch(steps_per_epoch) * cfg.train.epochs
+        total = self.steps_per_epoch(steps_per_epoch) * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)
         self.total_steps = total
@@ -87,7 +87,7 @@ class Supervised(GradientExperiment):
             te = time.perf_counter()
             sums: dict[str, float] = {}
             count = 0
-            n_batches = self.rule.steps_per_epoch(len(d.train))
+            n_batches = self.rule.steps_per_epoch(self.rule.opts, len(d.train))
             for b, m in enumerate(self.epoch_steps(d.train), start=1):
                 if not swmr:
                     # Every dataset exists after one step (the declared metrics were created

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from bioplaus.config import RuleConfig, parse_options
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
-from bioplaus.training.hooks import NoOptions, PluginList
+from bioplaus.training.hooks import NoOptions, Plugin, PluginList
 from bioplaus.training.optim import UpdateGroup, make_optimizer, make_scheduler, update
 from bioplaus.training.task import RuleContext
 
@@ -158,9 +158,16 @@ class LearningRule(ABC):
         """
         return None
 
-    def steps_per_epoch(self, n_batches: int) -> int:
-        """Steps one epoch of ``n_batches`` batches takes (`train_epoch` may take more)."""
+    @classmethod
+    def steps_per_epoch(cls, opts: Any, n_batches: int) -> int:
+        """Steps one epoch of ``n_batches`` batches takes under the parsed options ``opts``
+        (`train_epoch` may take more); answered from the options, before any rule exists."""
         return n_batches
+
+    def adopt_plugins(self, plugins: list[Plugin]) -> list[Plugin]:
+        """The plugins the kind calls, given the run's plugins (before any set-up): by default
+        these; a rule that trains parts of its model apart may hand each part copies."""
+        return plugins
 
     def close(self) -> None:  # noqa: B027 - optional, a no-op unless overridden
         """Release what the rule holds beyond its model (worker processes); called once."""

@@ -10,7 +10,6 @@ Ctrl-C (pending runs are not started; running ones stop at their next step bound
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 
 from bioplaus.config import kind_metrics
 from bioplaus.errors import BioplausError
+from bioplaus.procs import spawn_context, start_worker
 from bioplaus.record.reader import open_run
 from bioplaus.sweep.index import outcome_row
 from bioplaus.sweep.spec import RunSpec
@@ -95,39 +95,21 @@ def _pool_run_one(config: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _worker_init(parent: int) -> None:
-    # Ctrl-C reaches every process of the terminal's group: between runs a worker ignores
-    # it (the parent decides); during a run the RunContext's handler stops the run cleanly.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="sweep-watchdog").start()
-
-
-def _watch_parent(parent: int, every_s: float = 1.0) -> None:
-    """Leave when the sweep process is gone (SIGKILL): no orphan keeps writing a run file.
-
-    A running run gets SIGINT (closed ``interrupted`` at its next step, as on Ctrl-C), then
-    the worker exits; an idle worker exits at once.
-    """
+    # Between runs a worker ignores Ctrl-C (the parent decides); during a run the RunContext's
+    # handler stops the run cleanly. When the sweep process is gone (SIGKILL) no orphan keeps
+    # writing a run file: a running run gets SIGINT (closed ``interrupted`` at its next step,
+    # as on Ctrl-C), then the worker exits; an idle worker exits at once.
     signalled = False
-    while True:
-        time.sleep(every_s)
-        try:
-            os.kill(parent, 0)
-            continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # a pid reused by another user's process: the sweep is gone too
-            pass
+
+    def on_gone() -> None:
+        nonlocal signalled
         if not _BUSY.is_set():
             os._exit(1)
         if not signalled:
             signalled = True
             os.kill(os.getpid(), signal.SIGINT)
 
-
-def _mp_context() -> Any:
-    # torch and fork do not mix (threads, OpenMP state): a fresh interpreter per worker.
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    start_worker(parent, on_gone)
 
 
 def _interrupt_workers(ex: ProcessPoolExecutor) -> None:
@@ -147,7 +129,7 @@ def run_pool(specs: Sequence[RunSpec], out: Path, workers: int, on_start: OnStar
     pending = deque(specs)
     inflight: dict[Future[dict[str, Any]], RunSpec] = {}
     stopping = False
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(os.getpid(),))
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=spawn_context(forkserver=True), initializer=_worker_init, initargs=(os.getpid(),))
     try:
         while pending or inflight:
             while pending and not stopping and len(inflight) < workers:
@@ -176,7 +158,7 @@ def run_pool(specs: Sequence[RunSpec], out: Path, workers: int, on_start: OnStar
                 stopping = stopping or outcome["status"] == "interrupted"
             if broken and pending and not stopping:
                 ex.shutdown(wait=True, cancel_futures=True)
-                ex = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(os.getpid(),))
+                ex = ProcessPoolExecutor(max_workers=workers, mp_context=spawn_context(forkserver=True), initializer=_worker_init, initargs=(os.getpid(),))
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
     return stopping

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 from bioplaus.config import ExperimentConfig
 from bioplaus.errors import ConfigError
+from bioplaus.procs import raising_signals
 from bioplaus.record.reader import open_run
 from bioplaus.sweep.executors import read_outcome, run_pool, run_serial
 from bioplaus.sweep.index import read_index_csv, write_index
@@ -104,25 +103,6 @@ def _lock(out: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-@contextlib.contextmanager
-def _stoppable() -> Iterator[None]:
-    """SIGINT / SIGTERM raise KeyboardInterrupt in the sweep (also when started in the background,
-    where SIGINT arrives ignored); each run's RunContext handles them itself while it runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _alive(pid: int) -> bool:
@@ -258,7 +238,9 @@ def sweep(
             bar.update(counts(), row)
 
         try:
-            with _stoppable():
+            # SIGINT / SIGTERM raise KeyboardInterrupt in the sweep (each run's RunContext
+            # handles them itself while it runs)
+            with raising_signals():
                 if not todo:
                     interrupted = False
                 elif ray is not None:

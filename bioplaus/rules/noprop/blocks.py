@@ -26,15 +26,24 @@ Inference is the posterior q(z_t | z_{t-1}, y) with u_y replaced by the block's 
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any, final
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bioplaus.config import RuleConfig
 from bioplaus.device import generator as make_generator
 from bioplaus.nets import LayerState
+from bioplaus.rules.base import LearningRule
+from bioplaus.training.hooks import Plugin, PluginList
+from bioplaus.training.optim import make_optimizer
+from bioplaus.training.task import RuleContext
 
 # ----------------------------------------------------------------------------- schedule
 
@@ -99,13 +108,12 @@ class SeededDropout(nn.Module):
 
 
 class LIFRate(nn.Module):
-    """A LIF population driven by a constant current for T steps, read out by its spike rate."""
+    """A population of a temporal neuron model (LIF by default) driven by a constant current
+    for T steps, read out by its spike rate."""
 
-    def __init__(self, params: Any, steps: int) -> None:
+    def __init__(self, model: Any, params: Any, steps: int) -> None:
         super().__init__()
-        from bioplaus.neurons.lif import LIF
-
-        self.lif = LIF(params)
+        self.lif = model.population(params)
         self.steps = int(steps)
 
     def forward(self, cur: Tensor) -> Tensor:
@@ -129,7 +137,7 @@ class _PluginLayer(nn.Module):
 
 
 class Dense(_PluginLayer):
-    """Linear [-> BatchNorm] [-> ReLU or LIF rate]: one dense layer a plugin can act on.
+    """Linear, then BatchNorm and ReLU or LIF rate if asked: one dense layer a plugin can act on.
 
     Exposes what plugins read from a layer (``weight``, ``name``, ``is_conv``,
     ``is_output``, ``temporal`` and ``state`` with the presynaptic ``input`` and the
@@ -257,8 +265,8 @@ class Block(nn.Module):
     image path → FC(width)-BN;  z path: FC(width)-BN-ReLU, then a residual pair
     h + FC(width)(ReLU(FC(width) h));  fused: concat → FC(width)-BN-ReLU →
     FC(width/2)-BN-ReLU → FC(n_out). With ``time_dim`` > 0 (CT, FM) the features of t are
-    added to the z path. ``spiking`` (LIF parameters, steps) turns the dense ReLU layers
-    into LIF layers read out by their rate.
+    added to the z path. ``spiking`` (neuron model, parameters, steps; `spiking_of`) turns the
+    dense ReLU layers into spiking layers read out by their rate.
     """
 
     def __init__(
@@ -271,7 +279,7 @@ class Block(nn.Module):
         dropout: float,
         name: str = "block",
         time_dim: int = 0,
-        spiking: tuple[Any, int] | None = None,
+        spiking: tuple[Any, Any, int] | None = None,
     ) -> None:
         super().__init__()
         self.block_name = name
@@ -395,3 +403,208 @@ class MonotoneGamma(nn.Module):
         ends = self.phi(torch.tensor([0.0, 1.0], dtype=t.dtype))
         frac = (self.phi(t) - ends[0]) / (ends[1] - ends[0])
         return self.gamma_max - (self.gamma_max - self.gamma_min) * frac
+
+
+def spiking_of(net: Any) -> Any:
+    """(neuron model, its hidden-layer parameters, T) of a temporal ``[network]`` (the blocks'
+    spike rates), else None: any temporal model drives the blocks' dense layers (LIF: the
+    fused scan)."""
+    if net is None:
+        return None
+    from bioplaus.neurons import neuron_model
+
+    model = neuron_model(net.backend)
+    if not model.temporal:
+        return None
+    return model, model.params_from(net, False), net.spiking.T
+
+
+# ----------------------------------------------------------------------------- block units
+
+
+def block_seed(seed: int, t: int) -> int:
+    """The seed of block t's initialisation and generator (independent of the mode)."""
+    return int(seed) * 1009 + 7 * int(t) + 17
+
+
+def head_loss(model: Any, y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(CE(p_out(z_T)) with z_T ~ q(z_T|y), mean KL(q(z_0|y) ‖ N(0, I)))."""
+    u = model.embed(y)
+    ab_T, ab_0 = float(model.alpha_bar[-1]), float(model.alpha_bar[0])
+    z_T = math.sqrt(ab_T) * u + math.sqrt(1 - ab_T) * torch.randn(u.shape, generator=gen)
+    return F.cross_entropy(model.head(z_T), y), kl_to_standard(u, ab_0).mean()
+
+
+def epoch_batches(loader: Any) -> list[tuple[Tensor, Tensor]] | Any:
+    """The batches of one epoch in the loader's order, drawn once and replayable."""
+    from neuro_data.loader import ArrayLoader
+
+    if isinstance(loader, ArrayLoader):
+        # The loader's stream is on the CPU (the same order on every device).
+        perm = torch.randperm(loader.n, generator=loader.generator, device="cpu") if loader.shuffle else None
+        if perm is not None and perm.device != loader.x.device:
+            perm = perm.to(loader.x.device)
+
+        class _Replay:
+            def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+                return loader._batches(perm)
+
+            def __len__(self) -> int:
+                return len(loader)
+
+        return _Replay()
+    return list(loader)
+
+
+_LAYER = re.compile(r"layer(\d+)")
+
+
+class BlockRun:
+    """What a block's plugins log, renamed into the whole model's terms and passed on.
+
+    ``layer<i>`` (an index into the block's layers) becomes ``layer<offset + i>`` (its index
+    in the rule's `protected_layers`, as the interleaved mode's plugins name it); a metric
+    without a layer, ``a/b``, becomes ``a/block<t>/b``. ``sink`` is the run (in-process) or
+    a list that a worker sends to the main process, which replays it (`replay`).
+    """
+
+    def __init__(self, t: int, offset: int, sink: Any) -> None:
+        self.t, self.offset, self.sink = t, offset, sink
+
+    def rename(self, name: str) -> str:
+        if _LAYER.search(name):
+            return _LAYER.sub(lambda m: f"layer{int(m.group(1)) + self.offset}", name, count=1)
+        head, sep, tail = name.partition("/")
+        return f"{head}/block{self.t}/{tail}" if sep else f"block{self.t}/{name}"
+
+    def log(self, step: int | None = None, **values: float) -> None:
+        out = {self.rename(k): v for k, v in values.items()}
+        if isinstance(self.sink, list):
+            self.sink.append(("log", step, out))
+        elif self.sink is not None:
+            self.sink.log(step, **out)
+
+    def log_array(self, path: str, array: Any, **attrs: Any) -> None:
+        if isinstance(self.sink, list):
+            self.sink.append(("log_array", self.rename(path), (array, attrs)))
+        elif self.sink is not None:
+            self.sink.log_array(self.rename(path), array, **attrs)
+
+
+def replay(run: Any, entries: list[tuple[str, Any, Any]]) -> None:
+    """Write the logs a worker's `BlockRun` collected through ``run`` (None: drop them)."""
+    if run is None:
+        return
+    for kind, key, val in entries:
+        if kind == "log":
+            run.log(key, **val)
+        else:
+            run.log_array(key, val[0], **val[1])
+
+
+class BlockClassifier(nn.Module):
+    """Block t as a classifier of x alone, for plugins that call ``rule.net(x)`` (EWC's Fisher,
+    probes): its class logits on z_{t−1} = √ᾱ_{t−1}·ū, the label-free mean of q(z_{t−1}|y)
+    with ū the mean class embedding (an input without its label)."""
+
+    def __init__(self, block: nn.Module, model: Any, t: int) -> None:
+        super().__init__()
+        self.block = block
+        self.embed_of = lambda: model.embed.W  # not a submodule: its parameters are the model's
+        self.ab_prev = float(model.alpha_bar[t - 1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = self.embed_of().mean(0, keepdim=True).expand(x.shape[0], -1)
+        return self.block(math.sqrt(self.ab_prev) * u, x)
+
+
+@final
+class BlockUnit(LearningRule):
+    """Block t of a DT model as a rule of its own: its generator, optimiser, loss and plugins.
+
+    The same class trains a block in the main process and in a worker process, so that the
+    modes draw the same numbers in the same order. Plugins bound to it (`bind_plugins`) see
+    the block's layers only and run their hooks wherever the block trains.
+    """
+
+    name = "noprop_block"
+
+    def __init__(self, cfg: RuleConfig, model: Any, t: int, seed: int) -> None:
+        super().__init__(replace(cfg, options={}))  # the update's settings: optimiser, lr, clip
+        self.model = model
+        self.t = t
+        self.block = model.blocks[t - 1]
+        self.net = BlockClassifier(self.block, model, t)
+        self.gen = make_generator(block_seed(seed, t) + 1)
+        self.block.set_generator(self.gen)
+        self.optimizer = make_optimizer(self.cfg, list(self.block.parameters()))
+        self.weight = float(model.weights[t - 1])
+        self.ab_prev = float(model.alpha_bar[t - 1])
+
+    def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(weighted L2, L2, logits) of block t on z_{t−1} ~ q(z_{t−1}|y)."""
+        self.block.train()
+        u = self.model.embed(y)
+        eps = torch.randn(u.shape, generator=self.gen)
+        z = math.sqrt(self.ab_prev) * u + math.sqrt(1 - self.ab_prev) * eps
+        logits = self.block(z, x)
+        l2 = ((self.model.u_hat(logits) - u) ** 2).sum(1).mean()
+        return self.weight * l2, l2, logits
+
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """One update of the block alone on a batch, with its own plugins (`block_update`)."""
+        l2, acc = block_update(self, x, y, self)
+        return {"loss": l2, "acc": acc}
+
+    # -- what plugins see ---------------------------------------------------------------
+    def protected_layers(self) -> list[Any]:
+        return self.block.plastic_layers()
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = make_optimizer(self.cfg, list(self.block.parameters()))
+
+    @property
+    def active_classes(self) -> Tensor | None:
+        """The task's classes: the model's (set by the rule here, by the pool in a worker)."""
+        return getattr(getattr(self, "model", None), "active_classes", None)
+
+    @active_classes.setter
+    def active_classes(self, value: Tensor | None) -> None:
+        if getattr(self, "model", None) is not None:
+            self.model.active_classes = value
+
+    def bind_plugins(self, plugins: Sequence[Plugin], ctx: RuleContext, offset: int, sink: Any) -> None:
+        """Copies of ``plugins`` (not yet set up), set up on this block; their logs go through
+        a `BlockRun` (``offset``: the block's first layer in the rule's `protected_layers`)."""
+        self.ctx = replace(ctx, run=BlockRun(self.t, offset, sink))
+        self.plugins = PluginList([copy.deepcopy(p) for p in plugins])
+        for p in self.plugins:
+            p.setup(self, self.ctx)
+
+
+def block_update(unit: BlockUnit, x: Tensor, y: Tensor, learner: LearningRule,
+                 head: Any = None) -> tuple[float, float]:
+    """One update of block t on a batch; returns (its unweighted L2, its accuracy).
+
+    L = w_t·L2_t, plus CE(p_out(z_T)) + KL when ``head`` (the NoProp rule) trains the shared
+    p_out in the same backward (in-process modes). ``learner`` runs the update and its plugin
+    hooks: the rule (interleaved: the run's plugins) or ``unit`` itself (block after block, in
+    this process or in a worker: the block's own plugins, whose ``after_step`` follows).
+    """
+    wl2, l2, logits = unit.loss(x, y)
+    loss, extra = wl2, None
+    if head is not None:
+        ce, kl = head_loss(unit.model, y, head.head_gen)
+        loss = loss + ce + kl
+        extra = [(head.optimizer, head.cfg.clip, None)]
+        head.head_sum[0] += float(ce.detach())
+        head.head_sum[1] += 1
+    learner.apply_update(loss, optimizer=unit.optimizer, extra=extra)
+    # Free the block's gradients now, not at its next step: only the block in training
+    # holds gradients (DT's memory advantage; the numbers do not change).
+    unit.optimizer.zero_grad(set_to_none=True)
+    out = float(l2.detach()), float((logits.detach().argmax(1) == y).float().mean())
+    if learner is unit:
+        unit.step += 1
+        unit.plugins.after_step(unit, unit.step, {"loss": out[0], "acc": out[1]})
+    return out
