@@ -43,7 +43,7 @@ from bioplaus.errors import BioplausError, ConfigError, RunFileError
 # config must not ask for more than memory holds.
 MAX_SAMPLES = 100_000
 INSTALL = ("NeuroBench metrics need the neurobench package: pip install 'bioplaus[neurobench]' "
-           "&& pip install --no-deps neurobench==2.3 (its metadata pulls torchaudio, hence a CUDA torch)")
+           "&& pip install --no-deps neurobench==2.3 (its metadata pulls torchaudio, tonic and librosa)")
 
 
 def _import_neurobench() -> Any:
