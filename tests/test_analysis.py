@@ -169,6 +169,42 @@ def test_neurobench_matches_counts_by_hand(tmp_path: Path) -> None:
     assert m["total"]["footprint"] == 4 * (w0.numel() + w1.numel()) == 4 * m["total"]["params"]
 
 
+def test_neurobench_conv_net_by_hand(tmp_path: Path) -> None:
+    """A conv block (padding, max-pool) then the readout: dense and effective ACs by hand."""
+    pytest.importorskip("neurobench")
+    from bioplaus.analysis.neurobench import neurobench_metrics
+    from bioplaus.export.samples import test_samples
+
+    cfg = load_config({"name": "nbc", "data": {"dataset": "digits"},
+                       "network": {"backend": "spiking", "arch": "cnn", "channels": [4], "kernel": 3,
+                                   "pool": 2, "hidden": [], "spiking": {"T": T_NB}}})
+    net = build_net(cfg.network, (1, 8, 8), 10, seed=cfg.seed)
+    with torch.no_grad():
+        net.layers[0].synapse.weight.mul_(3.0)
+    path = tmp_path / "cnn.h5"
+    with Recorder(path, cfg.to_dict(), cfg.seed, meta={"input_shape": [1, 8, 8], "n_classes": 10}) as rec:
+        for k, v in net.state_dict().items():
+            rec.log_array(f"/model/net/{k}", v.numpy())
+    n = 12
+    m = neurobench_metrics(path, samples=n)
+    x, _ = test_samples("digits", n)
+    net.eval()
+    with torch.no_grad():
+        net(x.reshape(n, 1, 8, 8))
+    out0, pooled = net.layers[0].state.out, net.layers[0].state.y  # [T, B, 4, 8, 8], [T, B, 4, 4, 4]
+    assert 0.02 < out0.mean() < 0.98
+    fan1 = (net.layers[1].synapse.weight != 0).sum(0).double()
+    acs1 = float((pooled.reshape(T_NB, n, -1).double() * fan1).sum()) / n
+    l0, l1 = m["layers"]
+    assert l0["synapse"] == "Conv2d 1->4 k3" and l1["synapse"] == "Linear 64->10"
+    # a 3x3 kernel, padding 1 on 8x8: sum over output positions of in-bounds taps = (3*8 - 2)^2
+    assert l0["dense"] == T_NB * 4 * 1 * (3 * 8 - 2) ** 2
+    assert l1["dense"] == T_NB * 64 * 10
+    assert l1["effective_acs"] == pytest.approx(acs1, rel=1e-12)
+    assert l0["activation_sparsity"] == pytest.approx(1.0 - float(out0.double().mean()), abs=1e-12)
+    assert l0["footprint"] == 4 * 4 * 9
+
+
 def test_inspect_neurobench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("neurobench")
     path = tmp_path / "run.h5"
