@@ -237,6 +237,11 @@ def test_neurobench_on_hostile_run_files(tmp_path: Path, capsys: pytest.CaptureF
     pytest.importorskip("neurobench")
     import test_hostile_files as h
 
+    try:
+        import neo  # noqa: F401
+        neo_ok = True
+    except ImportError:
+        neo_ok = False
     base = tmp_path / "base.h5"
     h._write_run(base)
     refused = 0
@@ -255,4 +260,13 @@ def test_neurobench_on_hostile_run_files(tmp_path: Path, capsys: pytest.CaptureF
             refused += 1
         if "export" in case.fails:  # a file export refuses has no usable net for NeuroBench either
             assert code == 2, case.id
+        if "open" not in case.fails:  # spikes to Neo: trains, or RunFileError (never a crash)
+            with open_run(path) as run:
+                for pop in run.populations:
+                    try:
+                        trains = run.spikes(pop).to_neo() if neo_ok else []
+                    except RunFileError as exc:
+                        assert str(path) in str(exc)
+                    else:
+                        assert all(tr.t_stop >= tr.t_start for tr in trains)
     assert refused >= 10
