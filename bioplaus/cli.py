@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bioplaus import __version__
-from bioplaus.errors import BioplausError, RunInterrupted
+from bioplaus.errors import BioplausError, ConfigError, RunInterrupted
 from bioplaus.procs import catch_signals
 
 
@@ -35,6 +35,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from bioplaus.report import summary_text
 
     _need_file(args.file)
+    if args.neurobench:
+        from bioplaus.analysis.neurobench import neurobench_metrics, neurobench_table
+
+        print(neurobench_table(neurobench_metrics(args.file, samples=100 if args.samples is None else args.samples)))
+        return 0
+    if args.samples is not None:
+        raise ConfigError("--samples: only with --neurobench")
     print(summary_text(args.file))
     return 0
 
@@ -88,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     i = sub.add_parser("inspect", help="what is in a run file, its status and final metrics")
     i.add_argument("file")
+    i.add_argument("--neurobench", action="store_true",
+                   help="NeuroBench metrics of the trained net on the run's test data (synaptic "
+                   "operations, activation and connection sparsity, footprint; extra 'neurobench')")
+    i.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="test samples for --neurobench (default 100)")
     i.set_defaults(func=_cmd_inspect)
     p = sub.add_parser("report", help="PNG figures from a run file")
     p.add_argument("file")

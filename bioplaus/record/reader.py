@@ -39,6 +39,8 @@ SUPPORTED_VERSIONS = (FORMAT_VERSION,)
 MAX_READ_BYTES = 2 << 30
 # Largest dense spike array `SpikeEvents.to_dense` builds (bool, one byte per entry).
 MAX_DENSE_BYTES = 1 << 30
+# Most ``neo.SpikeTrain`` objects `SpikeEvents.to_neo` builds (each is a Python object).
+MAX_NEO_TRAINS = 1_000_000
 # Index ranges of the event columns (t int32, neuron uint32): larger declared sizes lie.
 # Statuses of a run that did not close normally (killed, or stopped by a write error): a
 # dataset may be a flush ahead of its companions; the reader cuts them to a common length.
@@ -103,12 +105,8 @@ class SpikeEvents:
             return np.unique(self.record_step)
         return np.unique(self.step)
 
-    def to_dense(self, step: int | None = None) -> np.ndarray:
-        """Spikes of one record step (default: the last) as a bool array [T, S, N].
-
-        T is the ``n_time`` attribute; S covers every sample recorded at that step. An
-        array larger than ``MAX_DENSE_BYTES`` raises `RunFileError` instead of allocating.
-        """
+    def _step_events(self, step: int | None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """(step, t, sample, neuron, T, S) of one record step (default: the last)."""
         steps = self.steps
         if len(steps) == 0:
             raise ValueError("no spike records")
@@ -129,6 +127,15 @@ class SpikeEvents:
             if offsets is not None:
                 ends = ends + offsets[rmask].astype(np.int64)
             n_samples = max(n_samples, int(ends.max(initial=0)))
+        return int(step), t, s, n, int(n_time), int(n_samples)
+
+    def to_dense(self, step: int | None = None) -> np.ndarray:
+        """Spikes of one record step (default: the last) as a bool array [T, S, N].
+
+        T is the ``n_time`` attribute; S covers every sample recorded at that step. An
+        array larger than ``MAX_DENSE_BYTES`` raises `RunFileError` instead of allocating.
+        """
+        step, t, s, n, n_time, n_samples = self._step_events(step)
         size = int(n_time) * int(n_samples) * int(self.n_neurons)
         if size > MAX_DENSE_BYTES:
             raise RunFileError(
@@ -139,6 +146,41 @@ class SpikeEvents:
         out = np.zeros((n_time, n_samples, self.n_neurons), dtype=bool)
         out[t, s, n] = True
         return out
+
+    def to_neo(self, step: int | None = None) -> list[Any]:
+        """Spikes of one record step (default: the last) as ``neo.SpikeTrain``s, for Elephant.
+
+        One train per sample and neuron, sample-major (train ``s * N + n``), each annotated
+        with ``step``, ``sample`` and ``neuron``: spike times ``t * dt`` in seconds (the
+        step at which the neuron fired, times the time step), ``t_start = 0``,
+        ``t_stop = T * dt``. Needs the optional ``neo`` package (extra ``analysis``); more
+        than ``MAX_NEO_TRAINS`` trains raise `RunFileError` instead of allocating.
+        """
+        try:
+            import neo
+            import quantities as pq
+        except ImportError as exc:
+            raise ImportError(f"SpikeEvents.to_neo needs neo: pip install 'bioplaus[analysis]' ({exc})") from None
+        step, t, s, n, n_time, n_samples = self._step_events(step)
+        n_trains = n_samples * int(self.n_neurons)
+        if n_trains > MAX_NEO_TRAINS:
+            raise RunFileError(
+                f"{self.source}: step {step}: {n_samples} samples x {self.n_neurons} neurons = "
+                f"{n_trains} spike trains, more than the {MAX_NEO_TRAINS} cap (reader.MAX_NEO_TRAINS)"
+            )
+        if not math.isfinite(self.dt * max(n_time, 1)):
+            raise RunFileError(f"{self.source}: attribute dt={self.dt!r}: T * dt is not finite")
+        order = np.lexsort((t, n, s))  # by sample, then neuron, then time
+        key = s[order] * int(self.n_neurons) + n[order]
+        times = t[order].astype(np.float64) * self.dt
+        bounds = np.searchsorted(key, np.arange(n_trains + 1))
+        t_stop = n_time * self.dt
+        trains = []
+        for k in range(n_trains):
+            trains.append(neo.SpikeTrain(
+                times[bounds[k]:bounds[k + 1]], units=pq.s, t_start=0.0 * pq.s, t_stop=t_stop * pq.s,
+                step=step, sample=k // int(self.n_neurons), neuron=k % int(self.n_neurons)))
+        return trains
 
 
 @dataclass
