@@ -23,7 +23,6 @@ from bioplaus.errors import ConfigError
 from bioplaus.neurons.base import Population, neuron_model
 from bioplaus.neurons.synapses import check_spike_gemm_env, spike_linear
 
-
 # How a layer pools its neurons' output over pool x pool windows (stride = pool, no padding).
 POOL_KINDS = ("max", "sum", "avg")
 

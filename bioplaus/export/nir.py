@@ -342,7 +342,7 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
         raise NIRFileError(f"{src}: node {blocks[-1].syn!r}: the last synapse must be Linear/Affine "
                            "(its neurons are the classes)")
     has_conv = any(b.conv is not None for b in blocks)
-    syn_names, neu_names = [b.syn for b in blocks], [b.neuron for b in blocks]
+    neu_names = [b.neuron for b in blocks]
     # -- neuron nodes ------------------------------------------------------------------------
     for i, k in enumerate(neu_names):
         allowed = (nir.LIF, nir.LI) if i == len(neu_names) - 1 else (nir.LIF,)
