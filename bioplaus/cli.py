@@ -35,8 +35,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from bioplaus.report import summary_text
 
     _need_file(args.file)
+    if _is_nir(args.file):
+        from bioplaus.export.nir import describe_nir
+
+        print(describe_nir(args.file))
+        return 0
     print(summary_text(args.file))
     return 0
+
+
+def _is_nir(path: str) -> bool:
+    """A NIR graph is named ``*.nir`` (a NIR file under another name stays a bad run file)."""
+    return Path(path).suffix.lower() == ".nir"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -86,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--no-report", action="store_true", help="do not write figures at the end")
     r.set_defaults(func=_cmd_run)
-    i = sub.add_parser("inspect", help="what is in a run file, its status and final metrics")
+    i = sub.add_parser("inspect", help="what is in a run file, its status and final metrics; or a NIR graph: "
+                       "its nodes and what a reader of the spec would get wrong")
     i.add_argument("file")
     i.set_defaults(func=_cmd_inspect)
     p = sub.add_parser("report", help="PNG figures from a run file")

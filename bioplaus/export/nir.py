@@ -52,17 +52,19 @@ from bioplaus.nets import Net, build_net, conv_out
 from bioplaus.neurons.lif import INTEGRATIONS, LIFModel, LIFParams, nir_beta
 
 
-def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
+def to_nir(net: Net, *, integration: str | None = None, li_readout: bool = True,
            extra_metadata: dict[str, Any] | None = None) -> Any:
     """The NIR graph of a spiking ``Net`` (MLP; conv layers without max-pool).
 
     ``integration`` ("euler" | "exact") is the rule the node parameters are computed for
-    (module docstring); ``li_readout=False`` keeps a firing output layer as a LIF node
+    (module docstring; default `trained_integration`); ``li_readout=False`` keeps a firing output layer as a LIF node
     (its spikes, not its membrane, leave the graph); ``extra_metadata`` is merged into the graph metadata (e.g. the data
     set a run was trained on).
     """
     import nir
 
+    if integration is None:
+        integration = trained_integration(net)
     if integration not in INTEGRATIONS:
         raise BioplausError(f"export: integration {integration!r}; valid: {', '.join(INTEGRATIONS)}")
     dt = float(net.dt)
@@ -151,7 +153,7 @@ def _pool_nodes(nodes: dict[str, Any], edges: list[tuple[str, str]], prev: str, 
     return f"max{i}", out
 
 
-def export_nir(net: Net, path: str | Path, *, integration: str = "euler", li_readout: bool = True,
+def export_nir(net: Net, path: str | Path, *, integration: str | None = None, li_readout: bool = True,
                extra_metadata: dict[str, Any] | None = None) -> Path:
     """Write the NIR graph of ``net`` to ``path`` (HDF5, as ``nir.write`` does)."""
     import nir
@@ -164,6 +166,121 @@ def export_nir(net: Net, path: str | Path, *, integration: str = "euler", li_rea
     except OSError as exc:
         raise BioplausError(f"{path}: cannot write the NIR file ({exc})") from None
     return path
+
+
+def trained_integration(net: Net) -> str:
+    """The integration rule ``net`` was trained with, the default of `to_nir`.
+
+    A neuron model whose parameters (or ``[network.spiking]``) name an ``integration`` was
+    trained with it. The discrete LIF (``network.backend = "spiking"``) names none: its update
+    β v + I with β = exp(−dt/τ) is reproduced exactly by either reading of its graph (the
+    τ written differs), so it keeps "euler", the rule of every graph exported so far.
+    """
+    for la in net.layers:
+        rule = getattr(getattr(la.neuron, "params", None), "integration", None)
+        if rule in INTEGRATIONS:
+            return str(rule)
+    rule = getattr(net.cfg.spiking, "integration", None)
+    return str(rule) if rule in INTEGRATIONS else "euler"
+
+
+def spec_notes(graph: Any) -> list[str]:
+    """What a reader that follows only the NIR spec would get wrong, one item per convention.
+
+    Each item names its nodes: a LIF node whose ``reset`` (node or graph metadata) is
+    "subtract" (NIR's LIF sets v ← v_reset at once; bioplaus subtracts θ on the next step);
+    LIF/LI nodes of a bioplaus graph written for ``integration = "euler"`` (τ = dt / (1 − β)
+    gives bioplaus's decay only to a forward-Euler reader at that dt; an exact reader decays
+    by exp(−dt/τ)); an ``LI`` readout whose bioplaus layer fires (``output_spikes``: it also
+    loses θ per spike); a non-direct ``encoder`` (the graph has no encoder node). Empty: the
+    graph means what the spec says (read at the metadata's dt; SumPool2d → Threshold is
+    max-pool exactly on 0/1 spikes, so it needs no note).
+    """
+    import nir
+
+    meta = graph.metadata if isinstance(getattr(graph, "metadata", None), dict) else {}
+    src = "NIR graph"
+    if not str(_meta(graph, "producer", "", src)).startswith("bioplaus"):
+        return []
+    dt = _meta(graph, "dt", None, src)
+    rule = _meta(graph, "integration", "euler", src)
+    groups: dict[str, list[str]] = {}
+
+    def add(note: str, name: str) -> None:
+        groups.setdefault(note, []).append(name)
+
+    try:
+        names = _chain(graph, src)
+    except NIRFileError:
+        names = list(graph.nodes)
+    for name in names:
+        node = graph.nodes[name]
+        if not isinstance(node, nir.LIF | nir.LI):
+            continue
+        nmeta = node.metadata if isinstance(getattr(node, "metadata", None), dict) else {}
+        if isinstance(node, nir.LIF):
+            reset = nmeta.get("reset", meta.get("reset"))
+            reset = reset.decode() if isinstance(reset, bytes) else reset
+            if str(reset) == "subtract":
+                add("reset subtracts v_threshold one step after the spike (the spec's LIF sets v to "
+                    "v_reset at once)", name)
+        elif bool(_meta(graph, "output_spikes", False, src)):
+            add("bioplaus's output layer also fires and loses v_threshold per spike (an LI node "
+                "only integrates)", name)
+        tau = np.asarray(getattr(node, "tau", np.zeros(0)), dtype=np.float64).ravel()
+        if rule == "euler" and isinstance(dt, int | float) and tau.size and np.isfinite(tau[0]) and tau[0] > dt > 0:
+            t0 = float(tau[0])
+            add(f"tau = {t0 * 1e3:.4g} ms is forward Euler's for dt = {dt * 1e3:g} ms (an exact-ODE reader "
+                f"decays by {math.exp(-dt / t0):.4f} per step, bioplaus by {1 - dt / t0:.4f})", name)
+    items = [f"{', '.join(names)}: {note}" for note, names in groups.items()]
+    enc = _meta(graph, "encoder", "direct", src)
+    if enc not in ("direct", None):
+        items.append(f"input: bioplaus feeds {enc} spikes of the sample (metadata encoder); the graph "
+                     "has no encoder node")
+    return items
+
+
+def truth_line(graph: Any) -> str:
+    """One line: whether ``graph`` means what the NIR spec says, else every convention it needs."""
+    notes = spec_notes(graph)
+    if not notes:
+        return ("plain NIR: every node means what the spec says (read with the metadata's dt; spikes are "
+                "values 1 for one step)")
+    return "needs bioplaus's conventions: " + "; ".join(notes)
+
+
+def describe_nir(path: str | Path) -> str:
+    """``bioplaus inspect GRAPH.nir``: the chain of nodes, the metadata that drives it, the
+    truth line, and whether (as what) bioplaus can rebuild it."""
+    graph = read_nir(path)
+    src = str(path)
+    lines = [f"{path}: NIR graph by {_meta(graph, 'producer', 'an unnamed producer', src)}, "
+             f"{len(graph.nodes)} nodes"]
+    try:
+        order = _chain(graph, src)
+    except NIRFileError as exc:
+        order = list(graph.nodes)
+        lines.append(f"  not a chain: {exc}")
+    parts = []
+    for name in order:
+        node = graph.nodes[name]
+        kind = type(node).__name__
+        shape = getattr(node, "weight", None)
+        if shape is None:
+            shape = getattr(node, "tau", None)
+        dims = f" {tuple(int(v) for v in np.shape(shape))}" if shape is not None and np.ndim(shape) else ""
+        parts.append(f"{name} {kind}{dims}")
+    lines.append("  " + " → ".join(parts))
+    keys = [k for k in ("dt", "T", "integration", "reset", "readout", "output_spikes", "encoder", "dataset")
+            if isinstance(graph.metadata, dict) and k in graph.metadata]
+    if keys:
+        lines.append("  " + ", ".join(f"{k} = {_meta(graph, k, None, src)}" for k in keys))
+    lines.append("  " + truth_line(graph))
+    try:
+        lines.append(f"  bioplaus reads it as: {from_nir(graph).describe()}")
+    except BioplausError as exc:
+        lines.append(f"  bioplaus cannot rebuild it: {exc}")
+    return "\n".join(lines)
 
 
 # Most bytes of datasets a NIR file may hold (``nir.read`` loads them all).
