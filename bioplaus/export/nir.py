@@ -39,6 +39,7 @@ bit for bit after dividing by the input scale.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +317,10 @@ def read_nir(path: str | Path) -> Any:
         if not isinstance(u.get(f, "node", str(p), NIRFileError), h5py.Group):
             raise NIRFileError(f"{p}: not a NIR file (no /node group)")
     try:
-        return nir.read(p, type_check=False)
+        with warnings.catch_warnings():
+            # nir's shape arithmetic on hostile values (a zero stride) warns, then fails: one line
+            warnings.simplefilter("error", RuntimeWarning)
+            return nir.read(p, type_check=False)
     except Exception as exc:  # noqa: BLE001 - a third-party parser of untrusted input
         raise NIRFileError(f"{p}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
 
