@@ -31,7 +31,12 @@ output ``LIF`` node.
 MLP graphs take the flattened sample: the Input node declares ``(D,)`` and there is no
 Flatten node (NIR's unbatched ``Flatten(start_dim=0)`` becomes ``nn.Flatten(0)`` in the
 torch peers, which flattens the batch away); the original sample shape is in
-``metadata.input_shape``. Conv graphs keep the spec's ``Flatten(start_dim=0)``.
+``metadata.input_shape``. Conv graphs keep the spec's ``Flatten(start_dim=0)``; a conv
+block's max-pool of spikes is ``SumPool2d`` → ``Threshold(0.5)`` (max of 0/1 values =
+H(Σ − ½); NIR has no max-pool node). `from_nir` reads conv graphs in the shapes bioplaus
+and peers write (structure in `bioplaus.export.nir_layers`). `spec_notes` / `truth_line`
+say which nodes need bioplaus's conventions (printed at export and by ``bioplaus inspect
+GRAPH.nir``).
 Weights are stored in float64 so that bioplaus's reader recovers the float32 weights
 bit for bit after dividing by the input scale.
 """
@@ -55,7 +60,7 @@ from bioplaus.neurons.lif import INTEGRATIONS, LIFModel, LIFParams, nir_beta
 
 def to_nir(net: Net, *, integration: str | None = None, li_readout: bool = True,
            extra_metadata: dict[str, Any] | None = None) -> Any:
-    """The NIR graph of a spiking ``Net`` (MLP; conv layers without max-pool).
+    """The NIR graph of a spiking ``Net`` (MLP or CNN; max-pool as SumPool2d → Threshold).
 
     ``integration`` ("euler" | "exact") is the rule the node parameters are computed for
     (module docstring; default `trained_integration`); ``li_readout=False`` keeps a firing output layer as a LIF node
