@@ -34,7 +34,7 @@ def make_optimizer(
     params = [_group(g) for g in ([params] if isinstance(params, Tensor) else params)]
     if cfg.optimizer == "sgd":
         # fused: one pass over each parameter (read p, g, buf; write p, buf) instead of
-        # foreach's three; bit-identical results (tests/test_ccl.py checks).
+        # foreach's three; bit-identical results (tests/rules/test_ccl.py checks).
         kind = {"fused": True} if _fusable(params) else {"foreach": True}
         return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=cfg.weight_decay, **kind)
     if cfg.optimizer == "adam":

@@ -108,25 +108,9 @@ class Variant:
         return out
 
 
-def _dt_blocks(m: Any, opts: Any, in_shape: tuple[int, ...], dim: int, n_classes: int, seed: int,
-               spiking: Any, held: set[int] | None) -> None:
-    """T blocks û_t(z_{t−1}, x), block t initialised from its own seed (``held``: the blocks
-    this process holds; the others are parameter-free placeholders)."""
-    for t in range(1, opts.T + 1):
-        if held is not None and t not in held:
-            m.blocks.append(nn.Identity())
-            continue
-        torch.manual_seed(block_seed(seed, t))
-        m.blocks.append(Block(in_shape, dim, n_classes, list(opts.channels), opts.width, opts.dropout,
-                              f"block{t}", spiking=spiking))
-
-
-class DT(Variant):
-    """Discrete time: T blocks, the fixed cosine schedule, one optimiser per block."""
-
-    name = "dt"
-    block_ordered = True
-    deterministic = True
+class _TBlocks(Variant):
+    """T separate blocks û_t(z_{t−1}, x), block t initialised from its own seed (DT, and
+    backprop over the same blocks)."""
 
     def n_blocks(self, opts: Any) -> int:
         return opts.T
@@ -136,7 +120,22 @@ class DT(Variant):
 
     def build(self, m: Any, opts: Any, in_shape: tuple[int, ...], dim: int, n_classes: int, seed: int,
               spiking: Any, held: set[int] | None) -> None:
-        _dt_blocks(m, opts, in_shape, dim, n_classes, seed, spiking, held)
+        """``held``: the blocks this process holds; the others are parameter-free placeholders."""
+        for t in range(1, opts.T + 1):
+            if held is not None and t not in held:
+                m.blocks.append(nn.Identity())
+                continue
+            torch.manual_seed(block_seed(seed, t))
+            m.blocks.append(Block(in_shape, dim, n_classes, list(opts.channels), opts.width, opts.dropout,
+                                  f"block{t}", spiking=spiking))
+
+
+class DT(_TBlocks):
+    """Discrete time: T blocks, the fixed cosine schedule, one optimiser per block."""
+
+    name = "dt"
+    block_ordered = True
+    deterministic = True
 
     def chain(self, m: Any, x: Tensor, how: str, gen: torch.Generator | None, steps: int,
               logits: list[Tensor] | None) -> list[Tensor]:
@@ -266,21 +265,15 @@ class FM(Variant):
         return {"loss": float(l2.detach()), "acc": _acc(logits, y)}
 
 
-class BackpropBlocks(Variant):
+class BackpropBlocks(_TBlocks):
     """The T blocks trained end to end: z_t = a_t û_t + b_t z_{t−1}, a_t and b_t learnable."""
 
     name = "backprop"
     denoises = False
 
-    def n_blocks(self, opts: Any) -> int:
-        return opts.T
-
-    def eval_steps(self, opts: Any) -> int:
-        return opts.T
-
     def build(self, m: Any, opts: Any, in_shape: tuple[int, ...], dim: int, n_classes: int, seed: int,
               spiking: Any, held: set[int] | None) -> None:
-        _dt_blocks(m, opts, in_shape, dim, n_classes, seed, spiking, held)
+        super().build(m, opts, in_shape, dim, n_classes, seed, spiking, held)
         a, b, _ = inference_coefficients(cosine_alpha_bar(opts.T, opts.schedule_s))
         m.mix = nn.Parameter(torch.stack([a, b]).float().clone())
 

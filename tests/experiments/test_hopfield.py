@@ -16,7 +16,7 @@ from bioplaus.hopfield import couplings as C
 from bioplaus.hopfield import mc, theory
 from neuro_data import dataset_entropy, diluted_patterns, make_examples, make_pattern_set
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- data

@@ -20,7 +20,7 @@ from bioplaus.registry import EXPERIMENTS, FIGURES, TRAINING_FIGURES, FigureSpec
 from bioplaus.report.kit import figures_for, make_report
 from bioplaus.sweep.index import outcome_row
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DECLARED = json.dumps([Metric("test_acc", "max", headline=True).to_json(), Metric("loss", "min").to_json()])
 
 

@@ -24,7 +24,7 @@ from bioplaus.training.hooks import Plugin, PluginList
 from bioplaus.training.optim import make_optimizer, make_scheduler, update
 from bioplaus.training.task import RuleContext, TaskInfo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOOKS = ("setup", "before_task", "after_task", "after_backward", "after_update", "after_step", "after_epoch", "close")
 
 

@@ -32,7 +32,7 @@ nir = pytest.importorskip("nir")
 
 from bioplaus.export.nir import export_nir, from_nir, to_nir  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALL = frozenset({"open", "inspect", "report", "export"})
 
 
@@ -584,7 +584,7 @@ def test_hostile_nir_file(case: NIRCase, tmp_path: Path) -> None:
 
 
 def test_valid_nir_file_still_reads(tmp_path: Path) -> None:
-    net = _nir_net()  # (same spikes after the round trip: tests/test_nir.py)
+    net = _nir_net()  # (same spikes after the round trip: tests/export/test_nir.py)
     back = from_nir(export_nir(net, tmp_path / "ok.nir"))
     for a, b in zip(net.state_dict().values(), back.state_dict().values()):
         assert torch.equal(a, b)

@@ -340,7 +340,7 @@ def test_parallel_with_learned_embedding_is_a_config_error(tmp_path, capsys) -> 
 
     from bioplaus.cli import main
 
-    sim = Path(__file__).parents[1] / "sims" / "noprop_dt_fashion_dim20.toml"
+    sim = Path(__file__).parents[2] / "sims" / "noprop_dt_fashion_dim20.toml"
     assert main(["run", str(sim), "--set", "rule.mode=parallel", "--out", str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err
     assert "parallel" in err and err.count("\n") == 1, err

@@ -24,7 +24,7 @@ from bioplaus.experiments.supervised import Supervised
 from bioplaus.record import Recorder
 from bioplaus.record.writer import check_out_path, is_run_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "sims" / "quickstart.toml"
 
 # A rate net on a quarter of digits: about a second per run.

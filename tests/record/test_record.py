@@ -17,7 +17,7 @@ import pytest
 
 from bioplaus.record import FORMAT, Recorder, SpikeEvents, open_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {"name": "unit", "network": {"hidden": [32, 16]}, "train": {"epochs": 2}}
 
 

@@ -207,7 +207,7 @@ def test_compare_mean_std_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def documented_output() -> list[str]:
     """The output block of docs/sweeps.md's worked example (after 'Run on 2 cores, it prints')."""
-    text = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sweeps.md").read_text()
     block = text.split("Run on 2 cores, it prints", 1)[1].split("```", 2)[1]
     return [line.rstrip() for line in block.strip().splitlines()]
 
@@ -216,7 +216,7 @@ def run_sweep_example(tmp_path: Path, *extra: str) -> list[str]:
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(root), os.environ.get("PYTHONPATH", "")] if p)}
     proc = subprocess.run([sys.executable, str(root / "examples" / "sweep_grid.py"), "runs", *extra],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -239,7 +239,7 @@ def test_benchmark_methods_as_one_sweep_give_each_method_its_exact_config() -> N
     # every run's config must be exactly the method's sim with its overrides.
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(root))
     from benchmarks._sweep import method_axes
     from bioplaus.config import load_config
