@@ -121,7 +121,7 @@ def test_refusals() -> None:
         to_nir(rate)
     cnn = build_net(NetworkConfig(backend="spiking", arch="cnn", channels=[2], hidden=[]), (1, 4, 4), 2)
     # max-pool used to be refused; it is now SumPool2d → Threshold(0.5), exact on spikes
-    # (tests/test_nir_conv.py checks the spikes)
+    # (tests/export/test_nir_conv.py checks the spikes)
     kinds = [type(n).__name__ for n in to_nir(cnn).nodes.values()]
     assert kinds[kinds.index("SumPool2d") + 1] == "Threshold"
     with pytest.raises(BioplausError, match="integration"):
