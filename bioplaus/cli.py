@@ -35,6 +35,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from bioplaus.report import summary_text
 
     _need_file(args.file)
+    if _is_nir(args.file):
+        if args.neurobench or args.samples is not None:
+            raise ConfigError("--neurobench: takes a run file (RUN.h5), not a NIR graph")
+        from bioplaus.export.nir import describe_nir
+
+        print(describe_nir(args.file))
+        return 0
     if args.neurobench:
         from bioplaus.analysis.neurobench import neurobench_metrics, neurobench_table
 
@@ -44,6 +51,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         raise ConfigError("--samples: only with --neurobench")
     print(summary_text(args.file))
     return 0
+
+
+def _is_nir(path: str) -> bool:
+    """A NIR graph is named ``*.nir`` (a NIR file under another name stays a bad run file)."""
+    return Path(path).suffix.lower() == ".nir"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -93,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--no-report", action="store_true", help="do not write figures at the end")
     r.set_defaults(func=_cmd_run)
-    i = sub.add_parser("inspect", help="what is in a run file, its status and final metrics")
+    i = sub.add_parser("inspect", help="what is in a run file, its status and final metrics; or a NIR graph: "
+                       "its nodes and what a reader of the spec would get wrong")
     i.add_argument("file")
     i.add_argument("--neurobench", action="store_true",
                    help="NeuroBench metrics of the trained net on the run's test data (synaptic "

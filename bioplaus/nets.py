@@ -23,6 +23,9 @@ from bioplaus.errors import ConfigError
 from bioplaus.neurons.base import Population, neuron_model
 from bioplaus.neurons.synapses import check_spike_gemm_env, spike_linear
 
+# How a layer pools its neurons' output over pool x pool windows (stride = pool, no padding).
+POOL_KINDS = ("max", "sum", "avg")
+
 
 @dataclass
 class LayerState:
@@ -44,6 +47,7 @@ class Layer(nn.Module):
         neuron: Population,
         *,
         pool: int = 1,
+        pool_kind: str = "max",
         index: int = 0,
         is_output: bool = False,
     ) -> None:
@@ -51,6 +55,11 @@ class Layer(nn.Module):
         self.synapse = synapse
         self.neuron = neuron
         self.pool = pool
+        # "max" (every config-built net); "sum" / "avg" only for nets read from a NIR graph
+        # whose SumPool2d / AvgPool2d nodes pool the spikes (bioplaus.export.nir.from_nir).
+        if pool_kind not in POOL_KINDS:
+            raise ConfigError(f"pool_kind: {pool_kind!r}; valid: {', '.join(POOL_KINDS)}")
+        self.pool_kind = pool_kind
         self.temporal = neuron.model.temporal
         # Spikes (0/1) feed the synapses of a spiking model: they may take the spike path.
         self.spike_synapse = neuron.model.spikes
@@ -110,7 +119,12 @@ class Layer(nn.Module):
         y = out
         if self.pool > 1:
             k = 2 if self.temporal else 1
-            pooled = nn.functional.max_pool2d(out.reshape(-1, *out.shape[k:]), self.pool)
+            flat = out.reshape(-1, *out.shape[k:])
+            if self.pool_kind == "max":
+                pooled = nn.functional.max_pool2d(flat, self.pool)
+            else:  # sum = average times the window's size, computed as one sum (divisor 1)
+                pooled = nn.functional.avg_pool2d(flat, self.pool,
+                                                  divisor_override=1 if self.pool_kind == "sum" else None)
             y = pooled.reshape(*out.shape[:k], *pooled.shape[1:])
         self.state = LayerState(input=inp, current=cur, mem=mem, out=out, y=y)
         return y

@@ -35,15 +35,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not nwb_out and not nir_out:
         nir_out = args.out or str(Path(args.file).with_suffix(".nir"))
     if nir_out:
-        from bioplaus.export.nir import export_nir, load_net
+        from bioplaus.export.nir import (
+            export_nir,
+            load_net,
+            read_nir,
+            trained_integration,
+            truth_line,
+        )
         from bioplaus.record.writer import check_export_path
 
         check_export_path(nir_out, args.overwrite, "the NIR file")
 
         net = load_net(args.file)
-        export_nir(net, nir_out, integration=args.integration, extra_metadata=run_metadata(args.file))
-        print(f"{nir_out}: NIR graph of {net.describe()} ({args.integration} parameters; dt, T, "
+        rule = args.integration or trained_integration(net)
+        export_nir(net, nir_out, integration=rule, extra_metadata=run_metadata(args.file))
+        how = "given" if args.integration else "the rule the net was trained with"
+        print(f"{nir_out}: NIR graph of {net.describe()} ({rule} parameters, {how}; dt, T, "
               "the reset rule and the readout in its metadata)")
+        print(f"{nir_out}: {truth_line(read_nir(nir_out))}")
     if nwb_out:
         from bioplaus.export.nwb import export_nwb
 
@@ -58,8 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="run file")
     p.add_argument("--nir", metavar="OUT.nir", help="write the trained net as a NIR graph")
     p.add_argument("--nwb", metavar="OUT.nwb", help="write spikes, membrane traces and input as NWB")
-    p.add_argument("--integration", default="euler", choices=["euler", "exact"],
-                   help="rule the NIR LIF parameters are computed for (default euler; docs/export.md)")
+    p.add_argument("--integration", default=None, choices=["euler", "exact"],
+                   help="rule the NIR LIF parameters are computed for (default: the rule the net was "
+                   "trained with; euler for the discrete LIF; docs/export.md)")
     p.add_argument("--format", default=None, help="nir | nwb (older form of --nir / --nwb, with --out)")
     p.add_argument("--out", help="output file for --format (default <run>.nir / <run>.nwb)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NIR / NWB file")

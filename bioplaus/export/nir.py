@@ -31,7 +31,12 @@ output ``LIF`` node.
 MLP graphs take the flattened sample: the Input node declares ``(D,)`` and there is no
 Flatten node (NIR's unbatched ``Flatten(start_dim=0)`` becomes ``nn.Flatten(0)`` in the
 torch peers, which flattens the batch away); the original sample shape is in
-``metadata.input_shape``. Conv graphs keep the spec's ``Flatten(start_dim=0)``.
+``metadata.input_shape``. Conv graphs keep the spec's ``Flatten(start_dim=0)``; a conv
+block's max-pool of spikes is ``SumPool2d`` → ``Threshold(0.5)`` (max of 0/1 values =
+H(Σ − ½); NIR has no max-pool node). `from_nir` reads conv graphs in the shapes bioplaus
+and peers write (structure in `bioplaus.export.nir_layers`). `spec_notes` / `truth_line`
+say which nodes need bioplaus's conventions (printed at export and by ``bioplaus inspect
+GRAPH.nir``).
 Weights are stored in float64 so that bioplaus's reader recovers the float32 weights
 bit for bit after dividing by the input scale.
 """
@@ -39,6 +44,7 @@ bit for bit after dividing by the input scale.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +53,24 @@ import torch
 
 from bioplaus.config import NetworkConfig, SpikingConfig, check_choice
 from bioplaus.errors import BioplausError, ConfigError, NIRFileError, RunFileError
+from bioplaus.export import nir_layers
 from bioplaus.nets import Net, build_net, conv_out
 from bioplaus.neurons.lif import INTEGRATIONS, LIFModel, LIFParams, nir_beta
 
 
-def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
+def to_nir(net: Net, *, integration: str | None = None, li_readout: bool = True,
            extra_metadata: dict[str, Any] | None = None) -> Any:
-    """The NIR graph of a spiking ``Net`` (MLP; conv layers without max-pool).
+    """The NIR graph of a spiking ``Net`` (MLP or CNN; max-pool as SumPool2d → Threshold).
 
     ``integration`` ("euler" | "exact") is the rule the node parameters are computed for
-    (module docstring); ``li_readout=False`` keeps a firing output layer as a LIF node
+    (module docstring; default `trained_integration`); ``li_readout=False`` keeps a firing output layer as a LIF node
     (its spikes, not its membrane, leave the graph); ``extra_metadata`` is merged into the graph metadata (e.g. the data
     set a run was trained on).
     """
     import nir
 
+    if integration is None:
+        integration = trained_integration(net)
     if integration not in INTEGRATIONS:
         raise BioplausError(f"export: integration {integration!r}; valid: {', '.join(INTEGRATIONS)}")
     dt = float(net.dt)
@@ -76,8 +85,8 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
     for la in net.layers:
         i = la.index
         syn = la.synapse
-        out_shape = (syn.out_channels, *(conv_out(n, k, pd) for n, k, pd in zip(shape[1:], syn.kernel_size, syn.padding))) \
-            if la.is_conv else (syn.out_features,)
+        out_shape = (syn.out_channels, *(conv_out(n, d * (k - 1) + 1, pd, st) for n, k, pd, st, d in zip(
+            shape[1:], syn.kernel_size, syn.padding, syn.stride, syn.dilation))) if la.is_conv else (syn.out_features,)
         # the layer's neuron model states its node (NotStatable, a BioplausError, if it cannot)
         neuron = la.neuron.model.nir(la.neuron.params, out_shape, integration=integration,
                                      li_readout=la.is_output and li_readout and s.readout == "mem_mean")
@@ -87,10 +96,6 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
         w = syn.weight.detach().numpy().astype(np.float64) * scale
         b = syn.bias.detach().numpy().astype(np.float64) * scale if syn.bias is not None else None
         if la.is_conv:
-            if la.pool > 1:
-                raise BioplausError(
-                    f"export: {la.name} max-pools its spikes, and NIR 1.0 has no max-pool node"
-                )
             nodes[f"syn{i}"] = nir.Conv2d(
                 input_shape=np.array(shape[1:]), weight=w,
                 stride=syn.stride, padding=syn.padding, dilation=syn.dilation,
@@ -109,6 +114,8 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
         nodes[name] = neuron.node
         edges.append((f"syn{i}", name))
         prev = name
+        if la.is_conv and la.pool > 1:
+            prev, shape = _pool_nodes(nodes, edges, prev, i, la.pool, la.pool_kind, shape)
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
     edges.append((prev, "output"))
     from bioplaus import __version__
@@ -130,7 +137,29 @@ def to_nir(net: Net, *, integration: str = "euler", li_readout: bool = True,
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
-def export_nir(net: Net, path: str | Path, *, integration: str = "euler", li_readout: bool = True,
+def _pool_nodes(nodes: dict[str, Any], edges: list[tuple[str, str]], prev: str, i: int, k: int,
+                kind: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """A conv block's pooling of its spikes as NIR states it (k×k windows, stride k, no padding).
+
+    NIR 1.0 has no max-pool node; on spikes (values 0 or 1 in a step) the maximum of a
+    window is 1 exactly when its sum is ≥ 1, so max = H(Σ − ½): ``pool<i>`` (``SumPool2d``)
+    sums, ``max<i>`` (``Threshold`` 0.5) thresholds. Sum and average pools (nets read from
+    a peer's graph) are their own nodes. Returns the last node and its shape.
+    """
+    import nir
+
+    out = (shape[0], shape[1] // k, shape[2] // k)
+    pool_cls = nir.AvgPool2d if kind == "avg" else nir.SumPool2d
+    nodes[f"pool{i}"] = pool_cls(kernel_size=np.array([k, k]), stride=np.array([k, k]), padding=np.array([0, 0]))
+    edges.append((prev, f"pool{i}"))
+    if kind != "max":
+        return f"pool{i}", out
+    nodes[f"max{i}"] = nir.Threshold(threshold=np.full(out, 0.5))
+    edges.append((f"pool{i}", f"max{i}"))
+    return f"max{i}", out
+
+
+def export_nir(net: Net, path: str | Path, *, integration: str | None = None, li_readout: bool = True,
                extra_metadata: dict[str, Any] | None = None) -> Path:
     """Write the NIR graph of ``net`` to ``path`` (HDF5, as ``nir.write`` does)."""
     import nir
@@ -145,11 +174,127 @@ def export_nir(net: Net, path: str | Path, *, integration: str = "euler", li_rea
     return path
 
 
+def trained_integration(net: Net) -> str:
+    """The integration rule ``net`` was trained with, the default of `to_nir`.
+
+    A neuron model whose parameters (or ``[network.spiking]``) name an ``integration`` was
+    trained with it. The discrete LIF (``network.backend = "spiking"``) names none: its update
+    β v + I with β = exp(−dt/τ) is reproduced exactly by either reading of its graph (the
+    τ written differs), so it keeps "euler", the rule of every graph exported so far.
+    """
+    for la in net.layers:
+        rule = getattr(getattr(la.neuron, "params", None), "integration", None)
+        if rule in INTEGRATIONS:
+            return str(rule)
+    rule = getattr(net.cfg.spiking, "integration", None)
+    return str(rule) if rule in INTEGRATIONS else "euler"
+
+
+def spec_notes(graph: Any) -> list[str]:
+    """What a reader that follows only the NIR spec would get wrong, one item per convention.
+
+    Each item names its nodes: a LIF node whose ``reset`` (node or graph metadata) is
+    "subtract" (NIR's LIF sets v ← v_reset at once; bioplaus subtracts θ on the next step);
+    LIF/LI nodes of a bioplaus graph written for ``integration = "euler"`` (τ = dt / (1 − β)
+    gives bioplaus's decay only to a forward-Euler reader at that dt; an exact reader decays
+    by exp(−dt/τ)); an ``LI`` readout whose bioplaus layer fires (``output_spikes``: it also
+    loses θ per spike); a non-direct ``encoder`` (the graph has no encoder node). Empty: the
+    graph means what the spec says (read at the metadata's dt; SumPool2d → Threshold is
+    max-pool exactly on 0/1 spikes, so it needs no note).
+    """
+    import nir
+
+    meta = graph.metadata if isinstance(getattr(graph, "metadata", None), dict) else {}
+    src = "NIR graph"
+    if not str(_meta(graph, "producer", "", src)).startswith("bioplaus"):
+        return []
+    dt = _meta(graph, "dt", None, src)
+    rule = _meta(graph, "integration", "euler", src)
+    groups: dict[str, list[str]] = {}
+
+    def add(note: str, name: str) -> None:
+        groups.setdefault(note, []).append(name)
+
+    try:
+        names = _chain(graph, src)
+    except NIRFileError:
+        names = list(graph.nodes)
+    for name in names:
+        node = graph.nodes[name]
+        if not isinstance(node, nir.LIF | nir.LI):
+            continue
+        nmeta = node.metadata if isinstance(getattr(node, "metadata", None), dict) else {}
+        if isinstance(node, nir.LIF):
+            reset = nmeta.get("reset", meta.get("reset"))
+            reset = reset.decode() if isinstance(reset, bytes) else reset
+            if str(reset) == "subtract":
+                add("reset subtracts v_threshold one step after the spike (the spec's LIF sets v to "
+                    "v_reset at once)", name)
+        elif bool(_meta(graph, "output_spikes", False, src)):
+            add("bioplaus's output layer also fires and loses v_threshold per spike (an LI node "
+                "only integrates)", name)
+        tau = np.asarray(getattr(node, "tau", np.zeros(0)), dtype=np.float64).ravel()
+        if rule == "euler" and isinstance(dt, int | float) and tau.size and np.isfinite(tau[0]) and tau[0] > dt > 0:
+            t0 = float(tau[0])
+            add(f"tau = {t0 * 1e3:.4g} ms is forward Euler's for dt = {dt * 1e3:g} ms (an exact-ODE reader "
+                f"decays by {math.exp(-dt / t0):.4f} per step, bioplaus by {1 - dt / t0:.4f})", name)
+    items = [f"{', '.join(names)}: {note}" for note, names in groups.items()]
+    enc = _meta(graph, "encoder", "direct", src)
+    if enc not in ("direct", None):
+        items.append(f"input: bioplaus feeds {enc} spikes of the sample (metadata encoder); the graph "
+                     "has no encoder node")
+    return items
+
+
+def truth_line(graph: Any) -> str:
+    """One line: whether ``graph`` means what the NIR spec says, else every convention it needs."""
+    notes = spec_notes(graph)
+    if not notes:
+        return ("plain NIR: every node means what the spec says (read with the metadata's dt; spikes are "
+                "values 1 for one step)")
+    return "needs bioplaus's conventions: " + "; ".join(notes)
+
+
+def describe_nir(path: str | Path) -> str:
+    """``bioplaus inspect GRAPH.nir``: the chain of nodes, the metadata that drives it, the
+    truth line, and whether (as what) bioplaus can rebuild it."""
+    graph = read_nir(path)
+    src = str(path)
+    lines = [f"{path}: NIR graph by {_meta(graph, 'producer', 'an unnamed producer', src)}, "
+             f"{len(graph.nodes)} nodes"]
+    try:
+        order = _chain(graph, src)
+    except NIRFileError as exc:
+        order = list(graph.nodes)
+        lines.append(f"  not a chain: {exc}")
+    parts = []
+    for name in order:
+        node = graph.nodes[name]
+        kind = type(node).__name__
+        shape = getattr(node, "weight", None)
+        if shape is None:
+            shape = getattr(node, "tau", None)
+        dims = f" {tuple(int(v) for v in np.shape(shape))}" if shape is not None and np.ndim(shape) else ""
+        parts.append(f"{name} {kind}{dims}")
+    lines.append("  " + " → ".join(parts))
+    keys = [k for k in ("dt", "T", "integration", "reset", "readout", "output_spikes", "encoder", "dataset")
+            if isinstance(graph.metadata, dict) and k in graph.metadata]
+    if keys:
+        lines.append("  " + ", ".join(f"{k} = {_meta(graph, k, None, src)}" for k in keys))
+    lines.append("  " + truth_line(graph))
+    try:
+        lines.append(f"  bioplaus reads it as: {from_nir(graph).describe()}")
+    except BioplausError as exc:
+        lines.append(f"  bioplaus cannot rebuild it: {exc}")
+    return "\n".join(lines)
+
+
 # Most bytes of datasets a NIR file may hold (``nir.read`` loads them all).
 MAX_NIR_BYTES = 1 << 30
 # Longest simulation (time steps) a rebuilt net accepts from a file's metadata.
 MAX_T = 1_000_000
-_SUPPORTED = "Input, Flatten (after the input), Linear or Affine, LIF or LI (last), Output"
+_SUPPORTED = ("Input, Flatten, Linear, Affine, Conv2d, SumPool2d, AvgPool2d, SumPool2d→Threshold (max-pool), "
+              "LIF, LI (last), Output")
 
 
 def read_nir(path: str | Path) -> Any:
@@ -177,7 +322,10 @@ def read_nir(path: str | Path) -> Any:
         if not isinstance(u.get(f, "node", str(p), NIRFileError), h5py.Group):
             raise NIRFileError(f"{p}: not a NIR file (no /node group)")
     try:
-        return nir.read(p, type_check=False)
+        with warnings.catch_warnings():
+            # nir's shape arithmetic on hostile values (a zero stride) warns, then fails: one line
+            warnings.simplefilter("error", RuntimeWarning)
+            return nir.read(p, type_check=False)
     except Exception as exc:  # noqa: BLE001 - a third-party parser of untrusted input
         raise NIRFileError(f"{p}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
 
@@ -311,26 +459,26 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
         raise NIRFileError(f"{src}: expected a nir.NIRGraph, got {type(graph).__name__}")
     order = _chain(graph, src)
     nodes = graph.nodes
-    inner = order[1:-1]
-    if inner and isinstance(nodes[inner[0]], nir.Flatten):
-        inner = inner[1:]
-    for k in inner:
-        if not isinstance(nodes[k], nir.Linear | nir.Affine | nir.LIF | nir.LI):
-            raise unsupported(src, k, nodes[k], "a Linear/Affine synapse or a LIF/LI neuron")
-    if not inner or len(inner) % 2:
+    # -- structure (bioplaus.export.nir_layers): synapses, pooling, Flatten ----------------
+    in_shape = _input_shape(graph, order[0], src)
+    blocks = nir_layers.blocks(graph, order[1:-1], in_shape, src)
+    if not blocks:
         raise NIRFileError(f"{src}: expected synapse/neuron pairs between input and output ({_SUPPORTED})")
-    syn_names, neu_names = inner[0::2], inner[1::2]
-    for k in syn_names:
-        if not isinstance(nodes[k], nir.Linear | nir.Affine):
-            raise NIRFileError(f"{src}: node {k!r}: {type(nodes[k]).__name__} where a Linear/Affine "
-                               f"synapse was expected ({_SUPPORTED})")
+    if blocks[-1].conv is not None or blocks[-1].pool > 1:
+        raise NIRFileError(f"{src}: node {blocks[-1].syn!r}: the last synapse must be Linear/Affine "
+                           "(its neurons are the classes)")
+    has_conv = any(b.conv is not None for b in blocks)
+    neu_names = [b.neuron for b in blocks]
+    # -- neuron nodes ------------------------------------------------------------------------
     for i, k in enumerate(neu_names):
         allowed = (nir.LIF, nir.LI) if i == len(neu_names) - 1 else (nir.LIF,)
+        if not isinstance(nodes[k], nir.LIF | nir.LI):
+            raise unsupported(src, k, nodes[k], "a LIF/LI neuron")
         if not isinstance(nodes[k], allowed):
             raise NIRFileError(f"{src}: node {k!r}: {type(nodes[k]).__name__} where a "
                                f"{'/'.join(a.__name__ for a in allowed)} neuron was expected ({_SUPPORTED})")
-    kinds = {type(nodes[k]) for k in syn_names}
-    if len(kinds) > 1:
+    kinds = {type(nodes[b.syn]) for b in blocks if b.conv is None}
+    if len(kinds) > 1 and not has_conv:
         raise NIRFileError(f"{src}: mixes Linear and Affine synapses; a bioplaus net has bias "
                            "in every layer or in none")
     bias = nir.Affine in kinds
@@ -365,35 +513,21 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
     if scale is not None and (not isinstance(scale, int | float) or not (math.isfinite(scale) and scale > 0)):
         raise NIRFileError(f"{src}: metadata input_scale={scale!r}: expected a positive number")
 
-    in_type = getattr(nodes[order[0]], "input_type", None)
-    raw_shape = in_type.get("input") if isinstance(in_type, dict) else None
-    shape_arr = np.asarray(raw_shape) if raw_shape is not None else np.zeros(0)
-    if (shape_arr.ndim != 1 or not 1 <= shape_arr.size <= 3 or shape_arr.dtype.kind not in "iu"
-            or (shape_arr <= 0).any()):
-        raise NIRFileError(f"{src}: node {order[0]!r}: input shape {raw_shape!r}: expected 1 to 3 "
-                           "positive integers")
-    in_shape = tuple(int(v) for v in shape_arr)
     meta_shape = graph.metadata.get("input_shape") if isinstance(graph.metadata, dict) else None
-    if meta_shape is not None:
+    if meta_shape is not None and not has_conv:  # an MLP graph takes the flat sample
         ms = np.asarray(meta_shape).ravel()
         if ms.dtype.kind in "iu" and 1 <= ms.size <= 3 and (ms > 0).all() and int(np.prod(ms)) == math.prod(in_shape):
             in_shape = tuple(int(v) for v in ms)
 
     weights, biases, taus, rs, thresholds = [], [], [], [], []
-    n_in = math.prod(in_shape)
-    for s_name, n_name in zip(syn_names, neu_names):
-        w = _array(src, s_name, nodes[s_name], "weight", None)
-        if w.ndim != 2 or w.shape[1] != n_in or w.shape[0] == 0:
-            raise NIRFileError(f"{src}: node {s_name!r}: weight has shape {w.shape}, expected "
-                               f"(n_out, {n_in})")
-        n_out = w.shape[0]
-        weights.append(w)
-        if bias:
-            biases.append(_array(src, s_name, nodes[s_name], "bias", (n_out,)))
+    for block in blocks:
+        n_name, n_out = block.neuron, block.out_shape
+        weights.append(block.weight)
+        biases.append(block.bias)
         neu = nodes[n_name]
-        tau = _array(src, n_name, neu, "tau", (n_out,), True)
-        r = _array(src, n_name, neu, "r", (n_out,), True)
-        v_leak = _array(src, n_name, neu, "v_leak", (n_out,), True)
+        tau = _array(src, n_name, neu, "tau", n_out, True)
+        r = _array(src, n_name, neu, "r", n_out, True)
+        v_leak = _array(src, n_name, neu, "v_leak", n_out, True)
         if (tau <= 0).any() or (dt is not None and integration == "euler" and (tau <= dt).any()):
             raise NIRFileError(f"{src}: node {n_name!r}: tau must exceed dt = {dt or 0:g} s "
                                f"(the discrete LIF needs 0 < beta < 1), got min {tau.min():g}")
@@ -401,15 +535,17 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
             raise NIRFileError(f"{src}: node {n_name!r}: r must be > 0, got min {r.min():g}")
         if not np.allclose(v_leak, 0.0, atol=1e-9):
             raise NIRFileError(f"{src}: node {n_name!r}: v_leak must be 0 for the bioplaus LIF")
-        taus.append(tau)
-        rs.append(r)
+        if block.conv is not None and not np.all(r == r.ravel()[0]):
+            raise NIRFileError(f"{src}: node {n_name!r}: r differs between neurons of a convolution")
+        taus.append(tau.ravel())
+        rs.append(r.ravel() if block.conv is None else r.ravel()[:1])
         if isinstance(neu, nir.LIF):
-            thresholds.append(_array(src, n_name, neu, "v_threshold", (n_out,), True))
-            v_reset = _array(src, n_name, neu, "v_reset", (n_out,), True)
+            thresholds.append(_array(src, n_name, neu, "v_threshold", n_out, True).ravel())
+            v_reset = _array(src, n_name, neu, "v_reset", n_out, True)
             if not np.allclose(v_reset, 0.0, atol=1e-9):
                 raise NIRFileError(f"{src}: node {n_name!r}: v_reset must be 0 (bioplaus resets to 0 "
                                    "or subtracts the threshold)")
-        n_in = n_out
+    n_in = math.prod(blocks[-1].y_shape)
     out_type = getattr(nodes[order[-1]], "output_type", None)
     raw_out = out_type.get("output") if isinstance(out_type, dict) else None
     if raw_out is not None:
@@ -441,12 +577,12 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
     for i in range(len(weights)):
         if scale is not None and np.all(rs[i] == 1.0):
             weights[i] = weights[i] / scale
-            if bias:
+            if biases[i] is not None:
                 biases[i] = biases[i] / scale
         else:
-            k = rs[i] * (1.0 - beta)
-            weights[i] = weights[i] * k[:, None]
-            if bias:
+            k = rs[i] * (1.0 - beta)  # one value for a convolution, one per row for a Linear
+            weights[i] = weights[i] * (k.reshape(-1, *[1] * (weights[i].ndim - 1)))
+            if biases[i] is not None:
                 biases[i] = biases[i] * k
     spiking = SpikingConfig(
         T=T, dt=dt, tau=tau_backend, threshold=thr, reset=texts["reset"],
@@ -459,15 +595,65 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
         check_choice(spiking.encoder, ["direct", "poisson", "latency"], "metadata.encoder")
     except ConfigError as exc:
         raise NIRFileError(f"{src}: {exc}") from None
-    cfg = NetworkConfig(backend=LIFModel.name, arch="mlp", hidden=[int(w.shape[0]) for w in weights[:-1]],
-                        bias=bias, spiking=spiking)
-    net = build_net(cfg, in_shape, int(weights[-1].shape[0]))
+    if has_conv:
+        net = _conv_net(blocks, in_shape, spiking, LIFModel.name)
+    else:
+        cfg = NetworkConfig(backend=LIFModel.name, arch="mlp", hidden=[int(w.shape[0]) for w in weights[:-1]],
+                            bias=bias, spiking=spiking)
+        net = build_net(cfg, in_shape, int(weights[-1].shape[0]))
     with torch.no_grad():
         for i, la in enumerate(net.layers):
             la.synapse.weight.copy_(torch.as_tensor(weights[i]))
-            if bias:
+            if la.synapse.bias is not None:
                 la.synapse.bias.copy_(torch.as_tensor(biases[i]))
     return net
+
+
+def _input_shape(graph: Any, name: str, src: str) -> tuple[int, ...]:
+    """The sample shape the Input node declares: 1 to 3 positive integers, or 4 with a
+    leading batch dimension of 1 (Norse, snntorch), which is dropped."""
+    in_type = getattr(graph.nodes[name], "input_type", None)
+    raw_shape = in_type.get("input") if isinstance(in_type, dict) else None
+    shape_arr = np.asarray(raw_shape) if raw_shape is not None else np.zeros(0)
+    if shape_arr.ndim == 1 and shape_arr.size == 4 and shape_arr.dtype.kind in "iu" and shape_arr[0] == 1:
+        shape_arr = shape_arr[1:]
+    if (shape_arr.ndim != 1 or not 1 <= shape_arr.size <= 3 or shape_arr.dtype.kind not in "iu"
+            or (shape_arr <= 0).any() or math.prod(int(v) for v in shape_arr) > nir_layers.MAX_UNITS):
+        raise NIRFileError(f"{src}: node {name!r}: input shape {raw_shape!r}: expected 1 to 3 "
+                           "positive integers")
+    return tuple(int(v) for v in shape_arr)
+
+
+def _conv_net(blocks: list[nir_layers.Block], in_shape: tuple[int, ...], spiking: SpikingConfig,
+              backend: str) -> Net:
+    """A `Net` with the layers ``blocks`` describe (any stride, padding, dilation, groups,
+    pooling), on the neuron model ``backend``; its config names the channels, the first
+    kernel and pool, and the widths (``arch = "cnn"``), which `build_net` alone could not."""
+    from torch import nn
+
+    from bioplaus.nets import Layer, init_weights
+    from bioplaus.neurons.base import neuron_model
+
+    model = neuron_model(backend)
+    convs = [b for b in blocks if b.conv is not None]
+    cfg = NetworkConfig(backend=backend, arch="cnn", channels=[b.out_shape[0] for b in convs],
+                        kernel=int(convs[0].weight.shape[2]), pool=convs[0].pool,
+                        hidden=[b.out_shape[0] for b in blocks[len(convs):-1]],
+                        bias=any(b.bias is not None for b in blocks), spiking=spiking)
+    hidden, output = model.params_from(cfg, False), model.params_from(cfg, True)
+    layers = []
+    for i, b in enumerate(blocks):
+        if b.conv is not None:
+            c = b.conv
+            syn: nn.Module = nn.Conv2d(b.in_shape[0], b.out_shape[0], tuple(b.weight.shape[2:]), stride=c.stride,
+                                       padding=c.padding, dilation=c.dilation, groups=c.groups, bias=b.bias is not None)
+        else:
+            syn = nn.Linear(int(b.weight.shape[1]), b.out_shape[0], bias=b.bias is not None)
+        init_weights(syn, "default")
+        is_out = i == len(blocks) - 1
+        layers.append(Layer(syn, model.population(output if is_out else hidden), pool=b.pool,
+                            pool_kind=b.pool_kind, index=i, is_output=is_out))
+    return Net(layers, backend=backend, input_shape=in_shape, n_classes=blocks[-1].out_shape[0], cfg=cfg)
 
 
 def _positive_ints(value: Any, where: str, max_len: int) -> tuple[int, ...]:

@@ -2,7 +2,8 @@
 
 The graph is read and checked by `bioplaus.export.nir.from_nir` (the discrete weights, β,
 θ, reset, T, encoder, readout); every layer becomes a population of the generic runner
-(`bioplaus.simulators.brian2_runner`), every weight matrix a projection. The input is
+(`bioplaus.simulators.brian2_runner`), every weight matrix a projection (a convolution
+unrolled into its dense matrix; a max-pool of spikes a population of its own, see `_stages`). The input is
 encoded as bioplaus encodes it: ``direct`` input is the current W₀x (+ b₀) added to the
 first layer at each of the T steps; ``poisson`` / ``latency`` spikes come from a spike
 source through the first weight matrix.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +44,89 @@ def simulate_bioplaus(graph: Any, x: torch.Tensor, **_: Any) -> SimResult:
     t0 = time.perf_counter()
     net.eval()
     with torch.no_grad():
-        logits = net(x)
+        logits = net(x.reshape(x.shape[0], *net.input_shape))
     secs = time.perf_counter() - t0
-    spikes = {la.name: la.state.out.numpy().astype(bool) for la in net.layers
-              if math.isfinite(la.neuron.params.threshold)}
+    # [T, S, n] per layer, a conv layer's (C, H, W) neurons flattened as for an MLP
+    spikes = {la.name: la.state.out.reshape(*la.state.out.shape[:2], -1).numpy().astype(bool)
+              for la in net.layers if math.isfinite(la.neuron.params.threshold)}
     return SimResult(spikes, net.layers[-1].state.mem.numpy().astype(np.float64), logits.numpy(),
                      float(net.dt), int(net.T), net.layers[-1].name, {"run": secs})
+
+
+@dataclass
+class _Stage:
+    """One Brian2 population of the chain: a layer's neurons, or the max-pool after them."""
+
+    name: str
+    n: int
+    tau: float
+    threshold: float | None
+    reset: str
+    weight: np.ndarray  # [n, n_pre] dense, from the stage before (the input for the first)
+    bias: np.ndarray | None  # [n] constant current
+    layer: Any = None  # the bioplaus layer whose neurons these are (None: a pool stage)
+
+
+def _dense(la: Any, in_shape: tuple[int, ...]) -> np.ndarray:
+    """The synapse of ``la`` as a dense [n_out, n_in] matrix on flattened samples (a
+    convolution unrolled: its response to each unit input, without the bias)."""
+    syn = la.synapse
+    if not la.is_conv:
+        return syn.weight.detach().double().numpy()
+    n_in = math.prod(in_shape)
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(eye, syn.weight.detach().double(), None, syn.stride, syn.padding,
+                                         syn.dilation, syn.groups)
+    return out.reshape(n_in, -1).T.numpy().copy()
+
+
+def _pool_matrix(shape: tuple[int, ...], k: int, scale: float) -> np.ndarray:
+    """[C·(H/k)·(W/k), C·H·W] matrix summing (× ``scale``) each k×k window (stride k)."""
+    c, h, w = shape
+    ho, wo = h // k, w // k
+    m = np.zeros((c * ho * wo, c * h * w))
+    for ch in range(c):
+        for i in range(ho * k):
+            for j in range(wo * k):
+                m[(ch * ho + i // k) * wo + j // k, (ch * h + i) * w + j] = scale
+    return m
+
+
+def _stages(net: Any) -> list[_Stage]:
+    """The chain of Brian2 populations for ``net``: one per layer, plus one per max-pool.
+
+    Conv synapses become dense matrices; a sum / average pool of spikes is linear, so it is
+    multiplied into the next synapse; a max-pool of spikes (max of 0/1 = H(Σ − ½)) is a
+    population of its own that sums each window and fires when the sum is ≥ 1, without
+    memory (β = e⁻⁴⁰) — one more projection, so one more step of delay to compensate.
+    """
+    stages: list[_Stage] = []
+    shape = tuple(net.input_shape)
+    carry: np.ndarray | None = None  # a linear pool waiting to be multiplied into the next synapse
+    for la in net.layers:
+        p = la.neuron.params
+        w = _dense(la, shape)
+        if carry is not None:
+            w = w @ carry
+            carry = None
+        b = la.synapse.bias.detach().double().numpy() if la.synapse.bias is not None else None
+        out_shape = tuple(la.state.out.shape[2:]) if la.is_conv else (la.n_out,)
+        if b is not None and la.is_conv:
+            b = np.repeat(b, math.prod(out_shape[1:]))
+        thr = p.threshold if math.isfinite(p.threshold) else None
+        stages.append(_Stage(la.name, math.prod(out_shape), p.tau, thr, p.reset, w, b, la))
+        shape = out_shape
+        if la.is_conv and la.pool > 1:
+            k = la.pool
+            pooled = (shape[0], shape[1] // k, shape[2] // k)
+            if la.pool_kind == "max":
+                stages.append(_Stage(f"{la.name}_maxpool", math.prod(pooled), p.dt / 40.0, 0.5, "zero",
+                                     _pool_matrix(shape, k, 1.0), None))
+            else:
+                carry = _pool_matrix(shape, k, 1.0 if la.pool_kind == "sum" else 1.0 / (k * k))
+            shape = pooled
+    return stages
 
 
 def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
@@ -56,54 +135,57 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
     from bioplaus.simulators.brian2_runner import Brian2Runner
 
     net = _net(graph)
-    T, dt, L = int(net.T), float(net.dt), len(net.layers)
+    T, dt = int(net.T), float(net.dt)
     S = x.shape[0]
+    with torch.no_grad():  # one step of zeros through the layers fixes every layer's output shape
+        h = torch.zeros(1, 1, *net.input_shape)  # (not through the encoder: its generator stays put)
+        for la in net.layers:
+            h = la(h)
+    stages = _stages(net)
+    L = len(stages)
     xs = x.reshape(S, -1).double().numpy()
-    layers = net.layers
-    params = [la.neuron.params for la in layers]
-    W = [la.synapse.weight.detach().double().numpy() for la in layers]
-    B = [la.synapse.bias.detach().double().numpy() if la.synapse.bias is not None else None for la in layers]
     spike_input = net.encoder != "direct"
     lag = 1 if spike_input else 0  # the spike source adds one projection
     win = T + L - 1 + lag
     sim = Brian2Runner(dt, mode, cache_dir=cache_dir)
-    for la, p in zip(layers, params):
-        thr = p.threshold if math.isfinite(p.threshold) else None
-        sim.add_population(la.name, la.n_out, tau=p.tau, threshold=thr, reset=p.reset)
+    for st in stages:
+        sim.add_population(st.name, st.n, tau=st.tau, threshold=st.threshold, reset=st.reset)
+    first = stages[0]
     if spike_input:
         enc = net.encode(x.reshape(S, -1)).numpy().astype(bool)  # [T, S, D]
         src = np.zeros((S * win, enc.shape[2]), dtype=bool)
         for k in range(S):
             src[k * win:k * win + T] = enc[:, k]
         sim.add_spike_input("inp", src)
-        sim.connect("inp", layers[0].name, W[0])
+        sim.connect("inp", first.name, first.weight)
     else:
-        cur = np.zeros((S * win, layers[0].n_out))
-        c0 = xs @ W[0].T
+        cur = np.zeros((S * win, first.n))
+        c0 = xs @ first.weight.T
         for k in range(S):
             cur[k * win:k * win + T] = c0[k]
-        sim.add_current_input(layers[0].name, cur)
-    for i, la in enumerate(layers):
+        sim.add_current_input(first.name, cur)
+    for i, st in enumerate(stages):
         if i > 0:
-            sim.connect(layers[i - 1].name, la.name, W[i])
-        if B[i] is not None:  # a constant current during the layer's T steps of each window
-            bc = np.zeros((S * win, la.n_out))
+            sim.connect(stages[i - 1].name, st.name, st.weight)
+        if st.bias is not None:  # a constant current during the stage's T steps of each window
+            bc = np.zeros((S * win, st.n))
             for k in range(S):
-                bc[k * win + i + lag:k * win + i + lag + T] = B[i]
-            sim.add_current_input(la.name, bc)
-        sim.record(la.name, spikes=True, v=la.is_output)
+                bc[k * win + i + lag:k * win + i + lag + T] = st.bias
+            sim.add_current_input(st.name, bc)
+        sim.record(st.name, spikes=True, v=i == L - 1)
     res = sim.run(S * win, reset_every=win)
     spikes: dict[str, np.ndarray] = {}
-    for i, la in enumerate(layers):
-        if math.isfinite(la.neuron.params.threshold):
-            spikes[la.name] = res.shifted(la.name, i + lag, T).transpose(1, 0, 2)  # [T, S, n]
-    v = res.v[layers[-1].name].reshape(S, win, -1)[:, L - 1 + lag:L - 1 + lag + T]
+    for i, st in enumerate(stages):
+        if st.layer is not None and st.threshold is not None:
+            spikes[st.name] = res.shifted(st.name, i + lag, T).transpose(1, 0, 2)  # [T, S, n]
+    last = stages[-1].name
+    v = res.v[last].reshape(S, win, -1)[:, L - 1 + lag:L - 1 + lag + T]
     mem = v.transpose(1, 0, 2)
     if net.readout_kind == "mem_mean":
         logits = mem.mean(0)
     else:
-        logits = spikes[layers[-1].name].mean(0).astype(np.float64)
-    return SimResult(spikes, mem, logits, dt, T, layers[-1].name,
+        logits = spikes[last].mean(0).astype(np.float64)
+    return SimResult(spikes, mem, logits, dt, T, last,
                      {"build": res.wall_build, "run": res.wall_run, "sim": res.wall_sim})
 
 
