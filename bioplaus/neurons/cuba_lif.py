@@ -42,6 +42,7 @@ from bioplaus.neurons.nir_exact import (
     fire_and_reset,
     full,
     graph_metadata,
+    leaky_config,
     uniform,
 )
 from bioplaus.registry import NEURONS
@@ -173,6 +174,12 @@ class CubaLIFModel(NeuronModel[CubaParams, CubaState]):
         else:
             got["threshold"] = None
         return got
+
+    @classmethod
+    def config_from_nir(cls, layers: list[dict[str, Any]], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``[network.spiking]`` and ``[network.neuron]`` entries from the layers' node
+        parameters (`from_nir_node`); ValueError naming the parameter that differs."""
+        return leaky_config(layers, where, ("r", "v_leak", "v_reset", "tau_syn", "w_in"))
 
     # -- Brian2 ---------------------------------------------------------------------------
     @classmethod

@@ -28,6 +28,7 @@ from torch import Tensor
 from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable
 from bioplaus.neurons.nir_exact import (
     NIROptions,
+    agree,
     check_common,
     decay,
     fire_and_reset,
@@ -131,6 +132,28 @@ class NIRIFModel(NeuronModel[NIRIFParams, NIRIFState]):
         if isinstance(node, nir.LI):
             return {**{k: uniform(node, k, where) for k in ("tau", "r", "v_leak")}, "threshold": None}
         return None
+
+    @classmethod
+    def config_from_nir(cls, layers: list[dict[str, Any]], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``[network.spiking]`` and ``[network.neuron]`` entries from the layers' node
+        parameters: the IF layers give r, θ and v_reset; an LI read-out gives τ and v_leak,
+        and its r must be r_IF τ (ValueError naming what differs)."""
+        fires = [d for d in layers if d["threshold"] is not None]
+        m = agree(fires, where)
+        spiking: dict[str, Any] = {"output_spikes": layers[-1]["threshold"] is not None}
+        neuron: dict[str, Any] = {k: m[k] for k in ("r", "v_reset") if k in m}
+        if "threshold" in m:
+            spiking["threshold"] = m["threshold"]
+        out = layers[-1]
+        if out["threshold"] is None:  # the LI read-out
+            spiking["tau"] = out["tau"]
+            neuron["v_leak"] = out["v_leak"]
+            r_li = out["r"] / out["tau"]  # back to 1/s
+            if "r" in neuron and not math.isclose(neuron["r"], r_li, rel_tol=1e-9):
+                raise ValueError(f"{where}: the LI read-out's r ({out['r']:g}) is not r_IF tau "
+                                 f"({neuron['r'] * out['tau']:g}); an if_nir net has one r")
+            neuron.setdefault("r", r_li)
+        return spiking, neuron
 
     # -- Brian2 ---------------------------------------------------------------------------
     @classmethod

@@ -141,3 +141,32 @@ def uniform(node: Any, attr: str, what: str) -> float:
     if not np.allclose(arr, arr[0], rtol=1e-9, atol=0):
         raise ValueError(f"{what}: {attr} differs between neurons; a bioplaus layer has one value")
     return float(arr[0])
+
+
+def agree(layers: list[dict[str, Any]], where: str) -> dict[str, float]:
+    """One value per parameter over the layers' node parameters (None values skipped).
+
+    Raises ValueError naming ``where`` and the parameter when two layers differ: a bioplaus
+    net has one value of each for all its layers.
+    """
+    merged: dict[str, float] = {}
+    for d in layers:
+        for k, v in d.items():
+            if v is None:
+                continue
+            if k in merged and not math.isclose(merged[k], v, rel_tol=1e-9, abs_tol=1e-12):
+                raise ValueError(f"{where}: {k} differs between layers ({merged[k]:g} vs {v:g}); "
+                                 "a bioplaus net has one value")
+            merged.setdefault(k, v)
+    return merged
+
+
+def leaky_config(layers: list[dict[str, Any]], where: str, neuron_keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``[network.spiking]`` and ``[network.neuron]`` entries of a leaky model's layers
+    (``tau`` and ``threshold`` to the former, ``neuron_keys`` to the latter); the output
+    layer's threshold None (LI, CubaLI) means it does not fire."""
+    m = agree(layers, where)
+    spiking: dict[str, Any] = {"tau": m["tau"], "output_spikes": layers[-1].get("threshold") is not None}
+    if "threshold" in m:
+        spiking["threshold"] = m["threshold"]
+    return spiking, {k: m[k] for k in neuron_keys if k in m}
