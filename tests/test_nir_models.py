@@ -294,6 +294,24 @@ def test_from_nir_rejects_inconsistent_nodes() -> None:
         from_nir(graph)
 
 
+@pytest.mark.parametrize(("node", "attr", "value"), [
+    ("cubalif0", "tau_syn", np.full(16, np.nan)),
+    ("cubalif0", "tau_syn", np.full(16, -1e-3)),
+    ("cubalif0", "r", np.array(["a"] * 16)),
+    ("cubalif0", "v_reset", np.full(16, 3.0)),
+    ("cubali2", "tau_mem", np.full(4, 0.0)),
+])
+def test_hostile_nodes_are_one_line_errors(node: str, attr: str, value: np.ndarray, tmp_path) -> None:
+    """Bad parameters in a CubaLIF graph (an untrusted file) give one NIRFileError line."""
+    from bioplaus.export.nir import from_nir, to_nir
+
+    graph = to_nir(small_net("cuba_lif", "exact"))
+    setattr(graph.nodes[node], attr, value)
+    with pytest.raises(NIRFileError) as e:
+        from_nir(graph)
+    assert "\n" not in str(e.value)
+
+
 def test_firing_output_read_by_membrane_is_not_statable() -> None:
     from bioplaus.export.nir import to_nir
     from bioplaus.nets import build_net

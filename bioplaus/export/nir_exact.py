@@ -56,9 +56,18 @@ def claimant(graph: Any, order: list[str], model: str | None, src: str, meta: Ca
     if not any(isinstance(n, nir.IF | nir.CubaLIF | nir.CubaLI) for n in neurons):
         return None
     for name, m in found.items():
-        if all(m.from_nir_node(n, src) is not None for n in neurons):
+        if all(_claims(m, n, src) for n in neurons):
             return name
     return None
+
+
+def _claims(m: Any, node: Any, src: str) -> bool:
+    """Whether model ``m`` reads ``node`` (a node of its kind with bad parameters counts:
+    its reader then names what is wrong)."""
+    try:
+        return m.from_nir_node(node, src) is not None
+    except (ValueError, TypeError):
+        return True
 
 
 def from_nir_exact(graph: Any, order: list[str], src: str, *, model: str, dt: float | None,
@@ -95,7 +104,7 @@ def from_nir_exact(graph: Any, order: list[str], src: str, *, model: str, dt: fl
         where = f"{src}: node {k!r}"
         try:
             got = m.from_nir_node(nodes[k], where)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise NIRFileError(str(exc)) from None
         if got is None:
             raise NIRFileError(f"{where}: {type(nodes[k]).__name__} is not a node of neuron model {model!r}")

@@ -135,7 +135,10 @@ def uniform(node: Any, attr: str, what: str) -> float:
     """
     import numpy as np
 
-    arr = np.asarray(getattr(node, attr), dtype=np.float64).ravel()
+    try:
+        arr = np.asarray(getattr(node, attr, None), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: {attr} is not numeric") from None
     if arr.size == 0 or not np.isfinite(arr).all():
         raise ValueError(f"{what}: {attr} must be finite numbers")
     if not np.allclose(arr, arr[0], rtol=1e-9, atol=0):
