@@ -42,7 +42,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         net = load_net(args.file)
         export_nir(net, nir_out, integration=args.integration, extra_metadata=run_metadata(args.file))
-        print(f"{nir_out}: NIR graph of {net.describe()} ({args.integration} parameters; dt, T, "
+        own = getattr(net.layers[0].neuron.params, "integration", None)  # a NIR-exact model's rule
+        rule = f"NIR-exact nodes, the net's {own} rule" if own else f"{args.integration} parameters"
+        print(f"{nir_out}: NIR graph of {net.describe()} ({rule}; dt, T, "
               "the reset rule and the readout in its metadata)")
     if nwb_out:
         from bioplaus.export.nwb import export_nwb
