@@ -367,13 +367,14 @@ def test_brian2_equations_give_the_same_membrane(model: str, rule: str) -> None:
 
 
 # ----------------------------------------------------------------------------- training
-def test_lif_nir_trains_above_chance_on_digits(tmp_path) -> None:
+@pytest.mark.parametrize("model", MODELS)
+def test_trains_above_chance_on_digits(model: str, tmp_path) -> None:
     from bioplaus.api import run
 
     cfg = {
-        "name": "lif_nir_digits", "seed": 0,
+        "name": f"{model}_digits", "seed": 0,
         "data": {"dataset": "digits", "batch_size": 32, "limit_train": 600, "limit_test": 300, "val_fraction": 0.0},
-        "network": {"backend": "lif_nir", "hidden": [64],
+        "network": {"backend": model, "hidden": [64],
                     "spiking": {"T": 10, "output_spikes": False}, "neuron": {"integration": "exact"}},
         "rule": {"name": "backprop", "optimizer": "adam", "lr": 0.005},
         "train": {"epochs": 2, "report": False, "progress": False, "threads": 1},
@@ -382,3 +383,13 @@ def test_lif_nir_trains_above_chance_on_digits(tmp_path) -> None:
     res = run(cfg, out=tmp_path / "r.h5")
     assert res.status == "done"
     assert res.metrics["test_acc"] > 0.5, res.summary()  # chance is 0.1
+
+
+def test_brian2_simulator_refuses_nir_exact_nets_in_one_line() -> None:
+    """The Brian2 runner states only the spiking model's LIF: a lif_nir graph is refused, not
+    simulated wrongly (its bioplaus simulation reads it exactly)."""
+    from bioplaus.export.nir import to_nir
+    from bioplaus.simulators.brian2 import simulate_brian2
+
+    with pytest.raises(NotStatable, match="--backend bioplaus"):
+        simulate_brian2(to_nir(small_net("lif_nir", "exact")), torch.rand(2, 12))

@@ -56,6 +56,11 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
     from bioplaus.simulators.brian2_runner import Brian2Runner
 
     net = _net(graph)
+    if net.backend != "spiking":  # the runner states the spiking model's discrete LIF only
+        from bioplaus.neurons import NotStatable
+
+        raise NotStatable(f"simulate: the brian2 backend runs the spiking model's LIF only; this graph is "
+                          f"a {net.backend} net (run it with --backend bioplaus)")
     T, dt, L = int(net.T), float(net.dt), len(net.layers)
     S = x.shape[0]
     xs = x.reshape(S, -1).double().numpy()
