@@ -382,7 +382,7 @@ def test_trains_above_chance_on_digits(model: str, tmp_path) -> None:
     }
     res = run(cfg, out=tmp_path / "r.h5")
     assert res.status == "done"
-    assert res.metrics["test_acc"] > 0.5, res.summary()  # chance is 0.1
+    assert res.metrics["test_acc"] > 0.7, res.summary()  # chance is 0.1; 0.89-0.90 here
 
 
 def test_brian2_simulator_refuses_nir_exact_nets_in_one_line() -> None:
