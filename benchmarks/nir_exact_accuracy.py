@@ -5,7 +5,7 @@ same epochs and seeds for every variant); the variants differ only in the neuron
 
 - ``spiking``: sims/quickstart.toml as it is (reset by subtraction one step late, firing output);
 - ``spiking_li``: the same with ``output_spikes = false`` (an LI output layer);
-- ``lif_nir_exact`` / ``lif_nir_euler``: sims/quickstart_nir.toml (reset to v_reset in the
+- ``lif_nir_exact`` / ``lif_nir_euler``: sims/lif_nir_digits.toml (reset to v_reset in the
   firing step, LI output) with ``integration`` exact / euler.
 
 Runs them as one sweep (`bioplaus.sweep`, resumable, in ``--out-dir``) and writes
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import save, table  # noqa: E402
 from benchmarks._sweep import add_sweep_args, method_table, methods_sweep, runs_by_label  # noqa: E402
 
-QS, QN = ROOT / "sims/quickstart.toml", ROOT / "sims/quickstart_nir.toml"
+QS, QN = ROOT / "sims/quickstart.toml", ROOT / "sims/lif_nir_digits.toml"
 VARIANTS = {
     "spiking": (QS, []),
     "spiking_li": (QS, ["network.spiking.output_spikes=false"]),
