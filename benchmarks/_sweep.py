@@ -45,8 +45,10 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _get(d: Mapping[str, Any], dotted: str) -> Any:
+def _get(d: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
     for part in dotted.split("."):
+        if part not in d:  # a table a config leaves out (an empty [network.neuron])
+            return default
         d = d[part]
     return d
 
@@ -93,7 +95,7 @@ def method_axes(methods: Mapping[str, tuple[str | Path, Sequence[str]]],
     whole = {t for t in whole if not any(t.startswith(o + ".") for o in whole)}
     axes: dict[str, list[Any]] = {LABEL: labels}
     for table in sorted(whole):
-        axes[table] = [_drop_none(_get(d, table)) for d in dicts]
+        axes[table] = [_drop_none(_get(d, table, {})) for d in dicts]
     for k in differ:
         if any(k.startswith(t + ".") for t in whole):
             continue

@@ -306,6 +306,11 @@ KIND_CHECKS = (check_kind_declares, check_kind_tiny_run, check_kind_unknown_tabl
 # ----------------------------------------------------------------------------- neuron models
 
 
+def _neuron_options(model: Any) -> dict[str, Any]:
+    """The ``[network.neuron]`` table of a model's example (empty when it has none)."""
+    return dict(example(model).get("network", {}).get("neuron", {}))
+
+
 def check_neuron_contract(model: Any, tmp: Path) -> None:
     """Concrete class, frozen parameters from the config, NamedTuple state, a step that keeps
     the shape, a population that agrees with the scan, time steps per sample."""
@@ -317,7 +322,7 @@ def check_neuron_contract(model: Any, tmp: Path) -> None:
     name = model.name
     model = neuron_model(name)
     assert issubclass(model, NeuronModel) and not inspect.isabstract(model)
-    net = NetworkConfig(backend=name, hidden=[5], spiking=SpikingConfig(T=4), neuron=example(model).get("neuron", {}))
+    net = NetworkConfig(backend=name, hidden=[5], spiking=SpikingConfig(T=4), neuron=_neuron_options(model))
     model.check(net)
     for is_output in (False, True):
         params = model.params_from(net, is_output)
@@ -347,7 +352,7 @@ def check_neuron_scan_is_its_steps(model: Any, tmp: Path) -> None:
 
     if not model.temporal:
         return
-    net = NetworkConfig(backend=model.name, spiking=SpikingConfig(T=12), neuron=example(model).get("neuron", {}))
+    net = NetworkConfig(backend=model.name, spiking=SpikingConfig(T=12), neuron=_neuron_options(model))
     p = model.params_from(net, False)
     cur = torch.randn(12, 3, 6, generator=torch.Generator().manual_seed(5)) * 0.8 + 0.5
     out, mem = model.scan(cur, p)
@@ -365,7 +370,7 @@ def check_neuron_gradient(model: Any, tmp: Path) -> None:
 
     if not model.differentiable:
         return
-    net = NetworkConfig(backend=model.name, spiking=SpikingConfig(T=6), neuron=example(model).get("neuron", {}))
+    net = NetworkConfig(backend=model.name, spiking=SpikingConfig(T=6), neuron=_neuron_options(model))
     pop = model.population(model.params_from(net, False))
     shape = (6, 4, 5) if model.temporal else (4, 5)
     cur = (torch.randn(shape, generator=torch.Generator().manual_seed(1)) + 0.8).requires_grad_()
@@ -382,7 +387,7 @@ def check_neuron_states_export(model: Any, tmp: Path) -> None:
     from bioplaus.config import NetworkConfig, SpikingConfig
     from bioplaus.neurons import Brian2Neuron, NIRNeuron, NotStatable
 
-    net = NetworkConfig(backend=model.name, spiking=SpikingConfig(T=4), neuron=example(model).get("neuron", {}))
+    net = NetworkConfig(backend=model.name, spiking=SpikingConfig(T=4), neuron=_neuron_options(model))
     p = model.params_from(net, False)
     for what, call, kind in (
         ("nir", lambda: model.nir(p, (5,), integration="euler", li_readout=True), NIRNeuron),
@@ -401,7 +406,7 @@ def check_neuron_trains(model: Any, tmp: Path) -> None:
     the model's membrane (if it has one) is recorded by a probe."""
     from bioplaus.record import open_run
 
-    cfg = merge(TINY, {"network": {"backend": model.name}, **example(model, tmp)})
+    cfg = merge(merge(TINY, {"network": {"backend": model.name}}), example(model, tmp))
     if model.temporal:
         cfg = merge(cfg, {"record": {"probes": [{"layers": ["all"], "variables": ["mem"], "every": 2, "samples": 2}]}})
     res = _run(cfg, tmp / "n.h5")

@@ -106,7 +106,10 @@ PLUGINS: Registry[type] = Registry(
     "plugins", "plugins.name", ("bioplaus.plugins.hlop", "bioplaus.plugins.ewc", "bioplaus.plugins.projection")
 )
 # Neuron models (`bioplaus.neurons.base.NeuronModel` subclasses), chosen by ``network.backend``.
-NEURONS: Registry[Any] = Registry("neurons", "network.backend", ("bioplaus.neurons.rate", "bioplaus.neurons.lif"))
+NEURONS: Registry[Any] = Registry("neurons", "network.backend", (
+    "bioplaus.neurons.rate", "bioplaus.neurons.lif",
+    "bioplaus.neurons.lif_nir", "bioplaus.neurons.if_nir", "bioplaus.neurons.cuba_lif",  # NIR-exact models
+))
 DATASETS: Registry[Callable[..., Any]] = Registry("datasets", "data.dataset", ("bioplaus.data",))
 EXPERIMENTS: Registry[type] = Registry(
     "experiments", "kind", ("bioplaus.experiments.supervised", "bioplaus.experiments.continual",

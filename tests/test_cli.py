@@ -117,7 +117,7 @@ BAD = [
     ("name = 'x'\n[data\n", "malformed TOML"),
     ("[data]\ndataset = 'digits'\nbatchsize = 3\n", "data.batchsize: unknown key"),
     ("[rule]\nname = 'nope'\n", "rule.name: unknown value 'nope'; valid: "),
-    ("[network]\nbackend = 'quantum'\n", "network.backend: unknown value 'quantum'; valid: rate, spiking"),
+    ("[network]\nbackend = 'quantum'\n", "network.backend: unknown value 'quantum'; valid: cuba_lif, if_nir, lif_nir, rate, spiking"),
     ("[data]\ndataset = 'imagenet'\n", "data.dataset: unknown value 'imagenet'; valid: "),
     ("[train]\nepochs = 'ten'\n", "train.epochs: expected an integer"),
     ("[network]\nhidden = 128\n", "network.hidden: expected a list"),

@@ -49,8 +49,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         net = load_net(args.file)
         rule = args.integration or trained_integration(net)
         export_nir(net, nir_out, integration=rule, extra_metadata=run_metadata(args.file))
+        own = getattr(net.layers[0].neuron.params, "integration", None)  # a NIR-exact model's rule
         how = "given" if args.integration else "the rule the net was trained with"
-        print(f"{nir_out}: NIR graph of {net.describe()} ({rule} parameters, {how}; dt, T, "
+        what = f"NIR-exact nodes, the net's {own} rule" if own else f"{rule} parameters, {how}"
+        print(f"{nir_out}: NIR graph of {net.describe()} ({what}; dt, T, "
               "the reset rule and the readout in its metadata)")
         print(f"{nir_out}: {truth_line(read_nir(nir_out))}")
     if nwb_out:

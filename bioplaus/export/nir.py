@@ -431,7 +431,8 @@ def unsupported(src: str, name: str, node: Any, expected: str) -> NIRFileError:
                         f"{expected} was expected (bioplaus reads {_SUPPORTED})")
 
 
-def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -> Net:
+def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None, model: str | None = None,
+             integration: str | None = None) -> Net:
     """A spiking ``Net`` (MLP) rebuilt from a NIR graph, by bioplaus or by a peer exporter.
 
     ``graph`` is a ``nir.NIRGraph`` or the path of a NIR file (read with `read_nir`). The
@@ -448,6 +449,11 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
     graphs, what the node says: reset to v_reset = 0 ("zero"; the same spikes whether the
     reset acts at once or on the next step). ``reset`` overrides it for a graph whose
     producer resets otherwise without saying so (snntorch's ``Leaky`` subtracts).
+
+    A graph of a NIR-exact model (metadata ``neuron_model``, or ``model`` given, or IF /
+    CubaLIF / CubaLI nodes) is rebuilt as that model instead, its nodes' parameters as they
+    are (`bioplaus.export.nir_exact`). ``integration`` ("euler" | "exact") overrides the
+    rule the metadata states.
     """
     import nir
 
@@ -458,6 +464,14 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
     if not isinstance(graph, nir.NIRGraph):
         raise NIRFileError(f"{src}: expected a nir.NIRGraph, got {type(graph).__name__}")
     order = _chain(graph, src)
+    # -- NIR-exact neuron models (lif_nir, if_nir, cuba_lif): their own reader -------------
+    from bioplaus.export.nir_exact import claimant, from_nir_exact
+
+    exact_model = claimant(graph, order, model, src, _meta)
+    if exact_model is not None:
+        return from_nir_exact(graph, order, src, model=exact_model, dt=dt, integration=integration,
+                              meta=_meta, array=_array, max_t=MAX_T)
+    # -- the spiking model's LIF ------------------------------------------------------------
     nodes = graph.nodes
     # -- structure (bioplaus.export.nir_layers): synapses, pooling, Flatten ----------------
     in_shape = _input_shape(graph, order[0], src)
@@ -489,7 +503,7 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None) -
         if not isinstance(meta_dt, int | float) or isinstance(meta_dt, bool) or not (math.isfinite(meta_dt) and meta_dt > 0):
             raise NIRFileError(f"{src}: metadata dt={meta_dt!r}: expected a positive number of seconds")
         dt = float(meta_dt)
-    integration = _meta(graph, "integration", "euler", src)
+    integration = integration or _meta(graph, "integration", "euler", src)
     if integration not in INTEGRATIONS:
         raise NIRFileError(f"{src}: metadata integration={integration!r}: expected one of {', '.join(INTEGRATIONS)}")
     T = _meta(graph, "T", 20, src)

@@ -1,4 +1,5 @@
-"""Neuron models (``network.backend``): ``rate`` (y = f(Wx + b)) and ``spiking`` (LIF over T steps).
+"""Neuron models (``network.backend``): ``rate`` (y = f(Wx + b)), ``spiking`` (LIF over T steps)
+and the NIR-exact ``lif_nir``, ``if_nir``, ``cuba_lif`` (`nir_exact`: what they share).
 
 The contract is `bioplaus.neurons.base.NeuronModel` (docs/neurons.md); each model is one
 file registered in `bioplaus.registry.NEURONS` (third-party ones through the entry-point
@@ -22,7 +23,10 @@ from bioplaus.neurons.base import (
     models_with,
     neuron_model,
 )
+from bioplaus.neurons.cuba_lif import CubaLIFModel
+from bioplaus.neurons.if_nir import NIRIFModel
 from bioplaus.neurons.lif import LIF, LIFModel, LIFParams, lif_params, lif_scan, lif_step
+from bioplaus.neurons.lif_nir import NIRLIFModel
 from bioplaus.neurons.rate import ACTIVATIONS, RateModel, RateNeuron, activation
 from bioplaus.neurons.surrogates import SURROGATES
 
@@ -45,8 +49,11 @@ __all__ = [
     "LIF",
     "SURROGATES",
     "Brian2Neuron",
+    "CubaLIFModel",
     "LIFModel",
     "LIFParams",
+    "NIRIFModel",
+    "NIRLIFModel",
     "NIRNeuron",
     "NeuronModel",
     "NotStatable",

@@ -135,6 +135,11 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
     from bioplaus.simulators.brian2_runner import Brian2Runner
 
     net = _net(graph)
+    from bioplaus.neurons import LIFModel, NotStatable, neuron_model
+
+    if neuron_model(net.backend) is not LIFModel:  # the runner states the discrete LIF's update only
+        raise NotStatable(f"simulate: the brian2 backend runs the spiking model's LIF only; this graph is "
+                          f"a {net.backend} net (run it with --backend bioplaus)")
     T, dt = int(net.T), float(net.dt)
     S = x.shape[0]
     with torch.no_grad():  # one step of zeros through the layers fixes every layer's output shape
