@@ -34,7 +34,7 @@ from bioplaus.device import generator as make_generator
 from bioplaus.metrics import Metric
 from bioplaus.nets import Layer, Net
 from bioplaus.registry import register_rule
-from bioplaus.rules.backprop import Backprop
+from bioplaus.rules.backprop import cross_entropy_step
 from bioplaus.rules.base import LearningRule, RuleContext, accuracy
 
 
@@ -134,10 +134,11 @@ ALIGNMENT = Metric("layer*/alignment", "max", description="cosine between W and 
 
 @register_rule("fa")
 @final
-class FeedbackAlignment(Backprop):
+class FeedbackAlignment(LearningRule):
     """End-to-end cross-entropy with the error sent down through fixed random matrices.
 
-    The step is backprop's: only the synapses' backward (``synapse_fn``) differs.
+    The step is backprop's (`cross_entropy_step`): only the synapses' backward
+    (``synapse_fn``) differs.
     """
 
     needs = frozenset({"differentiable"})
@@ -156,6 +157,9 @@ class FeedbackAlignment(Backprop):
         for la, b in zip(net.layers, self.feedback.mats()):
             la.synapse_fn = fa_synapse(la, b)
         super().setup(net, ctx)
+
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        return cross_entropy_step(self, x, y)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"feedback": self.feedback}

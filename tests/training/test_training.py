@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,10 @@ def test_learning_rule_is_abstract_and_the_leaf_rules_final() -> None:
         LearningRule()  # type: ignore[abstract]
     for cls in (CCL, CCLAutoencoder, FeedbackAlignment, DirectFeedbackAlignment):
         assert getattr(cls, "__final__", False), cls.__name__
+    from bioplaus.registry import RULES
+
+    for name, cls in RULES.items():  # every built-in rule: abstract or final, none in between
+        assert getattr(cls, "__final__", False) or inspect.isabstract(cls), name
 
 
 class _Rule:
