@@ -499,6 +499,10 @@ _TOML_STRINGS = re.compile(
 )
 
 
+# A float literal (1.5, -0.25e-3) standing alone, not a part of a dotted key such as 1.2.3.
+_TOML_FLOATS = re.compile(r"(?<![\w.])[+-]?\d[\d_]*\.\d[\d_]*(?:[eE][+-]?\d[\d_]*)?(?![\w.])")
+
+
 def _check_toml_text(text: str, where: str) -> None:
     """Refuse nesting deeper than MAX_DEPTH and lines with more than MAX_DOTS_PER_LINE dots
     outside strings (a dotted key of n parts costs tomllib O(n²) time and memory)."""
@@ -508,6 +512,7 @@ def _check_toml_text(text: str, where: str) -> None:
         depth += 1 if m.group() in "[{" else -1
         if depth > MAX_DEPTH:
             raise ConfigError(f"{where}: arrays or tables nested more than {MAX_DEPTH} deep")
+    bare = _TOML_FLOATS.sub("0", bare)  # a float's point is not a key separator
     for n, line in enumerate(bare.split("\n"), start=1):
         if line.count(".") > MAX_DOTS_PER_LINE:
             raise ConfigError(f"{where}: line {n} has more than {MAX_DOTS_PER_LINE} dotted key parts")

@@ -238,3 +238,40 @@ def test_even_kernel_cnn_runs_with_ccl_end_to_end(tmp_path: Path, capsys: pytest
     text = CNN.replace('name = "backprop"', 'name = "ccl"').replace("channels = [4]", "channels = [4, 4]\nkernel = 2")
     code, err, out = _run(tmp_path, text, ["train.max_steps=2"], capsys)
     assert code == 0, err
+
+
+# issue 26, class 12: a list of floats as long as its field allows is a valid config; the
+# raw-text guard counts key dots, not decimal points.
+_SCAN_300 = [round(0.001 + i / 400, 6) for i in range(300)]
+
+
+def test_300_float_values_accepted_from_toml_text(tmp_path: Path) -> None:
+    cfg = tmp_path / "hop.toml"
+    cfg.write_text('kind = "hopfield"\n[hopfield]\nscan = "d"\nvalues = [' + ", ".join(map(str, _SCAN_300)) + "]\n")
+    assert list(load_config(cfg).hopfield.values) == _SCAN_300
+
+
+def test_300_float_values_accepted_from_set() -> None:
+    sets = ['kind="hopfield"', "hopfield.scan=d", "hopfield.values=[" + ", ".join(map(str, _SCAN_300)) + "]"]
+    assert list(load_config({}, sets).hopfield.values) == _SCAN_300
+
+
+def test_401_values_still_refused_by_the_field_bound() -> None:
+    with pytest.raises(ConfigError, match="hopfield.values"):
+        load_config({}, ['kind="hopfield"', "hopfield.values=[" + ", ".join(["0.5"] * 401) + "]"])
+
+
+@pytest.mark.parametrize("text", [
+    "a" + ".a" * 300 + " = 1\n",  # a long dotted key
+    "a" + ".1" * 300 + " = 1\n",  # a long dotted key of digits, not floats
+    "x = 1\n[" + "t." * 300 + "t]\n",  # a long dotted table header
+    "x = {" + "b." * 300 + "b = 0.5}\n",  # a dotted key in an inline table beside a float
+    "x = " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "\n",  # deep nesting
+])
+def test_pathological_keys_still_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    code, err, out = _run(tmp_path, text, None, capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and ("dotted key parts" in err or "nested more than" in err), err
+    assert not out.exists()

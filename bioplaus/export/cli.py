@@ -44,7 +44,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         from bioplaus.record.writer import check_export_path
 
-        check_export_path(nir_out, args.overwrite, "the NIR file")
+        check_export_path(nir_out, args.overwrite, "the NIR file", kind="nir", source=args.file)
 
         net = load_net(args.file)
         rule = args.integration or trained_integration(net)

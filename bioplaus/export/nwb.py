@@ -79,7 +79,7 @@ def export_nwb(run_path: str | Path, out: str | Path, *, overwrite: bool = False
     from bioplaus.record import open_run
     from bioplaus.record.writer import check_export_path
 
-    out = check_export_path(out, overwrite, "the NWB file")
+    out = check_export_path(out, overwrite, "the NWB file", kind="nwb", source=run_path)
     times, trials, dt, n_time = spike_times(run_path)
     with open_run(run_path) as run:
         attrs = dict(run.attrs)

@@ -219,24 +219,82 @@ def _check_parent(path: Path, what: str) -> None:
         raise OutputError(f"{path}: cannot create {what}: {os.strerror(errno.EACCES)} ({parent})")
 
 
-def check_export_path(path: str | Path, overwrite: bool, what: str) -> Path:
+def check_export_path(
+    path: str | Path, overwrite: bool, what: str, *, kind: str | None = None, source: str | Path | None = None
+) -> Path:
     """The path an exported file (``what``: "the NIR file", "the NWB file") will take, or
-    `OutputError`: an existing file is replaced only with ``overwrite``; a directory, a device
-    or a pipe, and a place the process cannot write, are always refused. Creates nothing."""
+    `OutputError`: an existing file is replaced only with ``overwrite``, and only if it is an
+    output of the same ``kind`` ("nir", "nwb"; `is_export_file`): never the ``source`` being
+    read (same resolved path or same inode and device), never a run file, never anything else;
+    a directory, a device or a pipe, a name the file system refuses, and a place the process
+    cannot write, are always refused. Creates nothing."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory; give a file name for {what}")
-    if os.path.lexists(path):
-        try:
-            mode = os.stat(path).st_mode
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot use it for {what}: {_reason(exc)}") from None
-        if not stat.S_ISREG(mode):
-            raise OutputError(f"{path}: is {_kind_of_file(mode)}; {what} must be a regular file")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+        if os.path.islink(path):  # a dangling symlink: writing would create its target
+            raise OutputError(f"{path}: is a broken symbolic link; give a file name for {what}") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot use it for {what}: {_reason(exc)}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"{path}: is a directory; give a file name for {what}")
+        if source is not None and _same_file(path, st, Path(source)):
+            raise OutputError(f"{path}: is the run file being exported; give another name for {what}")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"{path}: is {_kind_of_file(st.st_mode)}; {what} must be a regular file")
         if not overwrite:
             raise OutputError(f"{path}: exists; pass --overwrite to replace it")
+        if kind is not None and not is_export_file(path, kind):
+            other = "nwb" if kind == "nir" else "nir"
+            if is_export_file(path, other):
+                raise OutputError(f"{path}: is a {other.upper()} file, not a {kind.upper()} file; refusing to overwrite it")
+            if is_run_file(path):
+                raise OutputError(f"{path}: is a bioplaus run file; --overwrite replaces only {what}, never a run")
+            raise OutputError(f"{path}: exists and is not a {kind.upper()} file; refusing to overwrite it")
     _check_parent(path, what)
     return path
+
+
+def _same_file(path: Path, st: os.stat_result, source: Path) -> bool:
+    """True if ``path`` (stat ``st``) and ``source`` are one file: same resolved path, or the
+    same inode on the same device (a hard link)."""
+    try:
+        if path.resolve() == source.resolve():
+            return True
+        src = os.stat(source)
+    except (OSError, RuntimeError):
+        return False
+    return (st.st_dev, st.st_ino) == (src.st_dev, src.st_ino)
+
+
+# What marks an exported file, read from its HDF5 root: NWB files carry the root attribute
+# ``nwb_version`` (and ``namespace``); ``nir.write`` writes a root dataset ``version`` and a
+# group ``node``, nothing else.
+_EXPORT_MARKS = {"nwb": b"nwb_version", "nir": b"node"}
+
+
+def is_export_file(path: str | Path, kind: str) -> bool:
+    """True if ``path`` is an exported file of ``kind`` ("nwb", "nir") and not a run file:
+    an HDF5 signature and the kind's mark in the first MiB (bytes, as `is_run_file`), then
+    confirmed on the opened file's root (no run file's ``format`` attribute). Any error: False."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SCAN_BYTES)
+    except OSError:
+        return False
+    if head[:8] != _HDF5_SIGNATURE or _EXPORT_MARKS[kind] not in head:
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            if "format" in f.attrs:  # a run file's root (an NWB file keeps the run's attributes
+                return False  # as its notes, so the bytes alone do not tell them apart)
+            if kind == "nwb":
+                return "nwb_version" in f.attrs
+            return set(f.keys()) == {"version", "node"} and isinstance(f["node"], h5py.Group)
+    except Exception:
+        return False
 
 
 def _close_or_keep(f: h5py.File) -> bool:

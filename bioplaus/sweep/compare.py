@@ -8,9 +8,12 @@ deviation (n - 1; 0 for one run).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bioplaus.config import kind_metrics
-from bioplaus.errors import ConfigError, RunFileError
+from bioplaus.errors import ConfigError, OutputError, RunFileError
 from bioplaus.record.reader import open_run
+from bioplaus.record.writer import _reason
 
 # Keys that differ between runs without being a compared setting.
 IGNORED = ("seed", "name", "record.", "train.progress", "train.report", "train.threads")
@@ -210,21 +214,56 @@ def compare(
     if write:
         first = Path(paths[0])
         dest = Path(out) if out else (first if first.is_dir() else first.parent)
-        dest.mkdir(parents=True, exist_ok=True)
+        _prepare_dest(dest)
         stem = "compare_" + (_UNSAFE.sub("_", metric).strip("._") or "metric")
         csv_path = dest / f"{stem}.csv"
-        with csv_path.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow([*keys, "n", "mean", "std", "seeds"])
-            for r in rows:
-                w.writerow([_fmt(r[k]) if not isinstance(r[k], float) else repr(r[k]) for k in keys]
-                           + [r["n"], repr(r["mean"]), repr(r["std"]), r["seeds"]])
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow([*keys, "n", "mean", "std", "seeds"])
+        for r in rows:
+            w.writerow([_fmt(r[k]) if not isinstance(r[k], float) else repr(r[k]) for k in keys]
+                       + [r["n"], repr(r["mean"]), repr(r["std"]), r["seeds"]])
         md_path = dest / f"{stem}.md"
-        md_path.write_text(result.markdown())
+        _write_text(csv_path, buf.getvalue())
+        _write_text(md_path, result.markdown())
         result.files = [csv_path, md_path]
         if plot:
-            result.files.append(plot_comparison(result, dest / f"{stem}.png"))
+            png = dest / f"{stem}.png"
+            if os.path.lexists(png) and not png.is_file():
+                raise OutputError(f"{png}: is not a regular file; refusing to write the plot there")
+            try:
+                result.files.append(plot_comparison(result, png))
+            except OSError as exc:
+                raise OutputError(f"{png}: cannot write the plot: {_reason(exc)}") from None
     return result
+
+
+def _prepare_dest(dest: Path) -> None:
+    """The directory compare writes into exists (made if needed), or `OutputError` in one line."""
+    if os.path.lexists(dest) and not dest.is_dir():
+        raise OutputError(f"--out {dest}: exists and is not a directory; compare writes its tables into a directory")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {dest}: cannot create the directory: {_reason(exc)}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it); a file in the way
+    that is not a regular file, or an OS refusal (read-only, disk full), is `OutputError`."""
+    if os.path.lexists(path) and not path.is_file():
+        raise OutputError(f"{path}: is not a regular file; refusing to write the comparison there")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(f"{path}: cannot write the comparison: {_reason(exc)}") from None
 
 
 def plot_comparison(c: Comparison, path: Path) -> Path:

@@ -7,6 +7,7 @@ a file and a killed sweep leaves the last complete index.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -18,6 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from bioplaus.errors import OutputError
 from bioplaus.record.reader import Outcome
 
 INDEX_FORMAT = "bioplaus-sweep-index"
@@ -58,6 +60,20 @@ def _cell(v: Any) -> str:
 
 def write_index(out: Path, rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> tuple[Path, Path]:
     """Write ``out/index.csv`` and ``out/index.h5`` atomically; return their paths."""
+    try:
+        return _write_index(out, rows, params)
+    except OSError as exc:
+        from bioplaus.record.writer import _reason
+
+        for name in (".index.csv.tmp", ".index.h5.tmp"):
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+        where = getattr(exc, "filename2", None) or getattr(exc, "filename", None) or out / "index.csv"
+        raise OutputError(f"{where}: cannot write the sweep index: {_reason(exc)} "
+                          "(the previous index is left as it was)") from None
+
+
+def _write_index(out: Path, rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> tuple[Path, Path]:
     cols = columns(rows, params)
     csv_path, h5_path = out / "index.csv", out / "index.h5"
     tmp = out / ".index.csv.tmp"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bioplaus.config import ExperimentConfig
-from bioplaus.errors import ConfigError
+from bioplaus.errors import ConfigError, OutputError
 from bioplaus.procs import raising_signals
 from bioplaus.record.reader import open_run
+from bioplaus.record.writer import _reason
 from bioplaus.sweep.executors import read_outcome, run_pool, run_serial
 from bioplaus.sweep.index import read_index_csv, write_index
 from bioplaus.sweep.spec import RunSpec, build_runs, cpu_count
@@ -85,6 +87,29 @@ class _Progress:
             self.bar.close()
 
 
+def _prepare_out(out: Path) -> None:
+    """Create the sweep directory, or `OutputError` in one line naming the path: a parent that
+    is a file, a place the OS refuses (/proc, a read-only /sys), a directory the process cannot
+    write, and a lock or index file that is not a regular file. Nothing existing is touched."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot create the sweep directory: {_reason(exc)}") from None
+    if not out.is_dir():
+        raise OutputError(f"--out {out}: exists and is not a directory")
+    try:
+        read_only = bool(os.statvfs(out).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out}: cannot write in the sweep directory: "
+                          f"{os.strerror(errno.EROFS if read_only else errno.EACCES)}")
+    for name in (".sweep.lock", "index.csv", "index.h5"):
+        p = out / name
+        if os.path.lexists(p) and not p.is_file():
+            raise OutputError(f"{p}: is not a regular file; move it away to sweep into {out}")
+
+
 @contextlib.contextmanager
 def _lock(out: Path) -> Iterator[None]:
     """One sweep per directory at a time (``DIR/.sweep.lock`` holds the pid)."""
@@ -97,7 +122,10 @@ def _lock(out: Path) -> Iterator[None]:
         if pid and pid != os.getpid() and _alive(pid):
             raise ConfigError(f"{out}: another sweep (pid {pid}) is running in this directory "
                               f"(remove {path} if it is not)")
-    path.write_text(str(os.getpid()))
+    try:
+        path.write_text(str(os.getpid()))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the sweep lock: {_reason(exc)}") from None
     try:
         yield
     finally:
@@ -195,7 +223,7 @@ def sweep(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out(out)
     with _lock(out):
         old = read_index_csv(out / "index.csv")
         rows: dict[str, dict[str, Any]] = {}
