@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from bioplaus.errors import RunError
+
 _KERNEL: Any = None
 _KERNEL_TRIED = False
 # How long a run waits for another process's build of the kernel (its ``lock`` file in the
@@ -29,7 +31,7 @@ LOCK_STALE_S = 900.0
 OWNER_FILE = "bioplaus_build_owner"
 
 
-class KernelBuildBusy(RuntimeError):
+class KernelBuildBusy(RunError):
     """Another process holds the kernel's build lock for longer than the wait allows."""
 
 
