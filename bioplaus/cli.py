@@ -83,7 +83,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _need_file(path: str) -> None:
     if not Path(path).is_file():
-        raise BioplausError(f"{path}: no such run file")
+        what = "not a regular file" if Path(path).exists() else "no such run file"
+        raise BioplausError(f"{path}: {what}")
 
 
 def build_parser() -> argparse.ArgumentParser:

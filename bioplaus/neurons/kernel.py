@@ -9,15 +9,30 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bioplaus.errors import RunError
+
 _KERNEL: Any = None
 _KERNEL_TRIED = False
+# How long a run waits for another process's build of the kernel (its ``lock`` file in the
+# build directory) before it uses the pure-torch scan; BIOPLAUS_LIF_KERNEL_WAIT_S overrides.
+LOCK_WAIT_S = 300.0
+# A ``lock`` with no bioplaus owner file (torch's FileBaton records no pid) older than this
+# is taken as left by a killed build; BIOPLAUS_LIF_KERNEL_STALE_S overrides.
+LOCK_STALE_S = 900.0
+OWNER_FILE = "bioplaus_build_owner"
+
+
+class KernelBuildBusy(RunError):
+    """Another process holds the kernel's build lock for longer than the wait allows."""
 
 
 def kernel() -> Any:
@@ -47,6 +62,7 @@ def kernel() -> Any:
         marker = _omp_failed_marker(omp_name)  # an earlier OpenMP build failed here: skip it
         omp = sys.platform.startswith("linux") and not (marker is not None and marker.exists())
         try:
+            _before_load(omp_name if omp else _kernel_build_name(src))
             _KERNEL = load(
                 name=omp_name if omp else _kernel_build_name(src),
                 sources=[str(src)],
@@ -55,7 +71,7 @@ def kernel() -> Any:
                 verbose=False,
             )
         except Exception as omp_error:
-            if not omp:
+            if not omp or isinstance(omp_error, KernelBuildBusy):
                 raise
             if marker is not None:
                 try:
@@ -63,9 +79,14 @@ def kernel() -> Any:
                     marker.write_text(f"{type(omp_error).__name__}: {omp_error}\n")
                 except OSError:
                     pass
+            _before_load(_kernel_build_name(src))
             _KERNEL = load(name=_kernel_build_name(src), sources=[str(src)], extra_cflags=flags, verbose=False)
+        _clear_owner()
     except Exception as e:  # no compiler, no ninja, read-only cache ...
+        _clear_owner()
         if mode == "cpp":
+            if isinstance(e, KernelBuildBusy):
+                raise KernelBuildBusy(str(e)) from None
             raise
         warnings.warn(
             f"bioplaus: fused LIF kernel unavailable ({type(e).__name__}: {e}); "
@@ -74,6 +95,119 @@ def kernel() -> Any:
         )
         _KERNEL = None
     return _KERNEL
+
+
+_OWNED: list[Path] = []
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
+def _before_load(name: str) -> None:
+    """Clear a build lock left by a killed build; wait a bounded time for a live one.
+
+    torch's ``load`` waits with no limit while ``<build dir>/lock`` exists, and its FileBaton
+    records no owner, so a build killed half-way (SIGKILL, Ctrl-C in the compiler) would
+    block every later run. bioplaus therefore writes ``bioplaus_build_owner`` (pid, host)
+    beside the lock before it loads and removes it after. A lock is stale when that owner's
+    process is gone (same host), or, with no owner file (a build by torch alone), when the
+    lock is older than ``LOCK_STALE_S``; a stale lock is removed. A live one is waited for
+    up to ``LOCK_WAIT_S`` (saying so once), then `KernelBuildBusy` is raised (the caller
+    falls back to pure torch, or fails with ``BIOPLAUS_LIF_KERNEL=cpp``). The wait is a
+    plain sleep loop in Python, so a signal ends it at once.
+    """
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        build = Path(_get_build_directory(name, False))
+    except Exception:  # a torch without the helper: nothing to check
+        return
+    lock, owner = build / "lock", build / OWNER_FILE
+    wait_s = _env_seconds("BIOPLAUS_LIF_KERNEL_WAIT_S", LOCK_WAIT_S)
+    deadline = time.monotonic() + wait_s
+    said = False
+    while lock.exists():
+        if _stale(lock, owner):
+            for p in (lock, owner):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    break
+            continue
+        if time.monotonic() >= deadline:
+            raise KernelBuildBusy(
+                f"the kernel build directory {build} is locked by another build "
+                f"({_owner_text(owner)}) for more than {wait_s:g} s "
+                "(BIOPLAUS_LIF_KERNEL_WAIT_S); remove its lock file if no build is running"
+            )
+        if not said:
+            print(f"bioplaus: waiting up to {wait_s:g} s for another build of the LIF kernel "
+                  f"({_owner_text(owner)}, lock {lock})", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(0.2)
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+        owner.write_text(f"{os.getpid()}\n{socket.gethostname()}\n")
+        _OWNED.append(owner)
+    except OSError:  # a read-only cache: torch's own load reports what matters
+        pass
+
+
+def _read_owner(owner: Path) -> tuple[int, str] | None:
+    try:
+        pid_text, host = (owner.read_text().splitlines() + ["", ""])[:2]
+        return int(pid_text), host
+    except (OSError, ValueError):
+        return None
+
+
+def _owner_text(owner: Path) -> str:
+    found = _read_owner(owner)
+    return f"pid {found[0]} on {found[1]}" if found else "owner unknown"
+
+
+def _stale(lock: Path, owner: Path) -> bool:
+    found = _read_owner(owner)
+    if found is not None and found[1] == socket.gethostname():
+        return not _alive(found[0])
+    # no owner file, or one from another host sharing the cache: only the lock's age tells
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return False
+    return age > _env_seconds("BIOPLAUS_LIF_KERNEL_STALE_S", LOCK_STALE_S)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False  # a lock this process left (an earlier attempt in it) is not a live build
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_owner() -> None:
+    while _OWNED:
+        owner = _OWNED.pop()
+        found = _read_owner(owner)
+        if found is not None and found[0] == os.getpid():
+            try:
+                owner.unlink()
+            except OSError:
+                pass
 
 
 def _omp_failed_marker(name: str) -> Path | None:

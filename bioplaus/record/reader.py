@@ -53,6 +53,23 @@ _RECORD_COLUMNS = ("record_step", "record_sample_offset", "record_n_samples")
 _TRACE_ATTRS = {"dt": "positive", "threshold": "finite", "every": "int", "unit": "text", "dims": "text"}
 
 
+def _not_regular(path: Path) -> str:
+    """'' for a regular file (or a link to one); else what it is (a FIFO would block an open)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return ""
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
 def _scalar(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
@@ -240,6 +257,9 @@ class RunFile:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"run file not found: {self.path}")
+        not_regular = _not_regular(self.path)
+        if not_regular:
+            raise RunFileError(f"{self.path}: not a regular file ({not_regular}); not opened")
         self._f, self._swmr = self._open(self.path)
         try:
             self._validate()
@@ -249,6 +269,15 @@ class RunFile:
 
     @staticmethod
     def _open(path: Path) -> tuple[h5py.File, bool]:
+        # An SWMR-read open skips HDF5's check of the stored end of file against the file's
+        # size and retries forever on a truncated file; a plain open (no lock taken) runs
+        # that check first and fails at once. A file being written opens only in SWMR mode:
+        # the plain open of it fails on the write flag, not on the size, and goes on below.
+        try:
+            h5py.File(path, "r", locking=False).close()
+        except OSError as exc:
+            if "truncated" in str(exc):
+                raise RunFileError(f"cannot open run file {path} (truncated HDF5 file): {exc}") from None
         deadline = time.monotonic() + _LOCK_WAIT_S
         errors: list[str] = []
         while True:

@@ -116,6 +116,8 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[RunInfo], int]:
                     skipped += 1
         elif p.is_file():
             runs.append(read_run(p))
+        elif p.exists():
+            raise ConfigError(f"{p}: not a regular file or directory (a FIFO or device is not read)")
         else:
             raise ConfigError(f"{p}: no such run file or directory")
     if not runs:

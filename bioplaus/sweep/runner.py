@@ -147,6 +147,9 @@ def _file_status(path: Path) -> str | None:
     """The run file's status; None if absent, ``unreadable`` if it is not a readable run file."""
     if not path.exists():
         return None
+    if not path.is_file():
+        # a FIFO would block the open, a directory or device is nothing a sweep wrote
+        raise ConfigError(f"{path}: not a regular file; a sweep does not open or replace it (remove it)")
     try:
         with open_run(path) as run:
             return run.status
