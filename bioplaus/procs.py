@@ -110,6 +110,20 @@ def parent_alive(parent: int) -> bool:
     return True
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user counts: it may hold
+    a lock); pids <= 0 never do."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def exit_now() -> None:
     os._exit(1)
 

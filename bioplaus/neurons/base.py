@@ -27,6 +27,7 @@ the model class and its parameters, so no neuron state lives anywhere but in the
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
@@ -203,6 +204,12 @@ class Population(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.model.name}: {self.params}"
+
+
+def layer_threshold(spiking: Any, is_output: bool) -> float:
+    """θ of a layer of a temporal model from ``[network.spiking]``: the output layer is a
+    non-firing leaky integrator (θ = ∞) unless ``output_spikes``."""
+    return spiking.threshold if (not is_output or spiking.output_spikes) else math.inf
 
 
 def neuron_model(name: str, where: str = "network.backend") -> type[NeuronModel[Any, Any]]:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from bioplaus.config import bounded
-from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable
+from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable, layer_threshold
 from bioplaus.neurons.nir_exact import (
     NIROptions,
     check_common,
@@ -112,7 +112,7 @@ class CubaLIFModel(NeuronModel[CubaParams, CubaState]):
     def params_from(cls, network: NetworkConfig, is_output: bool) -> CubaParams:
         o = cls.options(network)
         s = network.spiking
-        thr = s.threshold if (not is_output or s.output_spikes) else math.inf
+        thr = layer_threshold(s, is_output)
         check_common(o, s.dt, {"network.spiking.tau": s.tau, "network.neuron.tau_syn": o.tau_syn}, thr, cls.name)
         r = o.r if o.r is not None else s.tau / s.dt
         return CubaParams(s.dt, s.tau, o.tau_syn, thr, o.v_reset, o.v_leak, r, o.w_in, o.integration,

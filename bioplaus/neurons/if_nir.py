@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, final
 import torch
 from torch import Tensor
 
-from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable
+from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable, layer_threshold
 from bioplaus.neurons.nir_exact import (
     NIROptions,
     agree,
@@ -77,7 +77,7 @@ class NIRIFModel(NeuronModel[NIRIFParams, NIRIFState]):
     def params_from(cls, network: NetworkConfig, is_output: bool) -> NIRIFParams:
         o = cls.options(network)
         s = network.spiking
-        thr = s.threshold if (not is_output or s.output_spikes) else math.inf
+        thr = layer_threshold(s, is_output)
         taus = {} if math.isfinite(thr) else {"network.spiking.tau": s.tau}
         check_common(o, s.dt, taus, thr, cls.name)
         r = o.r if o.r is not None else 1.0 / s.dt

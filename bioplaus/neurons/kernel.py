@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from bioplaus.errors import RunError
+from bioplaus.procs import pid_alive
 
 _KERNEL: Any = None
 _KERNEL_TRIED = False
@@ -186,17 +187,8 @@ def _stale(lock: Path, owner: Path) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return False  # a lock this process left (an earlier attempt in it) is not a live build
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # a lock this process left (an earlier attempt in it) is not a live build
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def _clear_owner() -> None:

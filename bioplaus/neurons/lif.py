@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from bioplaus.errors import BioplausError, ConfigError
-from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, Population
+from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, Population, layer_threshold
 from bioplaus.neurons.kernel import kernel
 from bioplaus.neurons.surrogates import SURROGATE_CODE, SURROGATES, surrogate_fn
 from bioplaus.registry import NEURONS
@@ -73,7 +73,7 @@ def lif_params(spiking: SpikingConfig, is_output: bool) -> LIFParams:
     """The checked LIF parameters of a hidden (or the output) layer that ``[network.spiking]``
     describes: the output layer is a leaky integrator (θ = ∞) unless ``output_spikes``."""
     s = spiking
-    thr = s.threshold if (not is_output or s.output_spikes) else math.inf
+    thr = layer_threshold(s, is_output)
     params = LIFParams(s.dt, s.tau, thr, s.reset, s.surrogate, s.slope)
     params.check("network.spiking")
     return params

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, final
 import torch
 from torch import Tensor
 
-from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable
+from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable, layer_threshold
 from bioplaus.neurons.nir_exact import (
     NIROptions,
     check_common,
@@ -84,7 +84,7 @@ class NIRLIFModel(NeuronModel[NIRLIFParams, NIRLIFState]):
     def params_from(cls, network: NetworkConfig, is_output: bool) -> NIRLIFParams:
         o = cls.options(network)
         s = network.spiking
-        thr = s.threshold if (not is_output or s.output_spikes) else math.inf
+        thr = layer_threshold(s, is_output)
         check_common(o, s.dt, {"network.spiking.tau": s.tau}, thr, cls.name)
         r = o.r if o.r is not None else s.tau / s.dt
         return NIRLIFParams(s.dt, s.tau, thr, o.v_reset, o.v_leak, r, o.integration, s.surrogate, s.slope)

@@ -13,7 +13,7 @@ from typing import Any
 
 from bioplaus.config import ExperimentConfig
 from bioplaus.errors import ConfigError, OutputError
-from bioplaus.procs import raising_signals
+from bioplaus.procs import pid_alive, raising_signals
 from bioplaus.record.reader import open_run
 from bioplaus.record.writer import _reason
 from bioplaus.sweep.executors import read_outcome, run_pool, run_serial
@@ -119,7 +119,7 @@ def _lock(out: Path) -> Iterator[None]:
             pid = int(path.read_text().strip() or "0")
         except (OSError, ValueError):
             pid = 0
-        if pid and pid != os.getpid() and _alive(pid):
+        if pid and pid != os.getpid() and pid_alive(pid):
             raise ConfigError(f"{out}: another sweep (pid {pid}) is running in this directory "
                               f"(remove {path} if it is not)")
     try:
@@ -131,16 +131,6 @@ def _lock(out: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _file_status(path: Path) -> str | None:
