@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 
 
@@ -74,3 +76,23 @@ class NIRFileError(BioplausError, ValueError):
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def os_reason(exc: BaseException) -> str:
+    """The OS error behind an exception (h5py puts it in the message), as a short phrase."""
+    cur: BaseException | None = exc
+    while cur is not None:
+        code = getattr(cur, "errno", None)
+        if not isinstance(code, int) or not code:
+            m = re.search(r"errno = (\d+)", str(cur))
+            code = int(m.group(1)) if m else None
+        if code:
+            text = os.strerror(code)
+            if code == errno.ENOSPC:
+                return f"disk full ({text})"
+            if code == errno.EDQUOT:
+                return f"disk quota exceeded ({text})"
+            return text
+        cur = cur.__cause__ or cur.__context__
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

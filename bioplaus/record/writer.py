@@ -44,7 +44,6 @@ import json
 import math
 import os
 import platform
-import re
 import secrets
 import stat
 import sys
@@ -59,7 +58,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from bioplaus.errors import OutputError
+from bioplaus.errors import OutputError, os_reason
 
 FORMAT = "bioplaus.run"
 FORMAT_VERSION = 1
@@ -124,26 +123,6 @@ def _open_h5(
             time.sleep(0.05)
 
 
-def _reason(exc: BaseException) -> str:
-    """The OS error behind an exception (h5py puts it in the message), as a short phrase."""
-    cur: BaseException | None = exc
-    while cur is not None:
-        code = getattr(cur, "errno", None)
-        if not isinstance(code, int) or not code:
-            m = re.search(r"errno = (\d+)", str(cur))
-            code = int(m.group(1)) if m else None
-        if code:
-            text = os.strerror(code)
-            if code == errno.ENOSPC:
-                return f"disk full ({text})"
-            if code == errno.EDQUOT:
-                return f"disk quota exceeded ({text})"
-            return text
-        cur = cur.__cause__ or cur.__context__
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
 def is_run_file(path: str | Path) -> bool:
     """True if ``path`` looks like a bioplaus run file: an HDF5 signature and the format tag
     in its first MiB. Bytes only, nothing is parsed: a killed run's file that HDF5 refuses to
@@ -190,7 +169,7 @@ def check_out_path(path: str | Path, on_exists: str = "refuse") -> Path:
         try:
             mode = os.stat(path).st_mode
         except OSError as exc:
-            raise OutputError(f"{path}: cannot use it as the run file: {_reason(exc)}") from None
+            raise OutputError(f"{path}: cannot use it as the run file: {os_reason(exc)}") from None
         if not stat.S_ISREG(mode):
             raise OutputError(f"{path}: is {_kind_of_file(mode)}; a run file must be a regular file")
         if on_exists == "refuse":
@@ -236,7 +215,7 @@ def check_export_path(
         if os.path.islink(path):  # a dangling symlink: writing would create its target
             raise OutputError(f"{path}: is a broken symbolic link; give a file name for {what}") from None
     except OSError as exc:
-        raise OutputError(f"{path}: cannot use it for {what}: {_reason(exc)}") from None
+        raise OutputError(f"{path}: cannot use it for {what}: {os_reason(exc)}") from None
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise OutputError(f"{path}: is a directory; give a file name for {what}")
@@ -547,7 +526,7 @@ class Recorder:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{target}: cannot create its directory: {_reason(exc)}") from None
+            raise OutputError(f"{target}: cannot create its directory: {os_reason(exc)}") from None
         tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
             try:
@@ -558,7 +537,7 @@ class Recorder:
                     ds = f.create_dataset("status", data=np.bytes_(b"running"), dtype="S16")
                     offset = ds.id.get_offset()
             except (OSError, RuntimeError) as exc:
-                raise OutputError(f"{target}: cannot create the run file: {_reason(exc)}") from None
+                raise OutputError(f"{target}: cannot create the run file: {os_reason(exc)}") from None
             placed = self._place(tmp, target, on_exists)
             with contextlib.suppress(OSError):
                 st = os.stat(placed)
@@ -600,7 +579,7 @@ class Recorder:
                     os.replace(tmp, name)
                     return name
             except OSError as exc:
-                raise OutputError(f"{name}: cannot create the run file: {_reason(exc)}") from None
+                raise OutputError(f"{name}: cannot create the run file: {os_reason(exc)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ state
@@ -638,9 +617,9 @@ class Recorder:
             self._no_space = "disk full" in str(exc) or "quota" in str(exc)
             raise
         except (OSError, RuntimeError) as exc:
-            self._no_space = _reason(exc).startswith(("disk full", "disk quota"))
+            self._no_space = os_reason(exc).startswith(("disk full", "disk quota"))
             self._broken = OutputError(
-                f"{self.path}: cannot write the run file: {_reason(exc)}; it holds what was "
+                f"{self.path}: cannot write the run file: {os_reason(exc)}; it holds what was "
                 "written up to the last flush"
             )
             raise self._broken from None
@@ -981,7 +960,7 @@ class Recorder:
             hint = ""
             if "already open for read-only" in str(exc):
                 hint = " (a RunFile in this process has it open: close readers first)"
-            raise OutputError(f"{self.path}: cannot write the run file{hint}: {_reason(exc)}") from exc
+            raise OutputError(f"{self.path}: cannot write the run file{hint}: {os_reason(exc)}") from exc
         if not locked:
             # A reader keeps the file open; do not wait for it again at every flush.
             self._lock_wait_s = 0.0

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bioplaus.config import kind_metrics
-from bioplaus.errors import ConfigError, OutputError, RunFileError
+from bioplaus.errors import ConfigError, OutputError, RunFileError, os_reason
 from bioplaus.record.reader import open_run
-from bioplaus.record.writer import _reason
 
 # Keys that differ between runs without being a compared setting.
 IGNORED = ("seed", "name", "record.", "train.progress", "train.report", "train.threads")
@@ -236,7 +235,7 @@ def compare(
             try:
                 result.files.append(plot_comparison(result, png))
             except OSError as exc:
-                raise OutputError(f"{png}: cannot write the plot: {_reason(exc)}") from None
+                raise OutputError(f"{png}: cannot write the plot: {os_reason(exc)}") from None
     return result
 
 
@@ -247,7 +246,7 @@ def _prepare_dest(dest: Path) -> None:
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"--out {dest}: cannot create the directory: {_reason(exc)}") from None
+        raise OutputError(f"--out {dest}: cannot create the directory: {os_reason(exc)}") from None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -265,7 +264,7 @@ def _write_text(path: Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise OutputError(f"{path}: cannot write the comparison: {_reason(exc)}") from None
+        raise OutputError(f"{path}: cannot write the comparison: {os_reason(exc)}") from None
 
 
 def plot_comparison(c: Comparison, path: Path) -> Path:

@@ -63,13 +63,13 @@ def write_index(out: Path, rows: Sequence[Mapping[str, Any]], params: Sequence[s
     try:
         return _write_index(out, rows, params)
     except OSError as exc:
-        from bioplaus.record.writer import _reason
+        from bioplaus.errors import os_reason
 
         for name in (".index.csv.tmp", ".index.h5.tmp"):
             with contextlib.suppress(OSError):
                 (out / name).unlink()
         where = getattr(exc, "filename2", None) or getattr(exc, "filename", None) or out / "index.csv"
-        raise OutputError(f"{where}: cannot write the sweep index: {_reason(exc)} "
+        raise OutputError(f"{where}: cannot write the sweep index: {os_reason(exc)} "
                           "(the previous index is left as it was)") from None
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bioplaus.config import ExperimentConfig
-from bioplaus.errors import ConfigError, OutputError
+from bioplaus.errors import ConfigError, OutputError, os_reason
 from bioplaus.procs import pid_alive, raising_signals
 from bioplaus.record.reader import open_run
-from bioplaus.record.writer import _reason
 from bioplaus.sweep.executors import read_outcome, run_pool, run_serial
 from bioplaus.sweep.index import read_index_csv, write_index
 from bioplaus.sweep.spec import RunSpec, build_runs, cpu_count
@@ -94,7 +93,7 @@ def _prepare_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"--out {out}: cannot create the sweep directory: {_reason(exc)}") from None
+        raise OutputError(f"--out {out}: cannot create the sweep directory: {os_reason(exc)}") from None
     if not out.is_dir():
         raise OutputError(f"--out {out}: exists and is not a directory")
     try:
@@ -125,7 +124,7 @@ def _lock(out: Path) -> Iterator[None]:
     try:
         path.write_text(str(os.getpid()))
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write the sweep lock: {_reason(exc)}") from None
+        raise OutputError(f"{path}: cannot write the sweep lock: {os_reason(exc)}") from None
     try:
         yield
     finally:
