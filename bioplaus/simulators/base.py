@@ -28,6 +28,7 @@ class SimResult:
     T: int
     out_name: str = ""  # the output layer's name
     seconds: dict[str, float] = field(default_factory=dict)
+    note: str = ""  # one line: what this reading does that bioplaus's does not, and why ("" if nothing)
 
     @property
     def predicted(self) -> np.ndarray:

@@ -62,9 +62,11 @@ device after each standalone run so that later runs in the same process work.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +94,42 @@ class _Proj:
     pre: str
     post: str
     weight: np.ndarray  # [n_post, n_pre]
+
+
+def standalone_cache(signature: str) -> Path:
+    """``~/.cache/bioplaus/brian2_standalone/<signature>`` (XDG_CACHE_HOME honoured)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bioplaus" / "brian2_standalone" / signature
+
+
+@contextlib.contextmanager
+def brian2_device(mode: str, dtype: str = "float64", directory: Path | None = None) -> Iterator[Callable[[], float | None]]:
+    """Select Brian2's device for ``mode`` (module docstring) around building and running a
+    network; yields ``finish()``, to call after ``Network.run``: standalone builds, compiles
+    and runs the C++ project in ``directory`` and returns the binary's own run time (None in
+    the runtime modes). The device is reset afterwards, so later runs in the process work."""
+    import brian2 as b2
+
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r}; valid: {', '.join(MODES)}")
+    b2.prefs.core.default_float_dtype = getattr(np, dtype)
+    if mode != "standalone":
+        b2.set_device("runtime")
+        b2.prefs.codegen.target = "cython" if mode == "runtime" else "numpy"
+        yield lambda: None
+        return
+    d = Path(directory) if directory is not None else standalone_cache("default")
+    d.mkdir(parents=True, exist_ok=True)
+    b2.set_device("cpp_standalone", directory=str(d), build_on_run=False)
+
+    def finish() -> float:
+        b2.device.build(directory=str(d), compile=True, run=True, debug=False, clean=False)
+        return float(getattr(b2.device, "_last_run_time", 0.0) or 0.0)
+
+    try:
+        yield finish
+    finally:
+        b2.device.reinit()
+        b2.set_device("runtime")
 
 
 @dataclass
@@ -215,22 +253,15 @@ class Brian2Runner:
         if reset_every is not None and (reset_every < 1 or steps % reset_every):
             raise ValueError(f"reset_every={reset_every} must divide steps={steps}")
         t0 = time.perf_counter()
-        standalone_dir = self._select_device(b2)
-        try:
+        standalone_dir = (self.cache_dir or standalone_cache(self._signature())) if self.mode == "standalone" else None
+        with brian2_device(self.mode, self.dtype, standalone_dir) as finish:
             net, monitors = self._build(b2, steps, reset_every)
             t1 = time.perf_counter()
             net.run(steps * self.dt * b2.second, namespace={})
-            if standalone_dir is not None:
-                b2.device.build(directory=str(standalone_dir), compile=True, run=True,
-                                debug=False, clean=False)
+            sim_seconds = finish()
             t2 = time.perf_counter()
             res = self._collect(b2, monitors, steps, reset_every)
-            # the simulation alone: the standalone binary's own timer, else the run call
-            res.wall_sim = float(getattr(b2.device, "_last_run_time", 0.0) or 0.0) if standalone_dir else t2 - t1
-        finally:
-            if standalone_dir is not None:
-                b2.device.reinit()
-                b2.set_device("runtime")
+            res.wall_sim = sim_seconds if sim_seconds is not None else t2 - t1
         # standalone: wall_run includes generating, compiling and running the C++ project
         res.wall_build, res.wall_run = t1 - t0, t2 - t1
         return res
@@ -246,17 +277,6 @@ class Brian2Runner:
         if name not in self._pops:
             raise ValueError(f"no population {name!r}; have {', '.join(self._pops) or 'none'}")
         return self._pops[name]
-
-    def _select_device(self, b2) -> Path | None:  # noqa: ANN001
-        b2.prefs.core.default_float_dtype = getattr(np, self.dtype)
-        if self.mode == "standalone":
-            d = self.cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bioplaus" / "brian2_standalone" / self._signature()
-            d.mkdir(parents=True, exist_ok=True)
-            b2.set_device("cpp_standalone", directory=str(d), build_on_run=False)
-            return d
-        b2.set_device("runtime")
-        b2.prefs.codegen.target = "cython" if self.mode == "runtime" else "numpy"
-        return None
 
     def _signature(self) -> str:
         text = repr(sorted((p.name, p.n, p.threshold is None, p.reset, p.spikes is not None, p.currents is not None)
