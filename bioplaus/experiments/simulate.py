@@ -36,6 +36,9 @@ class SimulateConfig:
     mode: str = "runtime"  # the simulator's mode (brian2: runtime | numpy | standalone)
     data: str = ""  # data set whose test samples run; "" = the one the graph names
     samples: int = bounded(100, ge=1)  # the first N test samples
+    dt: float = bounded(0.0, ge=0)  # s; 0 = the graph's metadata dt (else 1 ms)
+    integration: str = ""  # exact | euler; "" = the graph's metadata rule
+    reading: str = "graph"  # brian2: graph (the nodes as the NIR spec states them) | bioplaus (its replay)
 
 
 def default_out(graph: str | Path, backend: str) -> Path:
@@ -72,6 +75,9 @@ class Simulate(Experiment):
         if not o.graph:
             raise ConfigError("simulate.graph: name the NIR file to run")
         check_choice(o.mode, SIMULATORS.get(o.backend, "simulate.backend").modes, "simulate.mode")
+        if o.integration:
+            check_choice(o.integration, ["exact", "euler"], "simulate.integration")
+        check_choice(o.reading, ["graph", "bioplaus"], "simulate.reading")
 
     @classmethod
     def declared_metrics(cls, cfg: ExperimentConfig) -> list[Metric]:
@@ -89,7 +95,14 @@ class Simulate(Experiment):
         o = self.options
         self.simulator = SIMULATORS.get(o.backend, "simulate.backend")
         graph = read_nir(o.graph)
-        self.net = from_nir(graph)  # validates the graph (one line naming the node otherwise)
+        self.sim_options: dict[str, Any] = {"reading": o.reading}
+        if o.dt > 0:
+            self.sim_options["dt"] = o.dt
+        if o.integration:
+            self.sim_options["integration"] = o.integration
+        # validates the graph (one line naming the node otherwise)
+        self.net = from_nir(graph, dt=self.sim_options.get("dt"), integration=self.sim_options.get("integration"))
+        self.note = ""
         meta = graph.metadata if isinstance(graph.metadata, dict) else {}
         self.dataset = o.data or _text(meta.get("dataset"))
         if not self.dataset:
@@ -110,7 +123,8 @@ class Simulate(Experiment):
         o, ctx, x, y = self.options, self.ctx, self.x, self.y
         ctx.check_stop()
         t0 = time.perf_counter()
-        res = self.simulator(o.graph, x, mode=o.mode)
+        res = self.simulator(o.graph, x, mode=o.mode, **self.sim_options)
+        self.note = res.note
         wall = time.perf_counter() - t0
         ctx.check_stop()  # a signal during the simulation: the file ends "interrupted", nothing recorded
         acc = float((res.predicted == y).mean())
@@ -121,7 +135,7 @@ class Simulate(Experiment):
         ctx.log(test_acc=acc, wall_seconds=wall)
         ctx.log_array("/simulate/input", x.numpy(), encoder=self.net.encoder, dt=res.dt, T=res.T)
         ctx.log_array("/simulate/labels", np.asarray(y, dtype=np.int64))
-        ctx.log_array("/simulate/logits", np.asarray(res.logits, dtype=np.float64))
+        ctx.log_array("/simulate/logits", np.asarray(res.logits, dtype=np.float64), note=res.note)
         ctx.log_array("/simulate/predicted", np.asarray(res.predicted, dtype=np.int64))
         ctx.log_array("/simulate/seconds", np.array([res.seconds.get("build", 0.0), res.seconds.get("run", 0.0)]),
                       columns="build,run")

@@ -45,13 +45,15 @@ class Simulator:
     name: ClassVar[str] = ""
     modes: ClassVar[tuple[str, ...]] = ("runtime", "standalone", "numpy")
 
-    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None) -> SimResult:
-        """Simulate ``graph`` on samples ``x`` [S, ...] in ``mode``."""
+    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None, **options: Any) -> SimResult:
+        """Simulate ``graph`` on samples ``x`` [S, ...] in ``mode``; ``options`` (``dt``,
+        ``integration``, ``T``, ``reading``) as the simulator takes them."""
         raise NotImplementedError
 
     def versions(self) -> str:
         """The simulator's own version line (e.g. ``brian2 2.7.1``); "" when it has none."""
         return ""
 
-    def __call__(self, graph: Any, x: torch.Tensor, *, mode: str | None = None, cache_dir: Any = None) -> SimResult:
-        return self.run(graph, x, mode=mode or self.modes[0], cache_dir=cache_dir)
+    def __call__(self, graph: Any, x: torch.Tensor, *, mode: str | None = None, cache_dir: Any = None,
+                 **options: Any) -> SimResult:
+        return self.run(graph, x, mode=mode or self.modes[0], cache_dir=cache_dir, **options)

@@ -1,6 +1,13 @@
-"""Replay a NIR graph in Brian2 (``bioplaus simulate GRAPH.nir --backend brian2``).
+"""NIR graphs in Brian2 (``bioplaus simulate GRAPH.nir --backend brian2``).
 
-The graph is read and checked by `bioplaus.export.nir.from_nir` (the discrete weights, β,
+`simulate_brian2(graph, x, reading="graph")` (the default) builds the Brian2 network from the
+graph's nodes as the NIR spec states them (`bioplaus.simulators.brian2_graph`), independent
+of bioplaus's update. ``reading="bioplaus"`` replays bioplaus's own reading instead (the
+discrete LIF of the ``spiking`` model with the conventions its metadata names: subtractive
+delayed reset, input scale), as below; for a graph of a NIR-exact model the two readings
+are the same, and it takes the graph reading.
+
+The bioplaus replay: the graph is read and checked by `bioplaus.export.nir.from_nir` (the discrete weights, β,
 θ, reset, T, encoder, readout); every layer becomes a population of the generic runner
 (`bioplaus.simulators.brian2_runner`), every weight matrix a projection (a convolution
 unrolled into its dense matrix; a max-pool of spikes a population of its own, see `_stages`). The input is
@@ -30,17 +37,22 @@ import torch
 
 from bioplaus.registry import SIMULATORS
 from bioplaus.simulators.base import SimResult, Simulator
+from bioplaus.simulators.brian2_graph import pool_matrix
 
 
-def _net(graph: Any) -> Any:
+def _net(graph: Any, dt: float | None = None, integration: str | None = None) -> Any:
     from bioplaus.export.nir import from_nir
 
-    return from_nir(graph)
+    return from_nir(graph, dt=dt, integration=integration)
 
 
-def simulate_bioplaus(graph: Any, x: torch.Tensor, **_: Any) -> SimResult:
-    """The reference: the graph rebuilt as a bioplaus net and run on the torch backend."""
-    net = _net(graph)
+def simulate_bioplaus(graph: Any, x: torch.Tensor, *, dt: float | None = None, integration: str | None = None,
+                      T: int | None = None, **_: Any) -> SimResult:
+    """The reference: the graph rebuilt as a bioplaus net (`from_nir`, given ``dt`` and the
+    rule where the metadata has none) and run on the torch backend."""
+    net = _net(graph, dt, integration)
+    if T is not None:
+        net.T = net.cfg.spiking.T = int(T)
     t0 = time.perf_counter()
     net.eval()
     with torch.no_grad():
@@ -81,18 +93,6 @@ def _dense(la: Any, in_shape: tuple[int, ...]) -> np.ndarray:
     return out.reshape(n_in, -1).T.numpy().copy()
 
 
-def _pool_matrix(shape: tuple[int, ...], k: int, scale: float) -> np.ndarray:
-    """[C·(H/k)·(W/k), C·H·W] matrix summing (× ``scale``) each k×k window (stride k)."""
-    c, h, w = shape
-    ho, wo = h // k, w // k
-    m = np.zeros((c * ho * wo, c * h * w))
-    for ch in range(c):
-        for i in range(ho * k):
-            for j in range(wo * k):
-                m[(ch * ho + i // k) * wo + j // k, (ch * h + i) * w + j] = scale
-    return m
-
-
 def _stages(net: Any) -> list[_Stage]:
     """The chain of Brian2 populations for ``net``: one per layer, plus one per max-pool.
 
@@ -122,24 +122,40 @@ def _stages(net: Any) -> list[_Stage]:
             pooled = (shape[0], shape[1] // k, shape[2] // k)
             if la.pool_kind == "max":
                 stages.append(_Stage(f"{la.name}_maxpool", math.prod(pooled), p.dt / 40.0, 0.5, "zero",
-                                     _pool_matrix(shape, k, 1.0), None))
+                                     pool_matrix(shape, k, 1.0).toarray(), None))
             else:
-                carry = _pool_matrix(shape, k, 1.0 if la.pool_kind == "sum" else 1.0 / (k * k))
+                carry = pool_matrix(shape, k, 1.0 if la.pool_kind == "sum" else 1.0 / (k * k)).toarray()
             shape = pooled
     return stages
 
 
-def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
-                    cache_dir: str | Path | None = None) -> SimResult:
-    """Run the graph in Brian2 on samples ``x`` [S, ...] (see module docstring)."""
+READINGS = ("graph", "bioplaus")
+
+
+def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime", cache_dir: str | Path | None = None,
+                    dt: float | None = None, integration: str | None = None, T: int | None = None,
+                    reading: str = "graph") -> SimResult:
+    """Run the graph in Brian2 on samples ``x`` [S, ...] (see module docstring).
+
+    ``reading="graph"``: as the NIR spec states the nodes, with ``dt``, ``integration`` and
+    ``T`` given here or else the graph's metadata (`bioplaus.simulators.brian2_graph`);
+    ``"bioplaus"``: bioplaus's discrete LIF replayed (``dt`` and ``integration`` as
+    `from_nir` takes them)."""
+    from bioplaus.errors import BioplausError
+    from bioplaus.simulators.brian2_graph import simulate_graph
+
+    if reading not in READINGS:
+        raise BioplausError(f"simulate: reading {reading!r}; valid: {', '.join(READINGS)}")
+    if reading == "graph":
+        return simulate_graph(graph, x, mode=mode, cache_dir=cache_dir, dt=dt, integration=integration, T=T)
+    from bioplaus.neurons import LIFModel, neuron_model
     from bioplaus.simulators.brian2_runner import Brian2Runner
 
-    net = _net(graph)
-    from bioplaus.neurons import LIFModel, NotStatable, neuron_model
-
-    if neuron_model(net.backend) is not LIFModel:  # the runner states the discrete LIF's update only
-        raise NotStatable(f"simulate: the brian2 backend runs the spiking model's LIF only; this graph is "
-                          f"a {net.backend} net (run it with --backend bioplaus)")
+    net = _net(graph, dt=dt, integration=integration)
+    if neuron_model(net.backend) is not LIFModel:  # a NIR-exact model: bioplaus reads the graph as the spec
+        return simulate_graph(graph, x, mode=mode, cache_dir=cache_dir, dt=dt, integration=integration, T=T)
+    if T is not None:
+        net.T = net.cfg.spiking.T = int(T)
     T, dt = int(net.T), float(net.dt)
     S = x.shape[0]
     with torch.no_grad():  # one step of zeros through the layers fixes every layer's output shape
@@ -197,8 +213,8 @@ def simulate_brian2(graph: Any, x: torch.Tensor, *, mode: str = "runtime",
 class Brian2(Simulator):
     """`simulate_brian2` as a registered simulator: modes runtime (Cython) | numpy | standalone."""
 
-    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None) -> SimResult:
-        return simulate_brian2(graph, x, mode=mode, cache_dir=cache_dir)
+    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None, **options: Any) -> SimResult:
+        return simulate_brian2(graph, x, mode=mode, cache_dir=cache_dir, **options)
 
     def versions(self) -> str:
         try:
@@ -213,8 +229,9 @@ class BioplausReference(Simulator):
     """`simulate_bioplaus` as a registered simulator; it takes the modes of the simulators it
     is compared with and ignores them."""
 
-    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None) -> SimResult:
-        return simulate_bioplaus(graph, x)
+    def run(self, graph: Any, x: torch.Tensor, *, mode: str, cache_dir: Any = None, **options: Any) -> SimResult:
+        options.pop("reading", None)  # the reference is bioplaus's reading
+        return simulate_bioplaus(graph, x, **options)
 
 
 SIMULATORS.register("brian2", Brian2())

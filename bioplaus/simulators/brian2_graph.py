@@ -288,7 +288,7 @@ def simulate_graph(graph: Any, x: torch.Tensor, *, mode: str = "runtime", cache_
             # for an input held over the step, forward Euler is its exact solution
             g = b2.NeuronGroup(st.n, eqs, method="euler" if st.kind == "IF" else rule, clock=clock, name=f"pop_{st.name}",
                                threshold=("v > theta" if st.is_layer else "I_syn + b > theta") if st.fires else None,
-                               reset="v = v_reset" if st.is_layer and st.fires else None, namespace={})
+                               reset=("v = v_reset" if st.is_layer else "") if st.fires else None, namespace={})
             for name in re.findall(r"^(\w+) : [^\n]*\(constant\)", eqs, flags=re.M):
                 if name == "b":
                     g.b_ = st.bias if st.bias is not None else 0.0

@@ -24,7 +24,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         "name": Path(args.graph).stem or "simulate",
         "kind": "simulate",
         "simulate": {"graph": str(args.graph), "backend": args.backend, "mode": args.mode,
-                     "data": args.data or "", "samples": args.samples},
+                     "data": args.data or "", "samples": args.samples, "dt": args.dt or 0.0,
+                     "integration": args.integration or "", "reading": args.reading},
         "train": {"progress": False, "report": False},
     })
     out = Path(args.out) if args.out else default_out(args.graph, args.backend)
@@ -32,6 +33,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     n = len(res.experiment.y)
     print(f"{res.path}: {args.backend} ({args.mode}) on {n} samples, test_acc={res.metrics['test_acc']:.4f}, "
           f"{res.metrics['wall_seconds']:.1f} s")
+    if res.experiment.note:
+        print(f"note: {res.experiment.note}")
     return 0
 
 
@@ -42,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data set whose test samples to run (default: the one in the graph)")
     p.add_argument("--samples", type=int, default=100, help="first N test samples (default 100)")
     p.add_argument("--mode", default="runtime", help="brian2: runtime (Cython) | standalone (C++) | numpy")
+    p.add_argument("--dt", type=float, help="time step in s (default: the graph's metadata dt, else 1 ms)")
+    p.add_argument("--integration",
+                   help="exact | euler: how each node's ODE is stepped (default: the graph's metadata, else exact)")
+    p.add_argument("--reading", default="graph",
+                   help="brian2: graph = the nodes as the NIR spec states them (default); bioplaus = replay "
+                        "bioplaus's discrete LIF with the conventions the metadata names")
     p.add_argument("--out", help="run file (default <graph>_<backend>.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.set_defaults(func=_cmd_simulate)

@@ -319,7 +319,7 @@ def test_brian2_runs_conv_graphs(pool: int, encoder: str) -> None:
     torch.manual_seed(0)
     a = simulate_bioplaus(g, x)
     torch.manual_seed(0)
-    b = simulate_brian2(g, x, mode="numpy")
+    b = simulate_brian2(g, x, mode="numpy", reading="bioplaus")
     assert set(a.spikes) == set(b.spikes) == {"layer0", "layer1", "layer2", "layer3"}
     for k in a.spikes:
         np.testing.assert_array_equal(a.spikes[k], b.spikes[k])

@@ -36,7 +36,7 @@ def _tiny(tmp_path: Path, **kw) -> Path:  # noqa: ANN003
 
 def _agree(path: Path, x: torch.Tensor, mode: str) -> None:
     ref = SIMULATORS.get("bioplaus")(str(path), x)
-    b2 = SIMULATORS.get("brian2")(str(path), x, mode=mode)
+    b2 = SIMULATORS.get("brian2")(str(path), x, mode=mode, reading="bioplaus")
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 20  # the net does spike
     for k in ref.spikes:
         np.testing.assert_array_equal(b2.spikes[k], ref.spikes[k], err_msg=k)
@@ -129,7 +129,7 @@ def test_simulate_is_a_kind_through_the_run_driver(tmp_path: Path, capsys: pytes
     with bioplaus.open_run(out) as a, bioplaus.open_run(res.path) as b:
         assert a.status == b.status == "done" and a.attrs["kind"] == "simulate" and a.attrs["dataset"] == "digits"
         assert a.config["simulate"] == {"graph": str(tmp_path / "d.nir"), "backend": "bioplaus", "mode": "runtime",
-                                        "data": "", "samples": 4}
+                                        "data": "", "samples": 4, "dt": 0.0, "integration": "", "reading": "graph"}
         assert set(a.config) == {"name", "seed", "description", "kind", "train", "record", "simulate"}
         np.testing.assert_array_equal(a.array("/simulate/logits"), b.array("/simulate/logits"))
         assert a.metrics["test_acc"][-1] == b.metrics["test_acc"][-1] == res.metrics["test_acc"]
