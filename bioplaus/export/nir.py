@@ -470,7 +470,7 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None, m
     exact_model = claimant(graph, order, model, src, _meta)
     if exact_model is not None:
         return from_nir_exact(graph, order, src, model=exact_model, dt=dt, integration=integration,
-                              meta=_meta, array=_array, max_t=MAX_T)
+                              meta=_meta, max_t=MAX_T)
     # -- the spiking model's LIF ------------------------------------------------------------
     nodes = graph.nodes
     # -- structure (bioplaus.export.nir_layers): synapses, pooling, Flatten ----------------
@@ -610,7 +610,7 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None, m
     except ConfigError as exc:
         raise NIRFileError(f"{src}: {exc}") from None
     if has_conv:
-        net = _conv_net(blocks, in_shape, spiking, LIFModel.name)
+        net = nir_layers.conv_net(blocks, in_shape, spiking, LIFModel.name)
     else:
         cfg = NetworkConfig(backend=LIFModel.name, arch="mlp", hidden=[int(w.shape[0]) for w in weights[:-1]],
                             bias=bias, spiking=spiking)
@@ -636,38 +636,6 @@ def _input_shape(graph: Any, name: str, src: str) -> tuple[int, ...]:
         raise NIRFileError(f"{src}: node {name!r}: input shape {raw_shape!r}: expected 1 to 3 "
                            "positive integers")
     return tuple(int(v) for v in shape_arr)
-
-
-def _conv_net(blocks: list[nir_layers.Block], in_shape: tuple[int, ...], spiking: SpikingConfig,
-              backend: str) -> Net:
-    """A `Net` with the layers ``blocks`` describe (any stride, padding, dilation, groups,
-    pooling), on the neuron model ``backend``; its config names the channels, the first
-    kernel and pool, and the widths (``arch = "cnn"``), which `build_net` alone could not."""
-    from torch import nn
-
-    from bioplaus.nets import Layer, init_weights
-    from bioplaus.neurons.base import neuron_model
-
-    model = neuron_model(backend)
-    convs = [b for b in blocks if b.conv is not None]
-    cfg = NetworkConfig(backend=backend, arch="cnn", channels=[b.out_shape[0] for b in convs],
-                        kernel=int(convs[0].weight.shape[2]), pool=convs[0].pool,
-                        hidden=[b.out_shape[0] for b in blocks[len(convs):-1]],
-                        bias=any(b.bias is not None for b in blocks), spiking=spiking)
-    hidden, output = model.params_from(cfg, False), model.params_from(cfg, True)
-    layers = []
-    for i, b in enumerate(blocks):
-        if b.conv is not None:
-            c = b.conv
-            syn: nn.Module = nn.Conv2d(b.in_shape[0], b.out_shape[0], tuple(b.weight.shape[2:]), stride=c.stride,
-                                       padding=c.padding, dilation=c.dilation, groups=c.groups, bias=b.bias is not None)
-        else:
-            syn = nn.Linear(int(b.weight.shape[1]), b.out_shape[0], bias=b.bias is not None)
-        init_weights(syn, "default")
-        is_out = i == len(blocks) - 1
-        layers.append(Layer(syn, model.population(output if is_out else hidden), pool=b.pool,
-                            pool_kind=b.pool_kind, index=i, is_output=is_out))
-    return Net(layers, backend=backend, input_shape=in_shape, n_classes=blocks[-1].out_shape[0], cfg=cfg)
 
 
 def _positive_ints(value: Any, where: str, max_len: int) -> tuple[int, ...]:

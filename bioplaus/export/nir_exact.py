@@ -4,9 +4,11 @@
 models (``neuron_model``), when the caller names one (``model=``), or when its neuron nodes
 are ones only these models read (``IF``, ``CubaLIF``, ``CubaLI``). Each model claims its
 nodes (``from_nir_node``: the node's parameters, or None) and turns the layers' parameters
-into its config (``config_from_nir``); this module only walks the chain
-input → [Flatten] → (Linear|Affine → neuron)* → output and copies the weights as they are
-(the models' synapses have input scale 1).
+into its config (``config_from_nir``); this module walks the chain with the structural
+reader every graph goes through (`bioplaus.export.nir_layers`: Linear / Affine, Conv2d,
+sum / average / max pooling, Flatten, blocks ``[Flatten] synapse [pool] neuron [pool]``)
+and copies the weights as they are (the models' synapses have input scale 1). A conv graph
+rebuilds as a ``Net`` of the graph's geometry (`nir_layers.conv_net`), an MLP as before.
 
 The time step is the metadata's ``dt``, else the ``dt`` given, else 1 ms; the rule is the
 ``integration`` given, else the metadata's, else "exact" (the ODE's solution).
@@ -23,6 +25,7 @@ import torch
 
 from bioplaus.config import NetworkConfig, SpikingConfig, check_choice
 from bioplaus.errors import ConfigError, NIRFileError
+from bioplaus.export import nir_layers
 from bioplaus.nets import Net, build_net
 from bioplaus.neurons.base import neuron_model
 from bioplaus.neurons.nir_exact import INTEGRATIONS
@@ -51,8 +54,7 @@ def claimant(graph: Any, order: list[str], model: str | None, src: str, meta: Ca
     named = _meta(graph, "neuron_model", None, src)
     if isinstance(named, str) and named in found:
         return named
-    neurons = [graph.nodes[k] for k in order[1:-1]
-               if not isinstance(graph.nodes[k], nir.Input | nir.Output | nir.Flatten | nir.Linear | nir.Affine)]
+    neurons = [graph.nodes[k] for k in order[1:-1] if not nir_layers.is_structural(graph.nodes[k])]
     if not any(isinstance(n, nir.IF | nir.CubaLIF | nir.CubaLI) for n in neurons):
         return None
     for name, m in found.items():
@@ -71,34 +73,33 @@ def _claims(m: Any, node: Any, src: str) -> bool:
 
 
 def from_nir_exact(graph: Any, order: list[str], src: str, *, model: str, dt: float | None,
-                   integration: str | None, meta: Callable[..., Any], array: Callable[..., Any],
-                   max_t: int) -> Net:
+                   integration: str | None, meta: Callable[..., Any], max_t: int) -> Net:
     """The ``model`` net that ``graph`` (a checked chain ``order``) states; NIRFileError
     (one line naming the node or field) for anything it cannot rebuild exactly.
 
-    ``meta``, ``array`` and ``max_t`` are `bioplaus.export.nir`'s checked readers of
-    metadata and node arrays and its longest T (passed in: that module imports this one).
+    ``meta`` and ``max_t`` are `bioplaus.export.nir`'s checked reader of metadata and its
+    longest T (passed in: that module imports this one).
     """
     import nir
 
-    _meta, _array, MAX_T = meta, array, max_t  # noqa: N806
+    _meta, MAX_T = meta, max_t  # noqa: N806
 
     m = neuron_model(model)
     nodes = graph.nodes
-    inner = order[1:-1]
-    if inner and isinstance(nodes[inner[0]], nir.Flatten):
-        inner = inner[1:]
-    if not inner or len(inner) % 2:
+    # the structure (synapses, Conv2d, pooling, Flatten) as nir_layers reads it for every graph
+    declared = _declared_shape(graph, order[0], src)
+    blocks = nir_layers.blocks(graph, order[1:-1], declared, src)
+    if not blocks:
         raise NIRFileError(f"{src}: expected synapse/neuron pairs between input and output for {model}")
-    syn_names, neu_names = inner[0::2], inner[1::2]
-    for k in syn_names:
-        if not isinstance(nodes[k], nir.Linear | nir.Affine):
-            raise NIRFileError(f"{src}: node {k!r}: {type(nodes[k]).__name__} where a Linear/Affine synapse "
-                               f"was expected ({model} graphs are MLPs)")
-    kinds = {type(nodes[k]) for k in syn_names}
+    if blocks[-1].conv is not None or blocks[-1].pool > 1:
+        raise NIRFileError(f"{src}: node {blocks[-1].syn!r}: the last synapse must be Linear/Affine "
+                           "(its neurons are the classes)")
+    has_conv = any(b.conv is not None for b in blocks)
+    neu_names = [b.neuron for b in blocks]
+    kinds = {type(nodes[b.syn]) for b in blocks if b.conv is None}
     if len(kinds) > 1:
         raise NIRFileError(f"{src}: mixes Linear and Affine synapses; a bioplaus net has bias in every layer or in none")
-    bias = nir.Affine in kinds
+    bias = nir.Affine in kinds if not has_conv else any(b.bias is not None for b in blocks)
     layers: list[dict[str, Any]] = []
     for i, k in enumerate(neu_names):
         where = f"{src}: node {k!r}"
@@ -140,31 +141,22 @@ def from_nir_exact(graph: Any, order: list[str], src: str, *, model: str, dt: fl
     except ValueError as exc:
         raise NIRFileError(str(exc)) from None
 
-    shape = _input_shape(graph, order, src)
-    weights, biases = [], []
-    n_in = math.prod(shape)
-    for s_name in syn_names:
-        w = _array(src, s_name, nodes[s_name], "weight", None)
-        if w.ndim != 2 or w.shape[1] != n_in or w.shape[0] == 0:
-            raise NIRFileError(f"{src}: node {s_name!r}: weight has shape {w.shape}, expected (n_out, {n_in})")
-        weights.append(w)
-        if bias:
-            biases.append(_array(src, s_name, nodes[s_name], "bias", (w.shape[0],)))
-        n_in = w.shape[0]
-    for s_name, n_name in zip(syn_names, neu_names):
-        n_out = int(np.asarray(nodes[s_name].weight).shape[0])
+    shape = _input_shape(graph, order, src) if not has_conv else declared
+    for b in blocks:
+        n_out = math.prod(b.out_shape)
         for attr in ("r", "v_threshold", "tau", "tau_mem"):
-            val = getattr(nodes[n_name], attr, None)
+            val = getattr(nodes[b.neuron], attr, None)
             if val is not None and np.asarray(val).size not in (1, n_out):
-                raise NIRFileError(f"{src}: node {n_name!r}: {attr} has {np.asarray(val).size} values for "
+                raise NIRFileError(f"{src}: node {b.neuron!r}: {attr} has {np.asarray(val).size} values for "
                                    f"{n_out} neurons")
     cfg_spiking = {"T": T, "dt": dt, "surrogate": texts["surrogate"], "readout": texts["readout"],
                    "encoder": texts["encoder"], **spiking_kw}
     try:
         check_choice(texts["readout"], ["mem_mean", "spike_count"], "metadata.readout")
         check_choice(texts["encoder"], ["direct", "poisson", "latency"], "metadata.encoder")
-        cfg = NetworkConfig(backend=model, arch="mlp", hidden=[int(w.shape[0]) for w in weights[:-1]], bias=bias,
-                            spiking=SpikingConfig(**cfg_spiking), neuron={"integration": integration, **neuron_kw})
+        cfg = NetworkConfig(backend=model, arch="mlp", hidden=[math.prod(b.out_shape) for b in blocks[:-1]],
+                            bias=bias, spiking=SpikingConfig(**cfg_spiking),
+                            neuron={"integration": integration, **neuron_kw})
         for key in ("dt", "tau", "threshold"):
             v = getattr(cfg.spiking, key)
             if not (math.isfinite(v) and v > 0):
@@ -173,15 +165,31 @@ def from_nir_exact(graph: Any, order: list[str], src: str, *, model: str, dt: fl
 
         check_spiking_table(cfg)
         m.check(cfg)
-        net = build_net(cfg, shape, int(weights[-1].shape[0]))
+        if has_conv:
+            net = nir_layers.conv_net(blocks, shape, cfg.spiking, model, cfg.neuron)
+        else:
+            net = build_net(cfg, shape, int(blocks[-1].weight.shape[0]))
     except ConfigError as exc:
         raise NIRFileError(f"{src}: {exc}") from None
     with torch.no_grad():
-        for i, la in enumerate(net.layers):
-            la.synapse.weight.copy_(torch.as_tensor(weights[i]))
-            if bias:
-                la.synapse.bias.copy_(torch.as_tensor(biases[i]))
+        for la, b in zip(net.layers, blocks):
+            la.synapse.weight.copy_(torch.as_tensor(b.weight))
+            if la.synapse.bias is not None:
+                la.synapse.bias.copy_(torch.as_tensor(b.bias if b.bias is not None else np.zeros(b.out_shape[0])))
     return net
+
+
+def _declared_shape(graph: Any, name: str, src: str) -> tuple[int, ...]:
+    """The sample shape the Input node declares (1 to 3 positive sizes; a leading batch
+    dimension of 1, as Norse and snntorch write it, is dropped)."""
+    in_type = getattr(graph.nodes[name], "input_type", None)
+    raw = in_type.get("input") if isinstance(in_type, dict) else None
+    arr = np.asarray(raw) if raw is not None else np.zeros(0)
+    if arr.ndim == 1 and arr.size == 4 and arr.dtype.kind in "iu" and arr[0] == 1:
+        arr = arr[1:]
+    if arr.ndim != 1 or not 1 <= arr.size <= 3 or arr.dtype.kind not in "iu" or (arr <= 0).any():
+        raise NIRFileError(f"{src}: node {name!r}: input shape {raw!r}: expected 1 to 3 positive integers")
+    return tuple(int(v) for v in arr)
 
 
 def _input_shape(graph: Any, order: list[str], src: str) -> tuple[int, ...]:

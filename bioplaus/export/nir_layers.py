@@ -321,3 +321,38 @@ def blocks(graph: Any, inner: list[str], in_shape: tuple[int, ...], src: str) ->
         out.append(block)
         shape = block.y_shape
     return out
+
+
+def conv_net(blocks: list[Block], in_shape: tuple[int, ...], spiking: Any, backend: str,
+             neuron: dict[str, Any] | None = None) -> Any:
+    """A `Net` with the layers ``blocks`` describe (any stride, padding, dilation, groups,
+    pooling), on the neuron model ``backend``; its config names the channels, the first
+    kernel and pool, and the widths (``arch = "cnn"``), which `build_net` alone could not;
+    ``neuron``: its ``[network.neuron]`` options."""
+    from torch import nn
+
+    from bioplaus.config import NetworkConfig
+    from bioplaus.nets import Layer, Net, init_weights
+    from bioplaus.neurons.base import neuron_model
+
+    model = neuron_model(backend)
+    convs = [b for b in blocks if b.conv is not None]
+    cfg = NetworkConfig(backend=backend, arch="cnn", channels=[b.out_shape[0] for b in convs],
+                        kernel=int(convs[0].weight.shape[2]), pool=convs[0].pool,
+                        hidden=[b.out_shape[0] for b in blocks[len(convs):-1]],
+                        bias=any(b.bias is not None for b in blocks), spiking=spiking,
+                        neuron=dict(neuron or {}))
+    hidden, output = model.params_from(cfg, False), model.params_from(cfg, True)
+    layers = []
+    for i, b in enumerate(blocks):
+        if b.conv is not None:
+            c = b.conv
+            syn: nn.Module = nn.Conv2d(b.in_shape[0], b.out_shape[0], tuple(b.weight.shape[2:]), stride=c.stride,
+                                       padding=c.padding, dilation=c.dilation, groups=c.groups, bias=b.bias is not None)
+        else:
+            syn = nn.Linear(int(b.weight.shape[1]), b.out_shape[0], bias=b.bias is not None)
+        init_weights(syn, "default")
+        is_out = i == len(blocks) - 1
+        layers.append(Layer(syn, model.population(output if is_out else hidden), pool=b.pool,
+                            pool_kind=b.pool_kind, index=i, is_output=is_out))
+    return Net(layers, backend=backend, input_shape=in_shape, n_classes=blocks[-1].out_shape[0], cfg=cfg)
