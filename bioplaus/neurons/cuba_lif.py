@@ -34,10 +34,10 @@ import torch
 from torch import Tensor
 
 from bioplaus.config import bounded
-from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable, layer_threshold
+from bioplaus.neurons.base import Brian2Neuron, NIRNeuron
 from bioplaus.neurons.nir_exact import (
+    NIRExactModel,
     NIROptions,
-    check_common,
     decay,
     fire_and_reset,
     full,
@@ -48,7 +48,7 @@ from bioplaus.neurons.nir_exact import (
 from bioplaus.registry import NEURONS
 
 if TYPE_CHECKING:
-    from bioplaus.config import NetworkConfig
+    from bioplaus.config import NetworkConfig, SpikingConfig
 
 
 @dataclass
@@ -101,20 +101,20 @@ class CubaState(NamedTuple):
 
 @final
 @NEURONS.register("cuba_lif")
-class CubaLIFModel(NeuronModel[CubaParams, CubaState]):
+class CubaLIFModel(NIRExactModel[CubaParams, CubaState]):
     """Current-based LIF with reset to v_reset in the step it fires (module docstring)."""
 
-    temporal = True
-    spikes = True
     Options = CubaOptions
+    readout_node = "CubaLI"
+
+    @classmethod
+    def euler_taus(cls, o: Any, s: SpikingConfig, threshold: float) -> dict[str, float]:
+        """τ_mem and τ_syn."""
+        return {"network.spiking.tau": s.tau, "network.neuron.tau_syn": o.tau_syn}
 
     @classmethod
     def params_from(cls, network: NetworkConfig, is_output: bool) -> CubaParams:
-        o = cls.options(network)
-        s = network.spiking
-        thr = layer_threshold(s, is_output)
-        check_common(o, s.dt, {"network.spiking.tau": s.tau, "network.neuron.tau_syn": o.tau_syn}, thr, cls.name)
-        r = o.r if o.r is not None else s.tau / s.dt
+        o, s, thr, r = cls.opening(network, is_output)
         return CubaParams(s.dt, s.tau, o.tau_syn, thr, o.v_reset, o.v_leak, r, o.w_in, o.integration,
                           s.surrogate, s.slope)
 
@@ -150,9 +150,7 @@ class CubaLIFModel(NeuronModel[CubaParams, CubaState]):
         if not math.isfinite(p.threshold):
             return NIRNeuron("cubali", nir.CubaLI(**common, metadata=dict(meta)), 1.0, meta)
         if li_readout:
-            raise NotStatable(f"export: neuron model {cls.name!r}: the output layer fires and is read by its "
-                              "membrane, which no NIR node states; set network.spiking.output_spikes = false "
-                              "(a CubaLI read-out) or readout = 'spike_count'")
+            raise cls.readout_refusal()
         node = nir.CubaLIF(**common, v_threshold=full(shape, p.threshold), v_reset=full(shape, p.v_reset),
                            metadata=dict(meta))
         return NIRNeuron("cubalif", node, 1.0, meta)

@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, final
 import torch
 from torch import Tensor
 
-from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable, layer_threshold
+from bioplaus.neurons.base import Brian2Neuron, NIRNeuron
 from bioplaus.neurons.nir_exact import (
-    NIROptions,
+    NIRExactModel,
     agree,
-    check_common,
     decay,
     fire_and_reset,
     full,
@@ -39,7 +38,7 @@ from bioplaus.neurons.nir_exact import (
 from bioplaus.registry import NEURONS
 
 if TYPE_CHECKING:
-    from bioplaus.config import NetworkConfig
+    from bioplaus.config import NetworkConfig, SpikingConfig
 
 
 @dataclass(frozen=True)
@@ -66,21 +65,22 @@ class NIRIFState(NamedTuple):
 
 @final
 @NEURONS.register("if_nir")
-class NIRIFModel(NeuronModel[NIRIFParams, NIRIFState]):
+class NIRIFModel(NIRExactModel[NIRIFParams, NIRIFState]):
     """IF with reset to v_reset in the step it fires (module docstring)."""
 
-    temporal = True
-    spikes = True
-    Options = NIROptions
+    @classmethod
+    def euler_taus(cls, o: Any, s: SpikingConfig, threshold: float) -> dict[str, float]:
+        """Only the LI read-out has a τ."""
+        return {} if math.isfinite(threshold) else {"network.spiking.tau": s.tau}
+
+    @classmethod
+    def default_r(cls, s: SpikingConfig) -> float:
+        """1/dt: a spike of weight w raises v by exactly w."""
+        return 1.0 / s.dt
 
     @classmethod
     def params_from(cls, network: NetworkConfig, is_output: bool) -> NIRIFParams:
-        o = cls.options(network)
-        s = network.spiking
-        thr = layer_threshold(s, is_output)
-        taus = {} if math.isfinite(thr) else {"network.spiking.tau": s.tau}
-        check_common(o, s.dt, taus, thr, cls.name)
-        r = o.r if o.r is not None else 1.0 / s.dt
+        o, s, thr, r = cls.opening(network, is_output)
         if not math.isfinite(thr):  # the LI read-out's r is unitless: r_IF τ (τ/dt by default)
             r = r * s.tau
         return NIRIFParams(s.dt, s.tau, thr, o.v_reset, o.v_leak, r, o.integration, s.surrogate, s.slope)
@@ -113,9 +113,7 @@ class NIRIFModel(NeuronModel[NIRIFParams, NIRIFState]):
                                metadata=dict(meta))
             return NIRNeuron("li", node, 1.0, meta)
         if li_readout:
-            raise NotStatable(f"export: neuron model {cls.name!r}: the output layer fires and is read by its "
-                              "membrane, which no NIR node states; set network.spiking.output_spikes = false "
-                              "(an LI read-out) or readout = 'spike_count'")
+            raise cls.readout_refusal()
         node = nir.IF(r=full(shape, p.r), v_threshold=full(shape, p.threshold), v_reset=full(shape, p.v_reset),
                       metadata=dict(meta))
         return NIRNeuron("if", node, 1.0, meta)

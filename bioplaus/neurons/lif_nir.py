@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, final
 import torch
 from torch import Tensor
 
-from bioplaus.neurons.base import Brian2Neuron, NeuronModel, NIRNeuron, NotStatable, layer_threshold
+from bioplaus.neurons.base import Brian2Neuron, NIRNeuron
 from bioplaus.neurons.nir_exact import (
-    NIROptions,
-    check_common,
+    NIRExactModel,
     decay,
     fire_and_reset,
     full,
@@ -73,20 +72,12 @@ class NIRLIFState(NamedTuple):
 
 @final
 @NEURONS.register("lif_nir")
-class NIRLIFModel(NeuronModel[NIRLIFParams, NIRLIFState]):
+class NIRLIFModel(NIRExactModel[NIRLIFParams, NIRLIFState]):
     """LIF with reset to v_reset in the step it fires (module docstring)."""
-
-    temporal = True
-    spikes = True
-    Options = NIROptions
 
     @classmethod
     def params_from(cls, network: NetworkConfig, is_output: bool) -> NIRLIFParams:
-        o = cls.options(network)
-        s = network.spiking
-        thr = layer_threshold(s, is_output)
-        check_common(o, s.dt, {"network.spiking.tau": s.tau}, thr, cls.name)
-        r = o.r if o.r is not None else s.tau / s.dt
+        o, s, thr, r = cls.opening(network, is_output)
         return NIRLIFParams(s.dt, s.tau, thr, o.v_reset, o.v_leak, r, o.integration, s.surrogate, s.slope)
 
     @classmethod
@@ -116,9 +107,7 @@ class NIRLIFModel(NeuronModel[NIRLIFParams, NIRLIFState]):
                                metadata=dict(meta))
             return NIRNeuron("li", node, 1.0, meta)
         if li_readout:
-            raise NotStatable(f"export: neuron model {cls.name!r}: the output layer fires and is read by its "
-                              "membrane, which no NIR node states; set network.spiking.output_spikes = false "
-                              "(an LI read-out) or readout = 'spike_count'")
+            raise cls.readout_refusal()
         node = nir.LIF(tau=full(shape, p.tau), r=full(shape, p.r), v_leak=full(shape, p.v_leak),
                        v_threshold=full(shape, p.threshold), v_reset=full(shape, p.v_reset), metadata=dict(meta))
         return NIRNeuron("lif", node, 1.0, meta)

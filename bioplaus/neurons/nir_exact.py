@@ -29,14 +29,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 
 from bioplaus.config import bounded
 from bioplaus.errors import ConfigError
+from bioplaus.neurons.base import NeuronModel, NotStatable, layer_threshold
 from bioplaus.neurons.surrogates import SURROGATES, surrogate_fn
+
+if TYPE_CHECKING:
+    from bioplaus.config import NetworkConfig, SpikingConfig
+
+P = TypeVar("P")
+S = TypeVar("S", bound=tuple)
 
 INTEGRATIONS = ("exact", "euler")
 
@@ -173,3 +180,48 @@ def leaky_config(layers: list[dict[str, Any]], where: str, neuron_keys: tuple[st
     if "threshold" in m:
         spiking["threshold"] = m["threshold"]
     return spiking, {k: m[k] for k in neuron_keys if k in m}
+
+
+class NIRExactModel(NeuronModel[P, S]):
+    """What ``lif_nir``, ``if_nir`` and ``cuba_lif`` share: temporal, spiking, the options
+    `NIROptions` (or a subclass), the opening of ``params_from`` (`opening`: the options, the
+    layer's θ, the common checks, r) and the refusal of a firing output read by its membrane.
+
+    A subclass states which time constants must exceed dt under "euler" (`euler_taus`), the
+    default r (`default_r`) and its read-out node's name (``readout_node``).
+    """
+
+    temporal = True
+    spikes = True
+    Options: ClassVar[type | None] = NIROptions
+    readout_node: ClassVar[str] = "LI"
+
+    @classmethod
+    def euler_taus(cls, o: Any, s: SpikingConfig, threshold: float) -> dict[str, float]:
+        """The time constants (by config field) that must exceed dt with integration = "euler"."""
+        return {"network.spiking.tau": s.tau}
+
+    @classmethod
+    def default_r(cls, s: SpikingConfig) -> float:
+        """r when ``[network.neuron] r`` is not given: τ/dt (a spike of weight w raises v by
+        about w, as in the discrete LIF)."""
+        return s.tau / s.dt
+
+    @classmethod
+    def opening(cls, network: NetworkConfig, is_output: bool) -> tuple[Any, SpikingConfig, float, float]:
+        """(options, ``[network.spiking]``, θ of the layer, r), the options checked
+        (`check_common`; one-line ConfigError naming the field)."""
+        o = cls.options(network)
+        s = network.spiking
+        thr = layer_threshold(s, is_output)
+        check_common(o, s.dt, cls.euler_taus(o, s, thr), thr, cls.name)
+        r = o.r if o.r is not None else cls.default_r(s)
+        return o, s, thr, r
+
+    @classmethod
+    def readout_refusal(cls) -> NotStatable:
+        """The one line for a firing output layer read by its membrane (no NIR node states it)."""
+        return NotStatable(f"export: neuron model {cls.name!r}: the output layer fires and is read by its "
+                           "membrane, which no NIR node states; set network.spiking.output_spikes = false "
+                           f"(a{'n' if cls.readout_node == 'LI' else ''} {cls.readout_node} read-out) or "
+                           "readout = 'spike_count'")
