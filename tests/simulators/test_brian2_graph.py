@@ -155,3 +155,12 @@ def test_simulate_command_says_what_differs(tmp_path, capsys: pytest.CaptureFixt
     with open_run(out) as run:
         assert run.config["simulate"]["reading"] == "graph"
     assert main(["simulate", str(tmp_path / "d.nir"), "--mode", "numpy", "--integration", "rk4"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["runtime", "standalone"])
+def test_compiled_modes_agree(mode: str, tmp_path) -> None:
+    """Cython and C++ standalone keep the schedule (same-step spikes): the same spikes as bioplaus."""
+    net = _net("cuba_lif", "exact", "cnn")
+    x = _digits(3)
+    _compare(net, simulate_brian2(to_nir(net), x, mode=mode, cache_dir=tmp_path / "sa"), x)
