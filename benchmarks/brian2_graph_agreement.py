@@ -7,9 +7,10 @@ the spike count of every (sample, neuron) pair of every layer both record ("spik
 equal"), the exact spike trains, and the predicted class. Nets: the quickstart run (the
 default subtractive-reset LIF: Brian2 reads it as the spec says, so it differs, and the
 note says why) and a digits 64-128-10 net of each NIR-exact model x rule trained for a few
-epochs (`sims/lif_nir_digits.toml` with the model and rule swapped in).
+epochs (`sims/lif_nir_digits.toml` with the model and rule swapped in), and a digits CNN
+(8 channels 3x3, max-pool 2, 32, 10) of each.
 
-Usage: python benchmarks/brian2_graph_agreement.py --quickstart RUN.h5 [--samples 200] [--epochs 5]
+Usage: python benchmarks/brian2_graph_agreement.py --quickstart RUN.h5 [--samples 200] [--epochs 5] [--archs mlp cnn]
 """
 
 from __future__ import annotations
@@ -46,16 +47,18 @@ def compare(a, b) -> dict:
             "class_equal": 100.0 * float((a.predicted == b.predicted).mean())}
 
 
-def train(model: str, rule: str, epochs: int, out: Path) -> Path:
+def train(model: str, rule: str, epochs: int, out: Path, arch: str = "mlp") -> Path:
     from bioplaus.api import run
 
     cfg = tomllib.loads((ROOT / "sims" / "lif_nir_digits.toml").read_text())
-    cfg["name"] = f"{model}_{rule}_digits"
+    cfg["name"] = f"{model}_{rule}_{arch}_digits"
     cfg["network"]["backend"] = model
+    if arch == "cnn":  # 8x8 → 8 ch 3x3 (max-pool 2) → 32 → 10
+        cfg["network"].update(arch="cnn", channels=[8], kernel=3, pool=2, hidden=[32])
     cfg["network"]["neuron"] = {"integration": rule}  # the model's default r
     cfg["train"].update(epochs=epochs, report=False, progress=False, threads=1)
     cfg["record"] = {"weights_every": 0}
-    res = run(cfg, out=out / f"{model}_{rule}.h5")
+    res = run(cfg, out=out / f"{model}_{rule}_{arch}.h5")
     return Path(res.path)
 
 
@@ -80,20 +83,24 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--models", nargs="*", default=["lif_nir", "if_nir", "cuba_lif"])
+    ap.add_argument("--archs", nargs="*", default=["mlp", "cnn"])
     args = ap.parse_args()
     load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rows = []
     if args.quickstart:
         rows.append(measure("quickstart (spiking, subtract, euler graph)", Path(args.quickstart), args.samples))
     with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models:
-            for rule in ("exact", "euler"):
-                run_file = train(model, rule, args.epochs, Path(tmp))
-                rows.append(measure(f"{model} {rule} 64-128-10", run_file, args.samples))
+        for arch in args.archs:
+            for model in args.models:
+                for rule in ("exact", "euler"):
+                    run_file = train(model, rule, args.epochs, Path(tmp), arch)
+                    shape = "64-128-10" if arch == "mlp" else "CNN 8c3-p2-32-10"
+                    rows.append(measure(f"{model} {rule} {shape}", run_file, args.samples))
     load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     cols = ["net", "samples", "counts_equal", "trains_equal", "class_equal", "acc_bioplaus", "acc_brian2", "brian2_s"]
     text = (f"# Brian2 from the graph vs bioplaus\n\n{args.samples} digits test samples; NIR-exact nets trained "
-            f"{args.epochs} epochs (sims/lif_nir_digits.toml, model and rule swapped in); Brian2 numpy mode, "
+            f"{args.epochs} epochs (sims/lif_nir_digits.toml, model and rule swapped in; the CNN: 8 channels 3x3, "
+            "max-pool 2, 32, 10); Brian2 numpy mode, "
             "float64; bioplaus float32. counts/trains equal: % of (sample, neuron) pairs over the layers both "
             "record (Brian2 records no spikes for an LI readout).\n\n" + table(rows, cols)
             + "\n\nNotes (what bioplaus reads differently):\n\n"

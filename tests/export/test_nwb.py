@@ -28,7 +28,10 @@ def sim_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         net.layers[0].synapse.weight.mul_(4)
     graph = export_nir(net, d / "g.nir", extra_metadata={"dataset": "digits"})
     run = d / "sim.h5"
-    assert main(["simulate", str(graph), "--mode", "numpy", "--samples", "5", "--out", str(run)]) == 0
+    # the bioplaus replay records the firing output layer's spikes too (the graph reading records
+    # an LI node's membrane only)
+    assert main(["simulate", str(graph), "--mode", "numpy", "--reading", "bioplaus", "--samples", "5",
+                 "--out", str(run)]) == 0
     return run
 
 
