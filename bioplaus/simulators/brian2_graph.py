@@ -80,6 +80,7 @@ class Stage:
     weight: Any  # scipy.sparse CSR [n, n_pre]: from the stage before (the input for the first)
     bias: np.ndarray | None = None
     fires: bool = True
+    node_name: str = ""  # the node's name in the graph
 
     @property
     def is_layer(self) -> bool:
@@ -158,12 +159,12 @@ def read_stages(graph: Any, src: str) -> tuple[list[Stage], tuple[int, ...]]:
         bias = None
         if b.bias is not None:
             bias = np.repeat(b.bias, n // b.bias.size) if b.conv is not None else b.bias
-        stages.append(Stage(f"layer{i}", n, kind, node, w, bias, fires))
+        stages.append(Stage(f"layer{i}", n, kind, node, w, bias, fires, b.neuron))
         if b.pool > 1:
             if b.pool_kind == "max":
                 thr = graph.nodes[b.nodes[-1]]
                 stages.append(Stage(f"layer{i}_maxpool", math.prod(b.y_shape), "maxpool", thr,
-                                    pool_matrix(b.out_shape, b.pool, 1.0)))
+                                    pool_matrix(b.out_shape, b.pool, 1.0), node_name=b.nodes[-1]))
             else:
                 carry = pool_matrix(b.out_shape, b.pool, 1.0 if b.pool_kind == "sum" else 1.0 / b.pool ** 2)
     return stages, in_shape
@@ -176,12 +177,33 @@ def _param(src: str, stage: Stage, name: str) -> np.ndarray:
     attr = NIR_NAME.get(name, name)
     if getattr(stage.node, attr, None) is None and name == "v_reset":
         return np.zeros(stage.n)  # LI / CubaLI: declared by the model's equations, never used
-    arr = _array(src, stage.name, stage.node, attr, None)
+    arr = _array(src, stage.node_name, stage.node, attr, None)
     if arr.size not in (1, stage.n):
-        raise NIRFileError(f"{src}: node of {stage.name}: {attr} has {arr.size} values for {stage.n} neurons")
+        raise NIRFileError(f"{src}: node {stage.node_name!r}: {attr} has {arr.size} values for {stage.n} neurons")
     if name.startswith("tau") and not (arr > 0).all():
-        raise NIRFileError(f"{src}: node of {stage.name}: {attr} must be > 0 s")
+        raise NIRFileError(f"{src}: node {stage.node_name!r}: {attr} must be > 0 s")
     return np.broadcast_to(arr.ravel(), (stage.n,)).copy() if arr.size == 1 else arr.ravel()
+
+
+def _group_spec(src: str, st: Stage) -> tuple[str, str, str, dict[str, Any]]:
+    """(equations, per-step code, window code, parameter values) of a stage's NeuronGroup:
+    the node's NIR-exact model's `brian2()` equations plus the input terms, θ per neuron."""
+    from bioplaus.neurons.base import neuron_model
+
+    if st.is_layer:
+        told = neuron_model(NODE_MODELS[st.kind][0]).brian2(fires=st.fires, reset="zero", inputs=INPUTS)
+        eqs = told.equations + "I_x : 1\nb : 1 (constant)\n" + ("theta : 1 (constant)\n" if st.fires else "")
+        step_code, window = told.step, told.window
+    else:  # max-pool of spikes: fires where the window's spike sum exceeds the Threshold node's value
+        eqs = "I_syn : 1\nI_x : 1\nb : 1 (constant)\ntheta : 1 (constant)\n"
+        step_code, window = "I_syn = 0", "I_syn = 0"
+    values: dict[str, Any] = {}
+    for name in re.findall(r"^(\w+) : [^\n]*\(constant\)", eqs, flags=re.M):
+        if name == "b":
+            values[name] = st.bias if st.bias is not None else 0.0
+        else:
+            values[name] = _param(src, st, name if st.is_layer else "threshold")
+    return eqs, step_code, window, values
 
 
 def _meta_value(graph: Any, key: str, src: str) -> Any:
@@ -233,7 +255,6 @@ def simulate_graph(graph: Any, x: torch.Tensor, *, mode: str = "runtime", cache_
     import nir
 
     from bioplaus.export.nir import read_nir
-    from bioplaus.neurons.base import neuron_model
     from bioplaus.simulators.brian2_runner import brian2_device, standalone_cache
 
     src = "NIR graph"
@@ -243,15 +264,16 @@ def simulate_graph(graph: Any, x: torch.Tensor, *, mode: str = "runtime", cache_
     if not isinstance(graph, nir.NIRGraph):
         raise NIRFileError(f"{src}: expected a nir.NIRGraph, got {type(graph).__name__}")
     stages, in_shape = read_stages(graph, src)
-    dt = float(dt if dt is not None else _meta_value(graph, "dt", src) or 1e-3)
+    dt = dt if dt is not None else _meta_value(graph, "dt", src) or 1e-3
     rule = integration or _meta_value(graph, "integration", src) or "exact"
-    T = int(T if T is not None else _meta_value(graph, "T", src) or 20)
-    if not (math.isfinite(dt) and dt > 0):
+    T = T if T is not None else _meta_value(graph, "T", src) or 20
+    if not isinstance(dt, int | float) or isinstance(dt, bool) or not (math.isfinite(dt) and dt > 0):
         raise NIRFileError(f"{src}: dt={dt!r}: expected a positive number of seconds")
     if rule not in INTEGRATIONS:
         raise NIRFileError(f"{src}: integration={rule!r}: expected one of {', '.join(INTEGRATIONS)}")
-    if not 1 <= T <= 1_000_000:
-        raise NIRFileError(f"{src}: T={T}: expected an integer in [1, 1000000]")
+    if not isinstance(T, int) or isinstance(T, bool) or not 1 <= T <= 1_000_000:
+        raise NIRFileError(f"{src}: T={T!r}: expected an integer in [1, 1000000]")
+    dt = float(dt)
     x = torch.as_tensor(x)
     S = int(x.shape[0])
     if math.prod(x.shape[1:]) != math.prod(in_shape):
@@ -260,6 +282,7 @@ def simulate_graph(graph: Any, x: torch.Tensor, *, mode: str = "runtime", cache_
     last = stages[-1]
     readout = "mem_mean" if not last.fires else (_meta_value(graph, "readout", src) or "spike_count")
 
+    specs = [_group_spec(src, st) for st in stages]  # every parameter checked before Brian2 builds anything
     directory = None
     if mode == "standalone":
         sig = repr([(s.name, s.kind, s.n, s.weight.nnz, s.bias is not None) for s in stages]) + f"{S},{T},{rule}"
@@ -276,24 +299,14 @@ def simulate_graph(graph: Any, x: torch.Tensor, *, mode: str = "runtime", cache_
         prev: Any = inp
         for j, st in enumerate(stages):
             base = 10 * (j + 1)  # schedule: everything in "groups", in the order of the chain
-            if st.is_layer:
-                model = neuron_model(NODE_MODELS[st.kind][0])
-                told = model.brian2(fires=st.fires, reset="zero", inputs=INPUTS)
-                eqs = told.equations + "I_x : 1\nb : 1 (constant)\n" + ("theta : 1 (constant)\n" if st.fires else "")
-                step_code, window = told.step, told.window
-            else:  # max-pool of spikes: fires where the window's spike sum exceeds the Threshold node's value
-                eqs = "I_syn : 1\nI_x : 1\nb : 1 (constant)\ntheta : 1 (constant)\n"
-                step_code, window = "I_syn = 0", "I_syn = 0"
+            eqs, step_code, window, values = specs[j]
             # IF's dv/dt = r I does not depend on v, which Brian2's "exact" (linear) solver refuses;
             # for an input held over the step, forward Euler is its exact solution
             g = b2.NeuronGroup(st.n, eqs, method="euler" if st.kind == "IF" else rule, clock=clock, name=f"pop_{st.name}",
                                threshold=("v > theta" if st.is_layer else "I_syn + b > theta") if st.fires else None,
                                reset=("v = v_reset" if st.is_layer else "") if st.fires else None, namespace={})
-            for name in re.findall(r"^(\w+) : [^\n]*\(constant\)", eqs, flags=re.M):
-                if name == "b":
-                    g.b_ = st.bias if st.bias is not None else 0.0
-                else:
-                    setattr(g, name + "_", _param(src, st, name if st.is_layer else "threshold"))
+            for name, val in values.items():
+                setattr(g, name + "_", val)
             post, pre_idx = st.weight.nonzero()
             vals = np.asarray(st.weight[post, pre_idx]).ravel()
             if j == 0:

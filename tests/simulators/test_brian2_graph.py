@@ -164,3 +164,21 @@ def test_compiled_modes_agree(mode: str, tmp_path) -> None:
     net = _net("cuba_lif", "exact", "cnn")
     x = _digits(3)
     _compare(net, simulate_brian2(to_nir(net), x, mode=mode, cache_dir=tmp_path / "sa"), x)
+
+
+@pytest.mark.parametrize(("edit", "kw", "match"), [
+    (lambda g: g.metadata.update(dt="1ms"), {}, "dt='1ms': expected a positive number"),
+    (lambda g: g.metadata.update(T=2.5), {}, "T=2.5: expected an integer"),
+    (lambda g: None, {"integration": "rk4"}, "integration='rk4'"),
+    (lambda g: setattr(g.nodes["lif0"], "tau", np.full(16, -1e-3)), {}, "node 'lif0': tau must be > 0"),
+    (lambda g: setattr(g.nodes["lif0"], "r", np.full(3, 1.0)), {}, "node 'lif0': r has 3 values for 16 neurons"),
+    (lambda g: setattr(g.nodes["lif0"], "v_threshold", np.full(16, np.nan)), {}, "v_threshold holds NaN"),
+])
+def test_bad_graphs_are_one_line_errors(edit, kw: dict, match: str) -> None:
+    from bioplaus.errors import NIRFileError
+
+    g = to_nir(_net("lif_nir", "exact", "mlp"))
+    edit(g)
+    with pytest.raises(NIRFileError, match=match) as e:
+        simulate_brian2(g, _digits(2), mode="numpy", **kw)
+    assert "\n" not in str(e.value)
