@@ -105,20 +105,32 @@ def test_default_lif_graph_is_read_as_the_spec_says(rule: str) -> None:
     assert not np.array_equal(ref.spikes["layer0"], res.spikes["layer0"])  # the subtractive reset differs
 
 
-def test_plain_default_lif_graph_agrees_and_has_no_note() -> None:
+@pytest.mark.parametrize("encoder", ["direct", "poisson"])
+def test_plain_default_lif_graph_agrees_and_has_no_note(encoder: str) -> None:
     """reset = "zero", a non-firing output and "exact": the one plain configuration of the
-    default model; Brian2 from the graph gives bioplaus's spikes (float64 vs float32)."""
+    default model; Brian2 from the graph gives bioplaus's spikes (float64 vs float32). A
+    Poisson encoder (no NIR node) is bioplaus's encoding held over each step, and noted."""
     cfg = NetworkConfig(backend="spiking", hidden=[16], bias=True,
-                        spiking=SpikingConfig(T=10, reset="zero", output_spikes=False))
+                        spiking=SpikingConfig(T=10, reset="zero", output_spikes=False, encoder=encoder))
     net = build_net(cfg, (1, 8, 8), 10, seed=2)
     with torch.no_grad():
         for la in net.layers:
             la.synapse.weight.mul_(3.0)
     g = to_nir(net, integration="exact")
     x = _digits(6)
+    torch.manual_seed(0)
     res = simulate_brian2(g, x, mode="numpy")
-    assert res.note == ""
-    _compare(net, res, x)
+    if encoder == "direct":
+        assert res.note == ""
+        _compare(net, res, x)
+    else:
+        assert res.note.endswith("input: bioplaus feeds poisson spikes of the sample (metadata encoder); the graph "
+                                 "has no encoder node")
+        torch.manual_seed(0)
+        ref = simulate_bioplaus(g, x)
+        np.testing.assert_array_equal(res.spikes["layer0"], ref.spikes["layer0"])
+        assert res.spikes["layer0"].sum() > 0
+        np.testing.assert_array_equal(res.predicted, ref.predicted)
 
 
 def test_conv_and_pool_matrices_match_torch() -> None:
