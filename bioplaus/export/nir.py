@@ -452,7 +452,7 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None, m
 
     A graph of a NIR-exact model (metadata ``neuron_model``, or ``model`` given, or IF /
     CubaLIF / CubaLI nodes) is rebuilt as that model instead, its nodes' parameters as they
-    are (`bioplaus.export.nir_exact`). ``integration`` ("euler" | "exact") overrides the
+    are, MLP or conv (`bioplaus.export.nir_exact`, same structural reader). ``integration`` ("euler" | "exact") overrides the
     rule the metadata states.
     """
     import nir
