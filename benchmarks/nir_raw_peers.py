@@ -176,7 +176,10 @@ def _load_torch(peer: str, graph: Any, dt: float, readout: bool) -> torch.nn.Mod
         if not readout:
             return imp.import_from_nir(graph, dt=dt)
         from spikingjelly.activation_based import functional, neuron
-        from spikingjelly.activation_based.nir_exchange.from_nir import _NIRStatefulModule, _NodeMapper
+        from spikingjelly.activation_based.nir_exchange.from_nir import (
+            _NIRStatefulModule,
+            _NodeMapper,
+        )
 
         def sj_li(node: Any) -> torch.nn.Module:  # SpikingJelly's LIF reading (tau in steps), no threshold
             tau = float(np.unique(np.asarray(node.tau))[0]) / dt
