@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,8 +53,8 @@ CASES: dict[str, tuple[str, str, list[str], str]] = {
     "mlp_lif_nir": ("nir_agreement_mlp.toml", "lif_nir", [], "LIF MLP 784-256-256-10"),
     "mlp_cuba_lif": ("nir_agreement_mlp.toml", "cuba_lif", [], "CubaLIF MLP 784-256-256-10"),
     "mlp_if_nir": ("nir_agreement_mlp.toml", "if_nir", [], "IF MLP 784-256-256-10"),
-    "cnn_lif_nir": ("nir_agreement_cnn.toml", "lif_nir", ["data.limit_train=20000"],
-                    "LIF CNN 2 x [conv3x3, max-pool 2] (8, 16 ch), 20k training samples"),
+    "cnn_lif_nir": ("nir_agreement_cnn.toml", "lif_nir", ["data.limit_train=5000", "data.limit_test=2000"],
+                    "LIF CNN 2 x [conv3x3, max-pool 2] (8, 16 ch), 5k training samples"),
     "mlp_lif_nir_r1": ("nir_agreement_mlp.toml", "lif_nir", ["network.neuron.r=1.0"],
                        "LIF MLP 784-256-256-10 with r = 1 (the default is r = tau/dt)"),
 }
@@ -60,10 +62,13 @@ RULES = ("exact", "euler")
 SPIKING = ("LIF", "IF", "CubaLIF")
 
 
-def cli(*args: str, nice: bool = False) -> subprocess.CompletedProcess:
+BRIAN2_TIMEOUT = 1200.0  # s; --brian2-timeout
+
+
+def cli(*args: str, nice: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = (["nice", "-n", "5"] if nice else []) + CLI + list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
 def last_line(p: subprocess.CompletedProcess) -> str:
@@ -171,8 +176,11 @@ def read_brian2(path: Path, ref: dict[str, Any], graph: Any, work: Path) -> dict
     from bioplaus.record import open_run
 
     out = work / (path.stem + "_brian2.h5")
-    p = cli("simulate", str(path), "--backend", "brian2", "--data", "fashion_mnist", "--samples",
-            str(len(ref["y"])), "--out", str(out), "--overwrite")
+    try:
+        p = cli("simulate", str(path), "--backend", "brian2", "--data", "fashion_mnist", "--samples",
+                str(len(ref["y"])), "--out", str(out), "--overwrite", timeout=BRIAN2_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"not finished in {BRIAN2_TIMEOUT:.0f} s (--brian2-timeout)"}
     if p.returncode != 0:
         return {"refused": last_line(p)}
     names = spiking_nodes(graph)
@@ -243,15 +251,32 @@ def measure(case: str, rule: str, work: Path, n: int, peers: list[str]) -> dict[
     return out
 
 
-def cell(r: dict[str, Any] | None) -> str:
+def cell(r: dict[str, Any] | None, width: int = 0) -> str:
+    """A table cell: "class % / counts %", or the reader's refusal / failure (cut to ``width``)."""
+    def cut(text: str) -> str:
+        if width:  # a short form of the importers' "no mapping" errors
+            text = re.sub(r"(?:Unknown node type|Cannot convert) <class 'nir\.ir\.[\w.]*?\.(\w+)'>.*", r"no \1 node", text)
+        return text if not width or len(text) <= width else text[: width - 1] + "…"
+
     if r is None:
         return "–"
     if "refused" in r:
-        return f"refused: {r['refused']}"
+        return cut(f"refused: {r['refused']}")
     if "error" in r:
-        return f"fails: {r['error']}"
+        return cut(f"fails: {r['error']}")
     c = "–" if r["counts"] is None else f"{100 * r['counts']:.2f} %"
     return f"{100 * r['class']:.1f} % / {c}"
+
+
+def summary(results: list[dict[str, Any]], peers: list[str]) -> str:
+    """One row per reader, one column per (net, rule): the cells of the exported graph."""
+    cols = [r for r in results if "cells" in r]
+    head = ["reader"] + [f"{r['case']} {r['rule']}" for r in cols]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, _, _ in readers(peers):
+        row = [label] + [cell(r["cells"].get(f"{label} | graph"), 40) for r in cols]
+        out.append("| " + " | ".join(x.replace("|", "\\|") for x in row) + " |")
+    return "\n".join(out)
 
 
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any], peers: list[str]) -> str:
@@ -267,6 +292,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], peers: list[st
     by_case: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results:
         by_case.setdefault(r["case"], {})[r["rule"]] = r
+    lines += ["## Summary (the exported graph; the stripped graph's cells follow per net)", "", summary(results, peers), ""]
     for case, rules in by_case.items():
         any_r = next(iter(rules.values()))
         accs = ", ".join(f"{rule}: {100 * r['test_acc_samples']:.1f} %" for rule, r in rules.items()
@@ -282,7 +308,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], peers: list[st
                     continue
                 for v in ("graph", "stripped"):
                     r = rules[rule]
-                    row.append(cell(r.get("cells", {}).get(f"{label} | {v}")) if "error" not in r
+                    row.append(cell(r.get("cells", {}).get(f"{label} | {v}"), 90) if "error" not in r
                                else f"fails: {r['error']}")
             lines.append("| " + " | ".join(x.replace("|", "\\|") for x in row) + " |")
         lines.append("")
@@ -298,7 +324,13 @@ def main() -> None:
     ap.add_argument("--peers", nargs="+", default=list(raw.PEERS), choices=list(raw.PEERS))
     ap.add_argument("--train-only", action="store_true", help="train (and cache) the runs, nothing else")
     ap.add_argument("--name", default="nir_agreement", help="results/<name>.{md,json}")
+    ap.add_argument("--brian2-timeout", type=float, default=BRIAN2_TIMEOUT,
+                    help="seconds one `bioplaus simulate --backend brian2` may take (then the cell says so)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the (case, rule) results of an earlier results/<name>.json that this run does not redo")
     a = ap.parse_args()
+    global BRIAN2_TIMEOUT  # noqa: PLW0603 - one setting for every Brian2 call of this run
+    BRIAN2_TIMEOUT = a.brian2_timeout
     torch.set_num_threads(1)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -320,13 +352,21 @@ def main() -> None:
     import brian2
     import nir
 
+    old = ROOT / "benchmarks" / "results" / f"{a.name}.json"
+    if a.merge and old.exists():
+        done = {(r["case"], r["rule"]) for r in results}
+        prev = json.loads(old.read_text())
+        kept = [r for r in prev.get("results", []) if (r["case"], r["rule"]) not in done]
+        order = {c: i for i, c in enumerate(CASES)}
+        results = sorted(kept + results, key=lambda r: (order.get(r["case"], 99), RULES.index(r["rule"])))
+        up0 = f"{prev.get('uptime_start', '?')} (earlier cases); {up0}"
     meta = {"samples": a.samples, "uptime_start": up0,
             "uptime_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
             "versions": ", ".join([f"nir {nir.__version__ if hasattr(nir, '__version__') else '1.0.8'}",
                                    f"brian2 {brian2.__version__}", f"torch {torch.__version__}"]
                                   + [f"{p} {v}" for p, v in raw.versions().items() if v]),
             "budget": "MLPs: 1 epoch of the 60k training set (Adam 1e-3, batch 128, T = 20, dt = 1 ms, tau = 5 ms); "
-                      "CNN: 1 epoch of the first 20k (benchmarks/nets/nir_agreement_{mlp,cnn}.toml)",
+                      "CNN: 1 epoch of the first 5k (test accuracy on the first 2k test samples) (benchmarks/nets/nir_agreement_{mlp,cnn}.toml)",
             "command": "python benchmarks/nir_agreement.py " + " ".join(sys.argv[1:]),
             "peers_not_available": [p for p in a.peers if p not in peers]}
     save(a.name, {**meta, "results": results}, markdown(results, meta, peers))
