@@ -316,6 +316,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], peers: list[st
 
 
 def main() -> None:
+    global BRIAN2_TIMEOUT  # noqa: PLW0603 - one setting for every Brian2 call of this run
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench" / "nir_agreement"))
@@ -329,7 +330,6 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true",
                     help="keep the (case, rule) results of an earlier results/<name>.json that this run does not redo")
     a = ap.parse_args()
-    global BRIAN2_TIMEOUT  # noqa: PLW0603 - one setting for every Brian2 call of this run
     BRIAN2_TIMEOUT = a.brian2_timeout
     torch.set_num_threads(1)
     work = Path(a.work)
