@@ -263,7 +263,10 @@ def cell(r: dict[str, Any] | None, width: int = 0) -> str:
     if "refused" in r:
         return cut(f"refused: {r['refused']}")
     if "error" in r:
-        return cut(f"fails: {r['error']}")
+        err = re.sub(r"/\S+/([^/\s]+\.nir)", r"\1", r["error"])  # the file's name, not its folder
+        if err.startswith("NIRFileError: "):  # bioplaus's one-line refusal of a graph
+            return cut("refused: " + err.removeprefix("NIRFileError: "))
+        return cut(f"fails: {err}")
     c = "–" if r["counts"] is None else f"{100 * r['counts']:.2f} %"
     return f"{100 * r['class']:.1f} % / {c}"
 
@@ -324,6 +327,7 @@ def main() -> None:
     ap.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     ap.add_argument("--peers", nargs="+", default=list(raw.PEERS), choices=list(raw.PEERS))
     ap.add_argument("--train-only", action="store_true", help="train (and cache) the runs, nothing else")
+    ap.add_argument("--render", action="store_true", help="only rewrite results/<name>.md from its JSON")
     ap.add_argument("--name", default="nir_agreement", help="results/<name>.{md,json}")
     ap.add_argument("--brian2-timeout", type=float, default=BRIAN2_TIMEOUT,
                     help="seconds one `bioplaus simulate --backend brian2` may take (then the cell says so)")
@@ -334,6 +338,13 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    if a.render:
+        prev = json.loads((ROOT / "benchmarks" / "results" / f"{a.name}.json").read_text())
+        shown = [p for p in a.peers if p not in prev.get("peers_not_available", [])]
+        text = markdown(prev["results"], prev, shown)
+        (ROOT / "benchmarks" / "results" / f"{a.name}.md").write_text(text + "\n")
+        print(text)
+        return
     if a.train_only:
         for case in a.cases:
             for rule in a.rules:
