@@ -3,7 +3,12 @@
 `open_run` opens a file in SWMR-read mode when it can (a file being written, or killed
 while being written, opens only this way) and falls back to a plain read-only open for
 files written without SWMR support. In SWMR mode every dataset is refreshed before it is
-read, so repeated calls see the rows appended since.
+read, so repeated calls see the rows appended since. A file whose writer died while it had
+the file open outside SWMR mode (HDF5 then refuses every open) is read through a view with
+the superblock's status flags cleared (`bioplaus.record._superblock`); the file itself is
+never changed. A file shorter than the end of file its superblock stores is refused as
+truncated before HDF5 opens it (an SWMR-read open of it would retry forever).
+`RunFile.note` says, in one line, when a file was not closed by its writer.
 
 Run files are untrusted input. Opening one validates its layout against
 ``bioplaus/record/schema.md`` before anything is read: links other than hard links,
@@ -17,6 +22,8 @@ array) run when that data is read.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +36,9 @@ import numpy as np
 
 from bioplaus.errors import RunFileError
 from bioplaus.metrics import Metric, headline
+from bioplaus.procs import pid_alive
 from bioplaus.record import _untrusted as u
+from bioplaus.record._superblock import ClearedFlags, read_superblock
 from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
 
 _LOCK_WAIT_S = 2.0
@@ -260,15 +269,38 @@ class RunFile:
         not_regular = _not_regular(self.path)
         if not_regular:
             raise RunFileError(f"{self.path}: not a regular file ({not_regular}); not opened")
+        self._view: ClearedFlags | None = None
         self._f, self._swmr = self._open(self.path)
         try:
             self._validate()
         except BaseException:
-            self._f.close()
+            self.close()
             raise
 
-    @staticmethod
-    def _open(path: Path) -> tuple[h5py.File, bool]:
+    def _open(self, path: Path) -> tuple[h5py.File, bool]:
+        sb = read_superblock(path)
+        if sb is not None:
+            try:
+                size = os.path.getsize(path)
+            except OSError as exc:
+                raise RunFileError(f"cannot open run file {path}: {exc.strerror or exc}") from None
+            if size < sb.eof:
+                raise RunFileError(
+                    f"cannot open run file {path} (truncated HDF5 file): {size} bytes, its "
+                    f"superblock says {sb.eof}"
+                )
+            if sb.open_outside_swmr:
+                view = ClearedFlags(path, sb)
+                try:
+                    f = h5py.File(view, "r")
+                except Exception as exc:  # noqa: BLE001 - HDF5 errors on a half-written file vary
+                    view.close()
+                    raise RunFileError(
+                        f"cannot open run file {path} (its writer ended without closing it, outside "
+                        f"SWMR mode, and it is damaged): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                    ) from None
+                self._view = view
+                return f, False
         # An SWMR-read open skips HDF5's check of the stored end of file against the file's
         # size and retries forever on a truncated file; a plain open (no lock taken) runs
         # that check first and fails at once. A file being written opens only in SWMR mode:
@@ -494,8 +526,36 @@ class RunFile:
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        if self._f.id.valid:
-            self._f.close()
+        f = getattr(self, "_f", None)
+        if f is not None and f.id.valid:
+            f.close()
+        view = getattr(self, "_view", None)
+        if view is not None:
+            view.close()
+
+    @property
+    def writer_gone(self) -> bool:
+        """True if the file says "running" but its writer (root attributes ``writer_pid``,
+        ``writer_host``: this host) is no longer alive, or it was read through a cleared
+        superblock: the run was killed (or crashed) before closing the file."""
+        if self._view is not None:
+            return True
+        attrs = self._f.attrs
+        pid, host = _scalar(attrs.get("writer_pid")), u.as_text(attrs.get("writer_host"))
+        if not _is_int(pid) or host != socket.gethostname() or self.status != "running":
+            return False
+        return not pid_alive(pid)
+
+    @property
+    def note(self) -> str | None:
+        """One line when the file was not closed by its writer (killed); else None."""
+        if self._view is not None:
+            return ("its writer ended without closing it, outside SWMR mode (killed during a "
+                    "write): read as last written, through a cleared superblock; the file is unchanged")
+        if self.writer_gone:
+            return (f"its writer (pid {_scalar(self._f.attrs.get('writer_pid'))}) is gone: the run was "
+                    "killed before it finished; the file holds what was written up to then")
+        return None
 
     def __enter__(self) -> RunFile:
         return self
@@ -781,6 +841,7 @@ class RunFile:
             "path": str(self.path),
             "name": self.name,
             "status": self.status,
+            "note": self.note,
             "created": attrs.get("created"),
             "finished": attrs.get("finished"),
             "seed": self.seed,
