@@ -38,7 +38,7 @@ from bioplaus.errors import RunFileError
 from bioplaus.metrics import Metric, headline
 from bioplaus.procs import pid_alive
 from bioplaus.record import _untrusted as u
-from bioplaus.record._superblock import ClearedFlags, read_superblock
+from bioplaus.record._superblock import WRITE_ACCESS, ClearedFlags, Superblock, read_superblock
 from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
 
 _LOCK_WAIT_S = 2.0
@@ -77,6 +77,16 @@ def _not_regular(path: Path) -> str:
         if test(mode):
             return what
     return "not a regular file"
+
+
+def _writer_gone(attrs: Any) -> bool:
+    """Whether the root attributes name a writer on this host (``writer_pid``,
+    ``writer_host``) that is no longer alive; False when they do not say."""
+    try:
+        pid, host = _scalar(attrs.get("writer_pid")), u.as_text(attrs.get("writer_host"))
+    except Exception:  # noqa: BLE001 - unreadable attributes say nothing about the writer
+        return False
+    return _is_int(pid) and host == socket.gethostname() and not pid_alive(pid)
 
 
 def _scalar(value: Any) -> Any:
@@ -270,12 +280,46 @@ class RunFile:
         if not_regular:
             raise RunFileError(f"{self.path}: not a regular file ({not_regular}); not opened")
         self._view: ClearedFlags | None = None
+        self._cleared: str | None = None  # how the file was flagged when read through the view
         self._f, self._swmr = self._open(self.path)
         try:
             self._validate()
+        except (KeyError, OSError, ValueError, RuntimeError) as exc:
+            self.close()
+            if isinstance(exc, RunFileError):
+                raise
+            # HDF5 failing on the file's own metadata (a checksum, a missing object): a file
+            # damaged by a kill outside SWMR mode or by hand
+            reason = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunFileError(f"cannot read run file {self.path} (damaged HDF5 file): {reason}") from None
         except BaseException:
             self.close()
             raise
+
+    def _open_cleared(self, path: Path, sb: Superblock) -> h5py.File | None:
+        """A file still flagged open for writing, opened read-only through `ClearedFlags`
+        when its writer is gone: outside SWMR mode (HDF5 refuses any other open) always; in
+        SWMR mode if its root names a writer on this host that is no longer alive (a plain
+        read of a dead writer's file never enters HDF5's SWMR retry loop). None: open it in
+        SWMR mode (a live writer, or one this host cannot check)."""
+        view = ClearedFlags(path, sb)
+        try:
+            f = h5py.File(view, "r")
+        except Exception as exc:  # noqa: BLE001 - HDF5 errors on a half-written file vary
+            view.close()
+            if not sb.open_outside_swmr:
+                return None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunFileError(
+                f"cannot open run file {path} (its writer ended without closing it, outside SWMR mode, "
+                f"and it is damaged): {reason}"
+            ) from None
+        if sb.open_outside_swmr or _writer_gone(f.attrs):
+            self._view, self._cleared = view, "outside SWMR mode" if sb.open_outside_swmr else "in SWMR mode"
+            return f
+        f.close()
+        view.close()
+        return None
 
     def _open(self, path: Path) -> tuple[h5py.File, bool]:
         sb = read_superblock(path)
@@ -289,18 +333,10 @@ class RunFile:
                     f"cannot open run file {path} (truncated HDF5 file): {size} bytes, its "
                     f"superblock says {sb.eof}"
                 )
-            if sb.open_outside_swmr:
-                view = ClearedFlags(path, sb)
-                try:
-                    f = h5py.File(view, "r")
-                except Exception as exc:  # noqa: BLE001 - HDF5 errors on a half-written file vary
-                    view.close()
-                    raise RunFileError(
-                        f"cannot open run file {path} (its writer ended without closing it, outside "
-                        f"SWMR mode, and it is damaged): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                    ) from None
-                self._view = view
-                return f, False
+            if sb.flags & WRITE_ACCESS:
+                opened = self._open_cleared(path, sb)
+                if opened is not None:
+                    return opened, False
         # An SWMR-read open skips HDF5's check of the stored end of file against the file's
         # size and retries forever on a truncated file; a plain open (no lock taken) runs
         # that check first and fails at once. A file being written opens only in SWMR mode:
@@ -538,18 +574,14 @@ class RunFile:
         """True if the file says "running" but its writer (root attributes ``writer_pid``,
         ``writer_host``: this host) is no longer alive, or it was read through a cleared
         superblock: the run was killed (or crashed) before closing the file."""
-        if self._view is not None:
+        if self._cleared == "outside SWMR mode":
             return True
-        attrs = self._f.attrs
-        pid, host = _scalar(attrs.get("writer_pid")), u.as_text(attrs.get("writer_host"))
-        if not _is_int(pid) or host != socket.gethostname() or self.status != "running":
-            return False
-        return not pid_alive(pid)
+        return self.status == "running" and _writer_gone(self._f.attrs)
 
     @property
     def note(self) -> str | None:
         """One line when the file was not closed by its writer (killed); else None."""
-        if self._view is not None:
+        if self._cleared == "outside SWMR mode":
             return ("its writer ended without closing it, outside SWMR mode (killed during a "
                     "write): read as last written, through a cleared superblock; the file is unchanged")
         if self.writer_gone:
