@@ -2,8 +2,9 @@
 
 A `bioplaus run` of a rate MLP 64-1500-1500-10 on digits (weights snapshot at step 0 and
 every epoch, the model at close: a 42 MB run file) is started N times and killed with
-SIGKILL at a seeded uniform instant between just before its run file appears and the end of
-an unkilled run (measured first). Each left file is then opened with `open_run` in a fresh
+SIGKILL at a seeded uniform instant after it starts writing (its file, or the file's first
+temporary version, appears), up to 1.05 x the writing time of an unkilled run (measured
+first). Each left file is then opened with `open_run` in a fresh
 process (timeout 60 s): opens or not, its status and note, the open time. The bioplaus under
 test comes from ``--repo`` (PYTHONPATH), so the same figure can be made for an older tree.
 
@@ -68,7 +69,7 @@ print(json.dumps(out))
 def _start(repo: Path, cfg: Path, out: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", _RUN, "run", str(cfg), "--out", str(out), "--quiet"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=repo)
 
 
 def _timeline(repo: Path, cfg: Path, d: Path) -> tuple[float, float]:
@@ -91,7 +92,7 @@ def _read(repo: Path, path: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     try:
         r = subprocess.run([sys.executable, "-c", _OPEN, str(path)], capture_output=True, text=True,
-                           env=env, timeout=60)
+                           env=env, timeout=60, cwd=repo)
     except subprocess.TimeoutExpired:
         return {"opens": False, "error": "hang: no answer in 60 s", "open_s": 60.0}
     if r.returncode != 0 or not r.stdout.strip():
@@ -116,11 +117,16 @@ def main() -> int:
         t_file, t_end = _timeline(args.repo, cfg, d)
         size = (d / "probe.h5").stat().st_size
         print(f"unkilled run: file after {t_file:.1f} s, ends after {t_end:.1f} s, {size / 2**20:.0f} MiB", flush=True)
-        lo, hi = max(0.0, t_file - 0.3), t_end
+        # Instants counted from the moment the run starts writing (its first temporary
+        # version, or the file, appears), so that the machine's load, which shifts the start
+        # by seconds, does not push them out of the writing phase.
+        lo, hi = 0.0, (t_end - t_file) * 1.05
         for k in range(args.n):
             at = rng.uniform(lo, hi)
             out = d / f"k{k}.h5"
             p = _start(args.repo, cfg, out)
+            while p.poll() is None and not (out.exists() or any(d.glob(f".k{k}.h5.*"))):
+                time.sleep(0.005)
             time.sleep(at)
             ended_first = p.poll() is not None
             if not ended_first:
@@ -146,7 +152,7 @@ def main() -> int:
         f"# Kill at random instants ({args.n} kills, seed {args.seed}, bioplaus from {args.repo})\n\n"
         f"Run: rate MLP 64-1500-1500-10, digits, 3 epochs, weights every epoch + model at close "
         f"({size / 2**20:.0f} MiB file); unkilled: file after {t_file:.1f} s, end after {t_end:.1f} s; "
-        f"kills uniform in [{lo:.1f}, {hi:.1f}] s.\n"
+        f"kills uniform in [{lo:.1f}, {hi:.1f}] s after the run starts writing.\n"
         f"Machine: AMD EPYC, 2 cores (shared by several processes; load {load[0]:.1f} {load[1]:.1f} "
         f"{load[2]:.1f} at the end), timings noisy.\n\n"
         f"- kills: {sum(r['killed'] for r in rows)} (runs that ended before their instant: "
