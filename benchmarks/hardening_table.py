@@ -3,7 +3,7 @@
 Each case runs in a subprocess (PYTHONPATH = ``--repo``) with a timeout and its address space
 capped (RLIMIT_AS, ``--mem-gb``, default 3 GB: a case that would allocate tens of GB fails or
 is killed at the cap instead). Printed per class: exit code, seconds, and what the user saw:
-``one-line`` (exit 2, one ``bioplaus: error:`` line), ``works`` (exit 0), ``traceback``,
+``one-line`` (exit 2, one ``bioplaus: error:`` line, no other error line), ``works`` (exit 0), ``traceback``,
 ``hang`` (no exit within the timeout, or within ``--term-s`` of SIGTERM for class 10),
 ``crash`` (killed by a signal: segfault, or the memory cap), and whether that is the goal of
 the class (``ok``) or not (``FAIL``).
@@ -240,7 +240,8 @@ def run_case(case: Case, repo: Path, timeout: float, term_s: float, mem_gb: floa
         elif "Traceback" in stderr:
             last = lines[-1] if lines else ""
             outcome = f"traceback ({last[:80]})"
-        elif rc == 2 and len(lines) == 1 and lines[0].startswith("bioplaus: error:"):
+        elif rc == 2 and sum(ln.startswith("bioplaus: error:") for ln in lines) == 1 == sum(
+                "error" in ln.lower() for ln in lines):  # one error line (a notice before it may say it waited)
             outcome = "one-line"
         elif rc == 0:
             outcome = "works"
@@ -266,9 +267,10 @@ def main() -> int:
     ap.add_argument("--mem-gb", type=float, default=3.0)
     ap.add_argument("--only", type=int, nargs="*", help="classes to run")
     ap.add_argument("--combine", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
+    ap.add_argument("--note", action="append", default=[], help="a line added under the combined table")
     args = ap.parse_args()
     if args.combine:
-        return combine(*args.combine)
+        return combine(*args.combine, notes=args.note)
     repo = args.repo.resolve()
     rows = []
     with tempfile.TemporaryDirectory(prefix="hardening_") as tmp:
@@ -292,11 +294,16 @@ def main() -> int:
     payload = {"label": args.label, "repo": str(repo), "timeout_s": args.timeout, "mem_gb": args.mem_gb,
                "load": load, "rows": rows}
     OUT.mkdir(exist_ok=True)
-    (OUT / f"hardening_ii_{args.label}.json").write_text(json.dumps(payload, indent=2))
+    path = OUT / f"hardening_ii_{args.label}.json"
+    if args.only and path.exists():  # rerun of some classes: keep the others
+        old = json.loads(path.read_text())
+        rows = sorted([r for r in old["rows"] if r["class"] not in args.only] + rows, key=lambda r: r["class"])
+        payload["rows"] = rows
+    path.write_text(json.dumps(payload, indent=2))
     return 0
 
 
-def combine(before: Path, after: Path) -> int:
+def combine(before: Path, after: Path, notes: list[str] | None = None) -> int:
     b, a = json.loads(before.read_text()), json.loads(after.read_text())
     rb = {r["class"]: r for r in b["rows"]}
     lines = [
@@ -317,6 +324,10 @@ def combine(before: Path, after: Path) -> int:
     for r in a["rows"]:
         o = rb.get(r["class"], {})
         lines.append(f"| {r['class']} | {r['case']} | {cell(o)} | {cell(r)} | {r['verdict']} |")
+    lines += ["", "Goals: `one-line` (exit 2, one `bioplaus: error:` line) for classes 1, 2, 4-9, 11; the file "
+              "opens (`works`) for 3 and the config is accepted for 12; class 10 stops within ~1 s of SIGTERM. "
+              "Class 4 also checks that the run file is unchanged, class 5 that no partial file is left.",
+              *(["", *notes] if notes else [])]
     (OUT / "hardening_ii_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
