@@ -1074,6 +1074,8 @@ class Recorder:
         return self._next_version() if self._copy_fits(nbytes) else self._opened("a")
 
     def _flush_lazy(self) -> None:
+        if not self._arrays and not self._attrs and all(t.created and not t.rows for t in self._tables.values()):
+            return  # nothing to write: no new version of the file (each costs a copy of it)
         with self._io():
             nbytes = self._pending_bytes()
             self._check_space(nbytes)
