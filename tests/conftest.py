@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +59,30 @@ def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ds_mod, "SYSTEM_DATA_ROOT", tmp_path / "no-system-datasets")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     ds_mod.clear_cache()
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``mount_tmpfs(size, read_only=False)``: a small file system, or skip where mounting is
+    not permitted (needs root / CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def make(size: str, read_only: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        d = tmp_path / f"fs{len(mounted)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(d)
+        if read_only:
+            r = subprocess.run(["mount", "-o", "remount,ro", str(d)], capture_output=True, text=True)
+            if r.returncode != 0:
+                pytest.skip(f"cannot remount a tmpfs read-only here: {r.stderr.strip()}")
+        return d
+
+    yield make
+    for d in reversed(mounted):
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)

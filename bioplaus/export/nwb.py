@@ -13,11 +13,21 @@
   acquisition ``TimeSeries`` ``input`` (rate 1/dt, the encoded input at every step);
 * the config (JSON) as ``experiment_description``, the versions, seed and run attributes as
   ``notes``, and the run's creation time as the session start.
+
+Nothing partial is ever left at the target: the free space is checked up front against an
+estimate (the data written plus ``_NWB_OVERHEAD`` for the cached NWB schema), the file is
+built in memory (HDF5's core driver; above ``_IN_MEMORY_MAX`` bytes on disk under a
+temporary name) and written to a temporary name beside the target, which is renamed into
+place only once complete. A disk that fills up ends in one `OutputError` (HDF5 itself,
+failing a write on a full disk, leaves a file whose close can crash the process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from bioplaus.errors import BioplausError
+from bioplaus.errors import BioplausError, OutputError, os_reason
+
+# Bytes an NWB file holds beyond its data: the cached NWB and HDMF schema, the tables' metadata.
+_NWB_OVERHEAD = 1 << 20
+# Largest NWB file built in memory before it is written; larger ones are written by HDF5.
+_IN_MEMORY_MAX = 1 << 30
+# Files whose HDF5 close failed (a write error): kept referenced so that nothing closes them again.
+_UNCLOSABLE: list[Any] = []
 
 
 def _trials(events: dict[str, Any]) -> list[tuple[int, int]]:
@@ -140,10 +157,57 @@ def export_nwb(run_path: str | Path, out: str | Path, *, overwrite: bool = False
                                        description="encoded input current per step (direct encoding), "
                                        "one trial per sample"))
         series += 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with NWBHDF5IO(str(out), "w") as io:
-            io.write(nwb)
-    except OSError as exc:
-        raise BioplausError(f"{out}: cannot write the NWB file ({exc})") from None
+    data_bytes = n_spikes * 16 + len(times) * 64 + len(trials) * 48 + sum(
+        int(np.prod(np.shape(d), dtype=np.int64)) * 4 for d, _ in traces.values())
+    if inp is not None:
+        data_bytes += int(np.prod(np.shape(inp), dtype=np.int64)) * 4 * max(n_time, 1)
+    _write_nwb(nwb, out, data_bytes + _NWB_OVERHEAD, NWBHDF5IO)
     return {"units": len(times), "spikes": n_spikes, "series": series, "trials": len(trials)}
+
+
+def _write_nwb(nwb: Any, out: Path, estimate: int, io_class: Any) -> None:
+    """Write ``nwb`` to ``out`` (about ``estimate`` bytes) via a temporary name; nothing is left
+    at ``out`` (or beside it) on an error, which is one `OutputError` (module docstring)."""
+    import h5py
+
+    from bioplaus.record.writer import _free_bytes
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create its directory: {os_reason(exc)}") from None
+    free = _free_bytes(out.parent)
+    if free is not None and free < estimate:
+        raise OutputError(
+            f"{out}: disk full: {free / 2**20:.1f} MiB free, the NWB file needs about {estimate / 2**20:.1f} MiB"
+        )
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        if estimate <= _IN_MEMORY_MAX:
+            with h5py.File(tmp.name, "w", driver="core", backing_store=False) as h5:
+                io = io_class(mode="w", file=h5)
+                io.write(nwb)
+                h5.flush()
+                image = h5.id.get_file_image()
+                io.close()
+            with open(tmp, "xb") as fh:
+                fh.write(image)
+        else:
+            h5 = h5py.File(tmp, "x", rdcc_nbytes=0)
+            io = io_class(mode="w", file=h5)
+            try:
+                io.write(nwb)
+            except BaseException:
+                _UNCLOSABLE.append((io, h5))  # its close after a failed write can crash HDF5
+                raise
+            io.close()
+        os.replace(tmp, out)
+    except (OSError, RuntimeError, MemoryError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = "out of memory" if isinstance(exc, MemoryError) else os_reason(exc)
+        raise OutputError(f"{out}: cannot write the NWB file: {reason}; nothing was written") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

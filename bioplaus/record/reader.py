@@ -3,7 +3,12 @@
 `open_run` opens a file in SWMR-read mode when it can (a file being written, or killed
 while being written, opens only this way) and falls back to a plain read-only open for
 files written without SWMR support. In SWMR mode every dataset is refreshed before it is
-read, so repeated calls see the rows appended since.
+read, so repeated calls see the rows appended since. A file whose writer died while it had
+the file open outside SWMR mode (HDF5 then refuses every open) is read through a view with
+the superblock's status flags cleared (`bioplaus.record._superblock`); the file itself is
+never changed. A file shorter than the end of file its superblock stores is refused as
+truncated before HDF5 opens it (an SWMR-read open of it would retry forever).
+`RunFile.note` says, in one line, when a file was not closed by its writer.
 
 Run files are untrusted input. Opening one validates its layout against
 ``bioplaus/record/schema.md`` before anything is read: links other than hard links,
@@ -17,6 +22,8 @@ array) run when that data is read.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +36,9 @@ import numpy as np
 
 from bioplaus.errors import RunFileError
 from bioplaus.metrics import Metric, headline
+from bioplaus.procs import pid_alive
 from bioplaus.record import _untrusted as u
+from bioplaus.record._superblock import WRITE_ACCESS, ClearedFlags, Superblock, read_superblock
 from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
 
 _LOCK_WAIT_S = 2.0
@@ -68,6 +77,16 @@ def _not_regular(path: Path) -> str:
         if test(mode):
             return what
     return "not a regular file"
+
+
+def _writer_gone(attrs: Any) -> bool:
+    """Whether the root attributes name a writer on this host (``writer_pid``,
+    ``writer_host``) that is no longer alive; False when they do not say."""
+    try:
+        pid, host = _scalar(attrs.get("writer_pid")), u.as_text(attrs.get("writer_host"))
+    except Exception:  # noqa: BLE001 - unreadable attributes say nothing about the writer
+        return False
+    return _is_int(pid) and host == socket.gethostname() and not pid_alive(pid)
 
 
 def _scalar(value: Any) -> Any:
@@ -260,15 +279,64 @@ class RunFile:
         not_regular = _not_regular(self.path)
         if not_regular:
             raise RunFileError(f"{self.path}: not a regular file ({not_regular}); not opened")
+        self._view: ClearedFlags | None = None
+        self._cleared: str | None = None  # how the file was flagged when read through the view
         self._f, self._swmr = self._open(self.path)
         try:
             self._validate()
+        except (KeyError, OSError, ValueError, RuntimeError) as exc:
+            self.close()
+            if isinstance(exc, RunFileError):
+                raise
+            # HDF5 failing on the file's own metadata (a checksum, a missing object): a file
+            # damaged by a kill outside SWMR mode or by hand
+            reason = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunFileError(f"cannot read run file {self.path} (damaged HDF5 file): {reason}") from None
         except BaseException:
-            self._f.close()
+            self.close()
             raise
 
-    @staticmethod
-    def _open(path: Path) -> tuple[h5py.File, bool]:
+    def _open_cleared(self, path: Path, sb: Superblock) -> h5py.File | None:
+        """A file still flagged open for writing, opened read-only through `ClearedFlags`
+        when its writer is gone: outside SWMR mode (HDF5 refuses any other open) always; in
+        SWMR mode if its root names a writer on this host that is no longer alive (a plain
+        read of a dead writer's file never enters HDF5's SWMR retry loop). None: open it in
+        SWMR mode (a live writer, or one this host cannot check)."""
+        view = ClearedFlags(path, sb)
+        try:
+            f = h5py.File(view, "r")
+        except Exception as exc:  # noqa: BLE001 - HDF5 errors on a half-written file vary
+            view.close()
+            if not sb.open_outside_swmr:
+                return None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunFileError(
+                f"cannot open run file {path} (its writer ended without closing it, outside SWMR mode, "
+                f"and it is damaged): {reason}"
+            ) from None
+        if sb.open_outside_swmr or _writer_gone(f.attrs):
+            self._view, self._cleared = view, "outside SWMR mode" if sb.open_outside_swmr else "in SWMR mode"
+            return f
+        f.close()
+        view.close()
+        return None
+
+    def _open(self, path: Path) -> tuple[h5py.File, bool]:
+        sb = read_superblock(path)
+        if sb is not None:
+            try:
+                size = os.path.getsize(path)
+            except OSError as exc:
+                raise RunFileError(f"cannot open run file {path}: {exc.strerror or exc}") from None
+            if size < sb.eof:
+                raise RunFileError(
+                    f"cannot open run file {path} (truncated HDF5 file): {size} bytes, its "
+                    f"superblock says {sb.eof}"
+                )
+            if sb.flags & WRITE_ACCESS:
+                opened = self._open_cleared(path, sb)
+                if opened is not None:
+                    return opened, False
         # An SWMR-read open skips HDF5's check of the stored end of file against the file's
         # size and retries forever on a truncated file; a plain open (no lock taken) runs
         # that check first and fails at once. A file being written opens only in SWMR mode:
@@ -494,8 +562,32 @@ class RunFile:
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        if self._f.id.valid:
-            self._f.close()
+        f = getattr(self, "_f", None)
+        if f is not None and f.id.valid:
+            f.close()
+        view = getattr(self, "_view", None)
+        if view is not None:
+            view.close()
+
+    @property
+    def writer_gone(self) -> bool:
+        """True if the file says "running" but its writer (root attributes ``writer_pid``,
+        ``writer_host``: this host) is no longer alive, or it was read through a cleared
+        superblock: the run was killed (or crashed) before closing the file."""
+        if self._cleared == "outside SWMR mode":
+            return True
+        return self.status == "running" and _writer_gone(self._f.attrs)
+
+    @property
+    def note(self) -> str | None:
+        """One line when the file was not closed by its writer (killed); else None."""
+        if self._cleared == "outside SWMR mode":
+            return ("its writer ended without closing it, outside SWMR mode (killed during a "
+                    "write): read as last written, through a cleared superblock; the file is unchanged")
+        if self.writer_gone:
+            return (f"its writer (pid {_scalar(self._f.attrs.get('writer_pid'))}) is gone: the run was "
+                    "killed before it finished; the file holds what was written up to then")
+        return None
 
     def __enter__(self) -> RunFile:
         return self
@@ -781,6 +873,7 @@ class RunFile:
             "path": str(self.path),
             "name": self.name,
             "status": self.status,
+            "note": self.note,
             "created": attrs.get("created"),
             "finished": attrs.get("finished"),
             "seed": self.seed,

@@ -18,8 +18,20 @@ Life cycle of a `Recorder`:
 Creation never clobbers by accident: the first version of the file (root attributes, status
 "running") is written under a temporary name in the target's directory and then renamed
 into place, with a hard link that fails if the name was taken meanwhile (``on_exists``
-decides between refusing, replacing and taking the next numbered name). The file is then
-written at its final path, so that it can be read while it is written.
+decides between refusing, replacing and taking the next numbered name).
+
+A kill at any instant leaves a readable file. HDF5 flags a file open for writing outside
+SWMR in its superblock, and a file whose writer dies in that state, half written, is refused
+by every reader. So the file at the run's path is never opened for writing outside SWMR:
+every such write (a lazy flush, `Recorder.start_swmr`, the objects and attributes written at
+close) goes to a copy under a temporary name (``.<name>.<pid>-<hex>.tmp`` beside it), which
+is renamed over the run file when it is complete: for `Recorder.start_swmr` once SWMR mode is
+on, the handle staying open across the rename. A kill leaves the previous version in place
+(and the temporary file, removed by the next recorder writing that name once its pid is
+gone). Only when the file system has no room for the copy is the file written in place (as
+before: a kill then can leave it flagged, and readers open it read-only through a cleared
+superblock, see `bioplaus.record.reader`). Root attributes ``writer_pid`` and ``writer_host``
+let a reader tell a live run from a killed one.
 
 Write errors (disk full, quota, I/O error) break the recorder: it stops writing, raises
 `bioplaus.errors.OutputError` naming the file and the OS error, and its close only tries to
@@ -38,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import importlib.metadata
 import itertools
 import json
@@ -45,6 +58,8 @@ import math
 import os
 import platform
 import secrets
+import shutil
+import socket
 import stat
 import sys
 import time
@@ -59,6 +74,9 @@ import h5py
 import numpy as np
 
 from bioplaus.errors import OutputError, os_reason
+from bioplaus.procs import pid_alive
+from bioplaus.record._superblock import OFFSETS as SIGNATURE_OFFSETS
+from bioplaus.record._superblock import SIGNATURE as _HDF5_SIGNATURE
 
 FORMAT = "bioplaus.run"
 FORMAT_VERSION = 1
@@ -86,7 +104,6 @@ _CLOSE_SPACE = 64 << 10
 # What happens when the run file exists: refuse, replace it (run files only), or write
 # <stem>-1<suffix>, <stem>-2<suffix>, ... (the first free name).
 ON_EXISTS = ("refuse", "overwrite", "number")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Files whose close failed after a write error: kept referenced so that garbage collection
 # does not try (and fail, noisily) to close them again.
 _UNCLOSABLE: list[h5py.File] = []
@@ -132,8 +149,22 @@ def is_run_file(path: str | Path) -> bool:
             head = fh.read(_SCAN_BYTES)
     except OSError:
         return False
-    offsets = [0, *(512 << k for k in range(12))]
-    return any(head[o : o + 8] == _HDF5_SIGNATURE for o in offsets) and FORMAT.encode() in head
+    return any(head[o : o + 8] == _HDF5_SIGNATURE for o in SIGNATURE_OFFSETS) and FORMAT.encode() in head
+
+
+def _tmp_name(target: Path) -> Path:
+    """A fresh temporary name beside ``target`` for one of its versions (pid inside)."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _remove_stale_versions(target: Path) -> None:
+    """Remove temporary versions of ``target`` (`_tmp_name`) left by writers that are gone."""
+    with contextlib.suppress(OSError):
+        for tmp in target.parent.glob(f".{glob.escape(target.name)}.*-*.tmp"):
+            pid = tmp.name[len(target.name) + 2 :].split("-", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
 
 def _candidates(path: Path) -> Iterator[Path]:
@@ -503,6 +534,7 @@ class Recorder:
         self._broken: OutputError | None = None
         self._no_space = False  # the file system is full (or over quota)
         self._status_loc: tuple[int, int, int] | None = None  # offset, st_dev, st_ino of /status
+        self._ident: tuple[int, int] | None = None  # st_dev, st_ino of the file this recorder placed
         self._declared: set[str] = set()  # metric tables created before any value
 
         root: dict[str, Any] = {
@@ -513,6 +545,8 @@ class Recorder:
             "config": json.dumps(dict(config), default=str),
             "created": _now(),
             "status": "running",
+            "writer_pid": os.getpid(),
+            "writer_host": socket.gethostname(),
         }
         for key, value in (meta or {}).items():
             if key in root:
@@ -527,7 +561,8 @@ class Recorder:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{target}: cannot create its directory: {os_reason(exc)}") from None
-        tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        _remove_stale_versions(target)
+        tmp = _tmp_name(target)
         try:
             try:
                 with h5py.File(tmp, "x", libver=LIBVER, rdcc_nbytes=0) as f:
@@ -539,14 +574,70 @@ class Recorder:
             except (OSError, RuntimeError) as exc:
                 raise OutputError(f"{target}: cannot create the run file: {os_reason(exc)}") from None
             placed = self._place(tmp, target, on_exists)
-            with contextlib.suppress(OSError):
-                st = os.stat(placed)
-                if offset is not None:
-                    self._status_loc = (int(offset), st.st_dev, st.st_ino)
+            if offset is not None:
+                self._status_loc = (int(offset), 0, 0)
+            self._placed(placed)
             return placed
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+
+    def _placed(self, path: Path) -> None:
+        """Remember which file is the run file now (device, inode), for `_replace` and `_poke_status`."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        self._ident = (st.st_dev, st.st_ino)
+        if self._status_loc is not None:  # a byte copy keeps /status at the same offset
+            self._status_loc = (self._status_loc[0], st.st_dev, st.st_ino)
+
+    def _copy_fits(self, nbytes: int) -> bool:
+        """Whether the file system has room for a copy of the run file plus ``nbytes`` and the margin."""
+        free = _free_bytes(self.path.parent)
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return True  # the copy itself says what is wrong
+        return free is None or free >= size + nbytes + _SPACE_MARGIN
+
+    @contextlib.contextmanager
+    def _next_version(self, *, keep_open: bool = False) -> Iterator[h5py.File]:
+        """The run file opened for writing outside SWMR, as a copy under a temporary name that
+        replaces the run file when the block ends (closed first unless ``keep_open``: then the
+        caller switches it to SWMR inside the block and keeps the handle). On any error, or a
+        kill, the run file stays as it was."""
+        tmp = _tmp_name(self.path)
+        try:
+            shutil.copyfile(self.path, tmp)
+            f = h5py.File(tmp, "a", libver=LIBVER, rdcc_nbytes=0)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        try:
+            yield f
+            if not keep_open:
+                _close_or_raise(f)
+            self._replace(tmp)
+        except BaseException:
+            if f.id.valid:
+                _close_or_keep(f)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def _replace(self, tmp: Path) -> None:
+        """Rename the finished version ``tmp`` over the run file, if that is still the file
+        this recorder placed (else `OutputError`: it was moved or replaced meanwhile)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is None or (self._ident is not None and (st.st_dev, st.st_ino) != self._ident):
+            raise OutputError(f"{self.path}: was removed or replaced while the run wrote it; not writing over it")
+        os.replace(tmp, self.path)
+        self._placed(self.path)
 
     @staticmethod
     def _place(tmp: Path, target: Path, on_exists: str) -> Path:
@@ -977,10 +1068,18 @@ class Recorder:
             raise
         _close_or_raise(f)
 
+    def _version(self, nbytes: int) -> contextlib.AbstractContextManager[h5py.File]:
+        """Where a write outside SWMR of ``nbytes`` goes: a copy that replaces the file
+        (`_next_version`), or the file itself when there is no room for the copy."""
+        return self._next_version() if self._copy_fits(nbytes) else self._opened("a")
+
     def _flush_lazy(self) -> None:
+        if not self._arrays and not self._attrs and all(t.created and not t.rows for t in self._tables.values()):
+            return  # nothing to write: no new version of the file (each costs a copy of it)
         with self._io():
-            self._check_space(self._pending_bytes())
-            with self._opened("a") as f:
+            nbytes = self._pending_bytes()
+            self._check_space(nbytes)
+            with self._version(nbytes) as f:
                 self._write_all(f)
         self._last_flush = time.monotonic()
 
@@ -1012,14 +1111,21 @@ class Recorder:
             if self._mode == "swmr":
                 return
             with self._io():
-                self._check_space(self._pending_bytes())
-                f = self._open("a")
-                try:
-                    self._write_all(f)
-                    f.swmr_mode = True
-                except BaseException:
-                    _close_or_keep(f)
-                    raise
+                nbytes = self._pending_bytes()
+                self._check_space(nbytes)
+                if self._copy_fits(nbytes):
+                    # SWMR on before the rename: the run file is never flagged open outside SWMR.
+                    with self._next_version(keep_open=True) as f:
+                        self._write_all(f)
+                        f.swmr_mode = True
+                else:
+                    f = self._open("a")
+                    try:
+                        self._write_all(f)
+                        f.swmr_mode = True
+                    except BaseException:
+                        _close_or_keep(f)
+                        raise
             self._f = f
             self._mode = "swmr"
             self._last_flush = time.monotonic()
@@ -1050,15 +1156,21 @@ class Recorder:
                         for table in self._tables.values():
                             if table.created:
                                 table.write(f)
-                        # If reopening below fails, the file still tells how the run ended.
-                        f["status"][()] = np.bytes_(status.encode())
+                        copy = self._copy_fits(self._pending_bytes())
+                        if not copy:
+                            # Written in place below: if that fails, the file still tells how
+                            # the run ended. (With a copy, a kill before the rename leaves the
+                            # status running: the run did not finish.)
+                            f["status"][()] = np.bytes_(status.encode())
                         f.flush()
                     except BaseException:
                         self._f = f  # closed (or given up) by _close_broken
                         raise
                     _close_or_raise(f)
+                else:
+                    copy = self._copy_fits(self._pending_bytes())
                 self._mode = "closed"
-                with self._opened("a") as f:
+                with self._next_version() if copy else self._opened("a") as f:
                     self._write_all(f)
                     self._drop_unused_metrics(f)
                     for key, value in final_attrs.items():

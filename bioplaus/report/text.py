@@ -31,7 +31,7 @@ def summary_text(run_path: str | Path) -> str:
     lines = [
         f"run file   {s['path']}",
         f"name       {s['name']}  (seed {s['seed']}, format v{s['format_version']})",
-        f"status     {s['status']}",
+        f"status     {s['status']}" + (f"  ({s['note']})" if s.get("note") else ""),
         f"created    {s['created']}",
     ]
     if outcome.kind:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -65,33 +65,6 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
-
-
-@pytest.fixture
-def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """``mount_tmpfs(size, read_only=False)``: a small file system, or skip where mounting is
-    not permitted (needs root / CAP_SYS_ADMIN)."""
-    mounted: list[Path] = []
-
-    def make(size: str, read_only: bool = False) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        d = tmp_path / f"fs{len(mounted)}"
-        d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-        mounted.append(d)
-        if read_only:
-            r = subprocess.run(["mount", "-o", "remount,ro", str(d)], capture_output=True, text=True)
-            if r.returncode != 0:
-                pytest.skip(f"cannot remount a tmpfs read-only here: {r.stderr.strip()}")
-        return d
-
-    yield make
-    for d in reversed(mounted):
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 # ------------------------------------------------------------------ overwrite rules
