@@ -91,7 +91,8 @@ def pts(v: float) -> float:
 
 
 def sd(xs: list[float]) -> float:
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+    v = np.asarray(xs, dtype=float)
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
 def row(method: str, label: str, runs: list[dict[str, Any]], acc: dict[str, Any] | None, out: Path) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def row(method: str, label: str, runs: list[dict[str, Any]], acc: dict[str, Any]
         "seeds": len(done),
         "ACC": pts(acc["mean"]) if acc else float("nan"),
         "ACC_sd": pts(acc["std"]) if acc else float("nan"),
-        **{k: statistics.mean(v) if v else float("nan") for k, v in vals.items()},
+        **{k: float(np.mean(v)) if v else float("nan") for k, v in vals.items()},
         **{f"{k}_sd": sd(v) for k, v in vals.items()},
         "train_s": statistics.mean(r["final_train_seconds"] for r in done),
         "acc_matrix_seed0": (100 * R).round(2).tolist(),
