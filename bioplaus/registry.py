@@ -103,7 +103,9 @@ RULES: Registry[type] = Registry(
      "bioplaus.rules.noprop"),
 )
 PLUGINS: Registry[type] = Registry(
-    "plugins", "plugins.name", ("bioplaus.plugins.hlop", "bioplaus.plugins.ewc", "bioplaus.plugins.projection")
+    "plugins", "plugins.name", ("bioplaus.plugins.hlop", "bioplaus.plugins.ewc", "bioplaus.plugins.projection",
+                                "bioplaus.plugins.replay", "bioplaus.plugins.agem", "bioplaus.plugins.si",
+                                "bioplaus.plugins.lwf", "bioplaus.plugins.gpm")
 )
 # Neuron models (`bioplaus.neurons.base.NeuronModel` subclasses), chosen by ``network.backend``.
 NEURONS: Registry[Any] = Registry("neurons", "network.backend", (

@@ -46,7 +46,8 @@ from bioplaus.registry import TRAINING_FIGURES, register_experiment, register_fi
 from bioplaus.report import fmt, new_figure, save_figure
 from bioplaus.training.task import TaskInfo
 
-__all__ = ["Continual", "ContinualConfig", "TaskData", "TaskLoader", "acc_metrics", "build_tasks"]
+__all__ = ["Continual", "ContinualConfig", "TaskData", "TaskLoader", "acc_metrics", "build_tasks", "per_task_transfer",
+           "scenario"]
 
 
 @dataclass
@@ -56,7 +57,7 @@ class ContinualConfig:
     stream: str = "permuted"  # permuted | split
     n_tasks: int = bounded(10, ge=1, le=MAX_TASKS)
     classes_per_task: int = bounded(0, ge=0)  # split streams; 0 = n_classes / n_tasks
-    setting: str = ""  # task | domain ; "" = the stream's own
+    setting: str = ""  # task | domain | class ; "" = the stream's own (permuted: domain, split: task)
     epochs_per_task: int = bounded(1, ge=1)
     mode: str = "sequential"  # sequential | joint (multitask upper bound)
     reset_optimizer: bool = True  # fresh optimiser state (momentum) at every task
@@ -112,6 +113,44 @@ def acc_metrics(R: np.ndarray, initial: np.ndarray | None = None) -> dict[str, f
     else:
         out["FWT"] = math.nan
     return out
+
+
+def per_task_transfer(R: np.ndarray, initial: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task forgetting f_j and forward transfer t_j after the last row i of ``R``.
+
+    f_j = max_{l in [j, i-1]} R[l, j] - R[i, j] for j < i (NaN for j >= i);
+    t_j = R[j-1, j] - b_j for 0 < j <= i (NaN otherwise, and without ``initial``).
+    Their means over the defined entries are ``acc_metrics``' forgetting and FWT.
+    """
+    R = np.asarray(R, dtype=float)
+    i, n = R.shape[0] - 1, R.shape[1]
+    forget = np.full(n, np.nan)
+    fwt = np.full(n, np.nan)
+    for j in range(i):
+        forget[j] = np.max(R[j:i, j]) - R[i, j]
+    if initial is not None:
+        b = np.asarray(initial, dtype=float)
+        for j in range(1, i + 1):
+            fwt[j] = R[j - 1, j] - b[j]
+    return forget, fwt
+
+
+# What each setting means at test time (van de Ven, Tuytelaars & Tolias 2022's three scenarios).
+SCENARIOS = {
+    "task": ("task-incremental", True, "multi"),
+    "domain": ("domain-incremental", False, "single"),
+    "class": ("class-incremental", False, "single"),
+}
+
+
+def scenario(stream: str, setting: str) -> dict[str, Any]:
+    """The scenario a stream and a setting make: its name, whether the task id is given at
+    test time, and the heads (multi: the logits masked to the task's classes; single: one
+    head over every class). A split stream without task ids (``domain`` or ``class``) is
+    class-incremental: its tasks have disjoint classes and one head must tell them apart."""
+    key = "class" if stream == "split" and setting == "domain" else setting
+    name, task_id, heads = SCENARIOS[key]
+    return {"scenario": name, "task_id_at_test": task_id, "heads": heads}
 
 
 # ----------------------------------------------------------------------------- data
@@ -241,7 +280,7 @@ class Continual(GradientExperiment):
 
     Config = ContinualConfig
     section = "continual"
-    figures = (*TRAINING_FIGURES, "acc_matrix", "task_curves")
+    figures = (*TRAINING_FIGURES, "acc_matrix", "task_curves", "transfer")
 
     @classmethod
     def example_config(cls) -> dict[str, Any]:
@@ -255,11 +294,11 @@ class Continual(GradientExperiment):
         check_choice(c.stream, ["permuted", "split"], "continual.stream")
         check_choice(c.mode, ["sequential", "joint"], "continual.mode")
         if c.setting:
-            check_choice(c.setting, ["task", "domain"], "continual.setting")
-        if c.stream == "permuted" and c.setting == "task":
+            check_choice(c.setting, list(SCENARIOS), "continual.setting")
+        if c.stream == "permuted" and c.setting in ("task", "class"):
             raise ConfigError(
-                "continual.setting: permuted tasks share one label set, so a head per task "
-                "cannot be told apart by masking; use setting = 'domain' (or leave it empty)"
+                f"continual.setting: permuted tasks share one label set, so {SCENARIOS[c.setting][0]} "
+                "learning is not defined on them; use setting = 'domain' (or leave it empty)"
             )
 
     @classmethod
@@ -275,6 +314,10 @@ class Continual(GradientExperiment):
             Metric("test_acc", "max", unit="fraction", panel="accuracy", description="mean over the tasks seen so far"),
             Metric("bwt", "max", unit="fraction", panel="transfer"),
             Metric("forgetting", "min", unit="fraction", panel="transfer", description="mean drop from each task's best"),
+            Metric("fwt", "max", unit="fraction", panel="transfer",
+                   description="forward transfer: mean of R[j-1, j] - b_j over the tasks reached"),
+            Metric("task*/forgetting", "min", unit="fraction", panel="task forgetting",
+                   description="max_{l<i} R[l, j] - R[i, j] after task i > j"),
             Metric("train_loss_task", "min", panel="loss"),
             Metric("train_acc_task", "max", unit="fraction", panel="accuracy"),
             Metric("task", description="index of the task just finished"),
@@ -317,6 +360,7 @@ class Continual(GradientExperiment):
             **self.model_meta(),
             "stream": self.stream.name,
             "setting": self.setting,
+            **scenario(self.options.stream, self.setting),
             "n_tasks": len(self.tasks),
             "n_train": self.tasks[0].train.n,
         }
@@ -357,6 +401,7 @@ class Continual(GradientExperiment):
             summary = {"ACC": float(np.mean(R[-1])), "BWT": math.nan, "forgetting": math.nan, "FWT": math.nan}
         else:
             summary = acc_metrics(R, self.initial)
+        forget, fwt = per_task_transfer(R, self.initial) if self.mode != "joint" else (np.full(R.shape[1], np.nan),) * 2
         self.ctx.log_array(
             "/continual/acc_matrix",
             R,
@@ -364,7 +409,10 @@ class Continual(GradientExperiment):
             mode=self.mode,
             setting=self.setting,
             initial=self.initial,
+            forgetting_per_task=forget,
+            fwt_per_task=fwt,
             train_seconds=self.train_seconds,
+            **scenario(self.options.stream, self.setting),
         )
         return summary
 
@@ -421,6 +469,8 @@ class Continual(GradientExperiment):
                 train_acc_task=acc_sum / max(count, 1),
                 bwt=summary["BWT"] if k > 0 else 0.0,
                 forgetting=summary["forgetting"] if k > 0 else 0.0,
+                **({"fwt": summary["FWT"]} if k > 0 else {}),
+                **{f"task{j}/forgetting": float(v) for j, v in enumerate(per_task_transfer(np.array(self.rows))[0][:k])},
             )
             self.ctx.flush()
             row = " ".join(f"{a * 100:5.1f}" for a in accs[: k + 1])
@@ -579,3 +629,33 @@ def task_curves_figure(run: RunFile, out_dir: Path) -> list[Path]:
     ax.legend(fontsize=7, ncol=2 if len(tasks) > 5 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               borderaxespad=0)
     return save_figure(fig, out_dir, "task_curves.png")
+
+
+@register_figure("transfer", needs=("/continual/acc_matrix",))
+def transfer_figure(run: RunFile, out_dir: Path) -> list[Path]:
+    """Per-task forgetting and forward transfer after the last task (bars, in points)."""
+    path = "/continual/acc_matrix"
+    if not run.has(path) or run.array(path).dtype.kind not in "iuf":
+        return []
+    mat = np.asarray(run.array(path), dtype=float)
+    if mat.ndim != 2 or mat.size == 0 or mat.shape[0] > mat.shape[1] or run.attrs_of(path).get("mode") == "joint":
+        return []
+    initial = run.attrs_of(path).get("initial")
+    b = np.asarray(initial, dtype=float) if initial is not None and np.size(initial) == mat.shape[1] else None
+    forget, fwt = per_task_transfer(mat, b)
+    if not (np.isfinite(forget).any() or np.isfinite(fwt).any()):
+        return []
+    scale = 1.0 if np.nanmax(mat) > 1.0 else 100.0
+    tasks = np.arange(mat.shape[1])
+    fig = new_figure(1.8 + 0.55 * len(tasks), 3.6)
+    ax = fig.subplots()
+    ax.bar(tasks - 0.2, np.nan_to_num(scale * forget), 0.4, label="forgetting (best - final)", color="tab:red")
+    ax.bar(tasks + 0.2, np.nan_to_num(scale * fwt), 0.4, label="forward transfer (R[j-1, j] - b_j)", color="tab:blue")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(tasks)
+    ax.set_xlabel("task")
+    ax.set_ylabel("points")
+    ax.set_title(f"{run.name[:60]}: per-task forgetting and forward transfer", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, out_dir, "transfer.png")

@@ -184,6 +184,7 @@ class GradientExperiment(Experiment):
         dev = self.ctx.device
         if x.device != dev:  # a loader the kind could not move (see bioplaus.device.to_device)
             x, y = x.to(dev), y.to(dev)
+        x, y = self.plugins.before_step(self.rule, x, y)
         return self.record_step(self.rule.train_step(x, y))
 
     def epoch_steps(self, loader: Any) -> Iterator[dict[str, float]]:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from bioplaus.config import bounded
 from bioplaus.metrics import Metric
 from bioplaus.plugins.base import Plugin, Rule, RuleContext, TaskInfo
+from bioplaus.plugins.memory import layer_params, quadratic_pull_
 from bioplaus.registry import register_plugin
 
 
@@ -55,7 +56,7 @@ class EWC(Plugin):
     def setup(self, rule: Rule, ctx: RuleContext) -> None:
         self.rule = rule
         self.ctx = ctx
-        self.params = [p for la in rule.protected_layers() for p in la.parameters() if p.requires_grad]
+        self.params = layer_params(rule)
 
     def estimate_fisher(self, loader: Any) -> list[torch.Tensor]:
         """Diagonal empirical Fisher from per-sample gradients on ``samples`` samples."""
@@ -98,13 +99,4 @@ class EWC(Plugin):
         if self.fisher is None or self.anchor is None or self.opts.lam == 0:
             return
         cap = 1.0 / rule.lr if (self.opts.cap and rule.lr > 0) else float("inf")
-        with torch.no_grad():
-            for p, f, a in zip(self.params, self.fisher, self.anchor):
-                if not p.requires_grad:
-                    continue
-                c = (self.opts.lam * f).clamp_(max=cap)
-                pen = c * (p - a)
-                if p.grad is None:
-                    p.grad = pen
-                else:
-                    p.grad.add_(pen)
+        quadratic_pull_(self.params, [self.opts.lam * f for f in self.fisher], self.anchor, cap)

@@ -329,6 +329,10 @@ class ExactProjection(SubspaceProjection):
     def projection_basis(self, i: int) -> Tensor:
         return self.bases[i]
 
+    def energy_threshold(self, pos: int, task: int) -> float:
+        """The energy fraction the basis of protected layer number ``pos`` must hold after ``task``."""
+        return float(self.opts.threshold)
+
     def after_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
         o = self.opts
         acts = collect_activity(self.rule, loader, self.layers, o.samples, o.activity, o.max_rows, self.generator)
@@ -339,18 +343,19 @@ class ExactProjection(SubspaceProjection):
             R = X - (X @ U.T) @ U if U.shape[0] else X
             n = X.shape[1]
             room = n - U.shape[0]
-            if o.mode == "dims":
+            if getattr(o, "mode", "threshold") == "dims":
                 k = new_dims(task.index, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
                 V, _ = top_eigvecs(R, min(k, room))
             else:
                 V, evals = top_eigvecs(R, room)
                 total = float((X.double() ** 2).sum())
                 have = float(((X @ U.T).double() ** 2).sum()) if U.shape[0] else 0.0
-                if total <= 0 or have / total >= o.threshold:
+                threshold = self.energy_threshold(pos, task.index)
+                if total <= 0 or have / total >= threshold:
                     k = 0
                 else:
                     cum = have + torch.cumsum(evals[:room], 0)
-                    k = int(torch.searchsorted(cum, torch.tensor(o.threshold * total, dtype=cum.dtype)).item()) + 1
+                    k = int(torch.searchsorted(cum, torch.tensor(threshold * total, dtype=cum.dtype)).item()) + 1
                     k = min(k, room)
                 V = V[:k]
             # Re-orthonormalise against the old basis: eigenvectors of a residual are

@@ -65,9 +65,15 @@ class LearningRule(ABC):
         self.active_classes: Tensor | None = None
 
     def mask_logits(self, logits: Tensor) -> Tensor:
-        """Logits with every class outside ``active_classes`` pushed to -1e9 (no-op if None)."""
+        """Logits with every class outside ``active_classes`` pushed to -1e9 (no-op if None).
+
+        ``active_classes`` is a list of class indices (one task's head), or a boolean
+        ``[batch, classes]`` mask, one head per sample (replayed samples of older tasks).
+        """
         if self.active_classes is None:
             return logits
+        if self.active_classes.dtype == torch.bool:
+            return logits + torch.where(self.active_classes, 0.0, -1e9).to(logits.dtype)
         mask = torch.full((logits.shape[-1],), -1e9, dtype=logits.dtype, device=logits.device)
         mask[self.active_classes] = 0.0
         return logits + mask

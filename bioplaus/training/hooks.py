@@ -45,7 +45,7 @@ class Rule(Protocol):
 
 
 # Every hook a plugin may override, in the order of a run's life cycle; each takes the rule first.
-HOOKS = ("setup", "before_task", "after_backward", "after_update", "after_step", "after_epoch",
+HOOKS = ("setup", "before_task", "before_step", "after_backward", "after_update", "after_step", "after_epoch",
          "after_task", "close")
 
 
@@ -81,6 +81,11 @@ class Plugin:
 
     def after_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
         """After training on ``task``, with that task's training loader."""
+
+    def before_step(self, rule: Rule, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch a training step is about to get; return it, or another (replay adds
+        stored samples). Rules that plan their own epoch (NoProp's blocks) skip this hook."""
+        return x, y
 
     def after_backward(self, rule: Rule) -> None:
         """Gradients are in ``p.grad``; a plugin may rewrite them (HLOP, EWC)."""
@@ -127,6 +132,11 @@ class PluginList:
     def after_task(self, rule: Rule, task: TaskInfo, loader: Any) -> None:
         for p in self.plugins:
             p.after_task(rule, task, loader)
+
+    def before_step(self, rule: Rule, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        for p in self.plugins:
+            x, y = p.before_step(rule, x, y)
+        return x, y
 
     def after_backward(self, rule: Rule) -> None:
         for p in self.plugins:

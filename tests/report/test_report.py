@@ -96,6 +96,7 @@ def test_make_report_writes_every_figure(run_file: Path, tmp_path: Path) -> None
         "membrane_hidden.mem.png",
         "weights.png",
         "acc_matrix.png",
+        "transfer.png",  # per-task forgetting of the same matrix
     }
     for p in files:
         assert p.exists()

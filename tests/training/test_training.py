@@ -26,7 +26,7 @@ from bioplaus.training.optim import make_optimizer, make_scheduler, update
 from bioplaus.training.task import RuleContext, TaskInfo
 
 ROOT = Path(__file__).resolve().parents[2]
-HOOKS = ("setup", "before_task", "after_task", "after_backward", "after_update", "after_step", "after_epoch", "close")
+HOOKS = ("setup", "before_task", "after_task", "before_step", "after_backward", "after_update", "after_step", "after_epoch", "close")
 
 
 class _Log(Plugin):
@@ -98,6 +98,17 @@ def test_plugin_list_has_one_method_per_hook_and_calls_them_in_order() -> None:
         ("a", "after_task", rule, task, loader), ("b", "after_task", rule, task, loader),
         ("a", "close", rule), ("b", "close", rule),
     ]
+
+
+def test_before_step_hands_each_plugin_the_batch_the_previous_one_returned() -> None:
+    class Twice(Plugin):
+        def before_step(self, rule: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.cat([x, x + 1]), torch.cat([y, y])
+
+    x, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    bx, by = PluginList([Twice(), Plugin(), Twice()]).before_step(object(), x, y)
+    assert bx[:, 0].tolist() == [0, 0, 1, 1, 1, 1, 2, 2] and by.tolist() == [0, 1] * 4
+    assert PluginList().before_step(object(), x, y) == (x, y)
 
 
 def test_task_info_is_frozen_and_names_its_task() -> None:
