@@ -280,11 +280,12 @@ class HopfieldExperiment(Experiment):
             sym_stable = np.zeros(len(ds), dtype=bool)
             if not math.isinf(beta):
                 for i, d in enumerate(ds):
-                    sol = theory.symmetric(beta, theory.grid(o.K, float(d)))
+                    ctx.check_stop()
+                    sol = theory.symmetric(beta, theory.grid(o.K, float(d)), check=ctx.check_stop)
                     sym[i] = sol.m_sorted
                     sym_stable[i] = sol.m_sorted[0] > 1e-6 and theory.is_stable(sol.n, beta, theory.grid(o.K, float(d)))
             ctx.log_array("/hopfield/scan/curve_symmetric_stable", sym_stable.astype(np.int8))
-            hie = np.array([theory.hierarchical(beta, theory.grid(o.K, d), d).m_sorted if not math.isinf(beta) else theory.hierarchical_amplitudes(d, o.K) for d in ds])
+            hie = np.array([theory.hierarchical(beta, theory.grid(o.K, d), d, check=ctx.check_stop).m_sorted if not math.isinf(beta) else theory.hierarchical_amplitudes(d, o.K) for d in ds])
             ctx.log_array("/hopfield/scan/curve_x", ds)
             ctx.log_array("/hopfield/scan/curve_symmetric", sym)
             ctx.log_array("/hopfield/scan/curve_hierarchical", hie)
@@ -294,19 +295,20 @@ class HopfieldExperiment(Experiment):
             beta = beta_of(o.T)
             curve = np.zeros((len(rs), o.K))
             for i, r in enumerate(rs):
+                ctx.check_stop()
                 g = theory.grid(o.K, o.d, float(r), o.M)
                 if math.isinf(beta):
                     curve[i, 0] = theory.majority_overlap(o.d, float(r), o.M)
                 else:
                     start = theory.hierarchical_amplitudes(o.d, o.K) * g.R / (1 - o.d)
-                    curve[i] = theory.solve(beta, start, g, tol=1e-9, max_iter=500).m_sorted
+                    curve[i] = theory.solve(beta, start, g, tol=1e-9, max_iter=500, check=ctx.check_stop).m_sorted
             ctx.log_array("/hopfield/scan/curve_x", rs)
             ctx.log_array("/hopfield/scan/curve_pure", curve, what="[r, k] mean field from the hierarchical amplitudes")
             ctx.log_array("/hopfield/scan/curve_snr", np.array([theory.snr_overlap(o.d, r, o.M) for r in rs]))
         else:
             ds = np.linspace(min(o.values), max(o.values), o.map_points + 5)
             Ts = np.linspace(min(o.T_values), max(o.T_values), o.map_points)
-            ctx.log_array("/hopfield/scan/map", theory.phase_diagram(ds, Ts, o.K), phases=",".join(theory.PHASES))
+            ctx.log_array("/hopfield/scan/map", theory.phase_diagram(ds, Ts, o.K, check=ctx.check_stop), phases=",".join(theory.PHASES))
             ctx.log_array("/hopfield/scan/map_d", ds)
             ctx.log_array("/hopfield/scan/map_T", Ts)
         gaps = np.abs(mc_m - th_m)

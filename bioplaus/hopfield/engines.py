@@ -103,7 +103,8 @@ class MonteCarlo(Engine):
                 n0 = sig0[0].astype(np.float64) @ ps.eta_mean.T / ps.N
             else:
                 n0 = m0[0]
-            th_m = theory.solve(beta, n0, g, tol=1e-9, max_iter=1000 if not math.isinf(beta) else 200).m_sorted
+            th_m = theory.solve(beta, n0, g, tol=1e-9, max_iter=1000 if not math.isinf(beta) else 200,
+                                check=ctx.check_stop).m_sorted
         if not log and o.burn_in:  # a scan point: nothing to stream before the averages start
             for _ in range(0, o.burn_in, 50):
                 ctx.check_stop()

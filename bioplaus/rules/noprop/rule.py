@@ -353,8 +353,17 @@ class NoProp(LearningRule):
     def predict(self, x: Tensor) -> Tensor:
         return self.mask_logits(self.net(x, make_generator(self.eval_seed)))
 
-    @torch.no_grad()
     def evaluate(self, loader: Any) -> dict[str, float]:
+        """`_evaluate` with the run's stop check between the inference chain's steps."""
+        run = getattr(self.ctx, "run", None)
+        self.net.stop_check = getattr(run, "check_stop", None)
+        try:
+            return self._evaluate(loader)
+        finally:
+            self.net.stop_check = None
+
+    @torch.no_grad()
+    def _evaluate(self, loader: Any) -> dict[str, float]:
         """Accuracy of the configured inference and of the deterministic one, from pure noise.
 
         Also records, per evaluation, the accuracy of p_out(z_k) after k denoising steps
