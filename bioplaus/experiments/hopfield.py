@@ -36,6 +36,7 @@ from bioplaus.experiments.base import Experiment
 from bioplaus.hopfield.engines import ENGINES, beta_of
 from bioplaus.metrics import Metric
 from bioplaus.registry import DATASETS, register_experiment, register_figure
+from bioplaus.resources import check_bytes
 
 RULES = ("storing", "supervised", "unsupervised")
 INITS = ("random", "mixture", "pattern")
@@ -44,6 +45,20 @@ MAX_N = 50_000_000
 MAX_K = 64
 MAX_M = 1000
 MAX_SCAN = 400
+
+
+def pattern_bytes(N: int, K: int, M: int = 0, per_example: bool = False) -> int:
+    """Bytes a relaxation holds at its peak for K patterns (and K·M examples) of N neurons.
+
+    Drawing an int8 entry takes a float64 uniform and two int64 `np.where` results (25 B);
+    the couplings keep P rows of N as float64, their transpose and two int64 copies (32 B),
+    P = K, or K·M for the unsupervised rule (one row per example); the mean-field grid holds
+    at most max(MAX_GRID, its samples) sites of K float64 pairs.
+    """
+    from bioplaus.hopfield.theory import MAX_GRID, SAMPLES
+
+    rows = K * M if per_example and M else K
+    return 25 * K * N * (1 + M) + 32 * rows * N + 16 * K * max(MAX_GRID, SAMPLES)
 
 
 @dataclass
@@ -137,6 +152,10 @@ class HopfieldExperiment(Experiment):
         engine = ENGINES[o.backend]
         if o.scan != "none" and not engine.scans:
             raise ConfigError(f"hopfield.scan: not available with backend = {o.backend!r}")
+        ex = o.rule != "storing" or any(r != "storing" for r in o.rules) or o.scan == "r"
+        check_bytes(pattern_bytes(o.N, o.K, o.M if ex else 0, o.rule == "unsupervised" or "unsupervised" in o.rules),
+                    "hopfield.N x K" + (" x M" if ex else ""),
+                    f"{o.K} patterns of {o.N} neurons" + (f" with {o.M} examples each" if ex else ""))
         engine.check(o)
 
     @classmethod

@@ -26,6 +26,10 @@ from typing import Any
 import numpy as np
 
 from bioplaus.errors import BioplausError
+from bioplaus.resources import check_bytes
+
+UNIT_BYTES = 250  # a Units row: its spike-time array, (population, neuron) key and columns
+TRIAL_BYTES = 200  # a (step, sample) trial: the tuple in a set, its index entry and table row
 
 
 def _trials(events: dict[str, Any]) -> list[tuple[int, int]]:
@@ -49,6 +53,12 @@ def spike_times(run_path: str | Path) -> tuple[dict[tuple[str, int], np.ndarray]
         events = {pop: run.spikes(pop) for pop in run.populations}
     if not events:
         return {}, [], 0.0, 0
+    # A run file declares its sizes: check them before a Python object is made per unit / trial.
+    units = sum(int(ev.n_neurons) for ev in events.values())
+    samples = sum(len(ev.step) + (0 if ev.record_n_samples is None else int(np.sum(ev.record_n_samples, dtype=np.float64)))
+                  for ev in events.values())
+    check_bytes(UNIT_BYTES * units + TRIAL_BYTES * samples, str(run_path),
+                f"an NWB export of {units} neurons and {samples} recorded samples")
     dts = {float(ev.dt) for ev in events.values()}
     ts = {int(ev.n_time) for ev in events.values() if ev.n_time}
     if len(dts) != 1 or len(ts) > 1:

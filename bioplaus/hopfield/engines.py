@@ -18,6 +18,7 @@ import numpy as np
 from bioplaus.config import check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
+from bioplaus.resources import check_bytes
 
 MAX_STATE_BYTES = 4 << 30  # packed replica state (replicas x N x row width)
 
@@ -159,6 +160,13 @@ class MeanField(Engine):
         return {"m": m_avg, "theory": m_avg, "m0": m0, "replicas_m": np.array(traj[-1])[None, :]}
 
 
+def twin_bytes(N: int, steps: int) -> int:
+    """Bytes the Brian2 twin holds at its peak: per step and neuron the noise draw, the
+    current, the runner's padded copy and Brian2's TimedArray (float64 each) and the spike
+    raster (bool), 33 B; per pair of neurons J and W (float64) and a Brian2 synapse (~60 B)."""
+    return 33 * steps * N + (16 + 60) * N * N
+
+
 class SpikingTwin(Engine):
     """The Brian2 LIF twin (`bioplaus.hopfield.spiking`); ``[hopfield.spiking]`` sets it up."""
 
@@ -178,6 +186,9 @@ class SpikingTwin(Engine):
             raise ConfigError(f"hopfield.N: the spiking twin takes at most spiking.max_neurons = {sp.max_neurons}, got {o.N}")
         if o.rule != "storing" and o.M * o.K * o.N > 10**8:
             raise ConfigError("hopfield.M x K x N: too many example entries for the spiking twin")
+        steps = int(round(sp.duration / sp.dt))
+        check_bytes(twin_bytes(o.N, steps), "hopfield.N x spiking.duration",
+                    f"the Brian2 twin of {o.N} neurons for {steps} steps of {sp.dt:g} s")
 
     def metrics(self, o: Any) -> list[Metric]:
         return [

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MAX_GRID = 2_000_000
+SAMPLES = 400_000  # sites drawn for the grid when the exact product exceeds MAX_GRID
 
 
 def _binom_pmf(M: int, p: float) -> np.ndarray:
@@ -82,7 +83,7 @@ def site_law(d: float, r: float | None = None, M: int | None = None) -> tuple[np
 
 
 @functools.lru_cache(maxsize=64)
-def grid(K: int, d: float, r: float | None = None, M: int | None = None, samples: int = 400_000, seed: int = 0) -> Grid:
+def grid(K: int, d: float, r: float | None = None, M: int | None = None, samples: int = SAMPLES, seed: int = 0) -> Grid:
     """The entry law of K independent patterns: exact product, or ``samples`` draws if huge (cached)."""
     xs, hs, ws = site_law(d, r, M)
     R = (1 - d) if M is None or r is None else (1 - d) * (r * r + (1 - r * r) / M)

@@ -214,8 +214,9 @@ def check_count(grid: Mapping[str, list[Any]], zipped: Mapping[str, list[Any]], 
     settings = math.prod(len(v) for v in grid.values()) * (len(next(iter(zipped.values()))) if zipped else 1)
     total = settings * n_seeds
     if total > MAX_RUNS:
+        count = str(total) if total < 10**15 else f"{total:.3g}"
         where = "--seeds" if n_seeds > 1 and settings <= MAX_RUNS else "--grid"
-        raise ConfigError(f"{where}: {settings} settings x {n_seeds} seeds = {total:.3g} runs, more than "
+        raise ConfigError(f"{where}: {settings} settings x {n_seeds} seeds = {count} runs, more than "
                           f"{MAX_RUNS} per sweep; planning them would need about {size_text(total * RUN_BYTES)}")
 
 
