@@ -143,7 +143,6 @@ def setup(
 
 def open_run(path: str | Path) -> Any:
     """Open a run file for reading (see `bioplaus.record.reader.RunFile`)."""
-    from bioplaus.errors import RunFileError
     from bioplaus.record import open_run as _open
 
-    return _open(path_arg(path, "path", RunFileError))
+    return _open(path)

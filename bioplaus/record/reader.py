@@ -800,4 +800,6 @@ class RunFile:
 
 def open_run(path: str | Path) -> RunFile:
     """Open a run file for reading (works while it is being written); use ``with``/``close``."""
-    return RunFile(path)
+    from bioplaus.config import path_arg
+
+    return RunFile(path_arg(path, "path", RunFileError))
