@@ -93,9 +93,12 @@ class MonteCarlo(Engine):
         eta = ps.eta if ex else None
         g = _grid(o, ps, ex)
         acc_m, acc_n, nacc = np.zeros(o.K), np.zeros(o.K), 0
+        ctx.check_stop()  # each piece of the set-up takes seconds at large N or K: stop between them
         J = C.build(ps, rule)
+        ctx.check_stop()
         sig0 = mc.initial_states(ps.xi, o.replicas, o.init, exp.cfg.seed, o.init_pattern, o.init_noise)
         glauber = mc.Glauber(J, beta, sig0, seed=exp.cfg.seed)
+        ctx.check_stop()
         m0 = glauber.observe(ps.xi).m
         th_m = None
         if o.theory:
