@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from bioplaus.errors import RunFileError
+from bioplaus.errors import RunFileError, RunFileNotFound
 from bioplaus.metrics import Metric, headline
 from bioplaus.record import _untrusted as u
 from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
@@ -256,7 +256,7 @@ class RunFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"run file not found: {self.path}")
+            raise RunFileNotFound(f"run file not found: {self.path}")
         not_regular = _not_regular(self.path)
         if not_regular:
             raise RunFileError(f"{self.path}: not a regular file ({not_regular}); not opened")
@@ -273,6 +273,14 @@ class RunFile:
         # size and retries forever on a truncated file; a plain open (no lock taken) runs
         # that check first and fails at once. A file being written opens only in SWMR mode:
         # the plain open of it fails on the write flag, not on the size, and goes on below.
+        # A file no writer holds opens plainly, and is read so: in SWMR-read mode HDF5 retries
+        # a metadata block whose checksum fails (a corrupt file) with growing sleeps for up to
+        # an hour, deaf to signals; a plain read fails on it at once.
+        try:
+            return h5py.File(path, "r"), False
+        except OSError as exc:
+            if "truncated" in str(exc):
+                raise RunFileError(f"cannot open run file {path} (truncated HDF5 file): {exc}") from None
         try:
             h5py.File(path, "r", locking=False).close()
         except OSError as exc:

@@ -16,8 +16,8 @@ import pytest
 
 import bioplaus
 from bioplaus.hopfield import theory
-from bioplaus.rules.noprop import NoProp
 from bioplaus.rules.base import RuleContext
+from bioplaus.rules.noprop import NoProp
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from bioplaus.cli import main; sys.exit(main())"
