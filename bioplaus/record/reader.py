@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from bioplaus.errors import RunFileError, RunFileNotFound
+from bioplaus.errors import RunFileError, RunFileNotFound, os_reason
 from bioplaus.metrics import Metric, headline
 from bioplaus.record import _untrusted as u
 from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
@@ -255,7 +255,12 @@ class RunFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
+        try:
+            exists = self.path.exists()
+        except OSError as e:  # a name too long for the file system, a loop of links, ...
+            shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+            raise RunFileError(f"cannot open run file {shown}: {os_reason(e)}") from None
+        if not exists:
             raise RunFileNotFound(f"run file not found: {self.path}")
         not_regular = _not_regular(self.path)
         if not_regular:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import tiny_config
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 import bioplaus
@@ -31,7 +31,8 @@ from bioplaus.errors import BioplausError
 from bioplaus.sweep import compare, expand
 from bioplaus.sweep.spec import parse_axes
 
-SETTINGS = dict(deadline=timedelta(seconds=30), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = dict(deadline=timedelta(seconds=30), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])  # no explain phase: minutes per failure
 
 KEYS = st.sampled_from(["rule.lr", "seed", "train.epochs", "network.hidden", "data.batch_size", "nope", "rule..lr", "", " a "])
 SCALARS = st.one_of(
