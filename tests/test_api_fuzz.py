@@ -79,7 +79,7 @@ def _data(kind: Any) -> Any:
     return kind
 
 
-@settings(max_examples=int(os.environ.get("BIOPLAUS_FUZZ_EXAMPLES", "60")), deadline=timedelta(seconds=30),
+@settings(max_examples=int(os.environ.get("BIOPLAUS_FUZZ_EXAMPLES", "40")), deadline=timedelta(seconds=30),
           suppress_health_check=[HealthCheck.too_slow], phases=PHASES)
 @given(config=CONFIGS, overrides=OVERRIDES, out=st.one_of(st.none(), JUNK, st.just("PATH")), data=DATA,
        flag=st.one_of(st.none(), st.booleans(), JUNK))

@@ -78,14 +78,14 @@ def test_sweep_spec_and_seeds(grid: Any, zipped: Any, seeds: Any) -> None:
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("good")
-    cfg = tiny_config(train__epochs=1, train__max_steps=2, data={"dataset": "digits", "batch_size": 64, "limit_train": 128})
+    cfg = tiny_config(train__epochs=1, train__max_steps=1, data={"dataset": "digits", "batch_size": 64, "limit_train": 64})
     return bioplaus.run(cfg, out=d / "good.h5", progress=False).path
 
 
 HOSTILE = st.sampled_from(["truncated", "flipped", "random", "empty", "dir", "dangling_link", "loop_link", "good"])
 
 
-@settings(max_examples=int(os.environ.get("BIOPLAUS_FUZZ_EXAMPLES", "40")), **SETTINGS)
+@settings(max_examples=int(os.environ.get("BIOPLAUS_FUZZ_EXAMPLES", "30")), **SETTINGS)
 @given(kinds=st.lists(HOSTILE, min_size=1, max_size=4), seed=st.integers(0, 2**32 - 1))
 def test_compare_over_hostile_files(good_run: Path, kinds: list[str], seed: int) -> None:
     rng = random.Random(seed)
