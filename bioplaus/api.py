@@ -14,9 +14,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bioplaus.config import ExperimentConfig, NetworkConfig, RuleConfig, from_dict, load_config
+from bioplaus.config import (
+    ExperimentConfig,
+    NetworkConfig,
+    RuleConfig,
+    check_overrides,
+    config_source,
+    from_dict,
+    load_config,
+    path_arg,
+)
 from bioplaus.context import RunContext
-from bioplaus.errors import ConfigError
+from bioplaus.errors import ConfigError, OutputError
 from bioplaus.experiments.base import RunResult, run_experiment
 from bioplaus.metrics import Metric
 from bioplaus.registry import PLUGINS, RULES
@@ -45,18 +54,25 @@ def run(
     free ``runs/<name>-<k>.h5``. Bad input raises a `bioplaus.BioplausError` subclass naming
     the field (`bioplaus.OutputError` for the run file).
     """
-    if isinstance(overrides, Mapping):
-        items = [f"{k}={_toml_value(v)}" for k, v in overrides.items()]
-    else:
-        items = list(overrides or [])
-    if isinstance(config, str | Path):
-        from bioplaus.sims import resolve_config
-
-        config = resolve_config(str(config))  # a ready sim by name, e.g. "quickstart"
-    cfg = load_config(dict(config) if isinstance(config, Mapping) else config, items)
+    items = override_items(overrides)
+    config = config_source(config)
+    if out is not None:
+        out = path_arg(out, "out", OutputError)
+    for name, flag in (("progress", progress), ("report", report), ("overwrite", overwrite)):
+        if flag is not None and not isinstance(flag, bool):
+            raise ConfigError(f"{name}: expected True, False or None, got {type(flag).__name__} {flag!r:.60}")
+    cfg = load_config(config, items)
     if report is not None:
         cfg.train.report = report
     return run_experiment(cfg, out=out, progress=progress, data=data, overwrite=overwrite)
+
+
+def override_items(overrides: Any) -> list[str]:
+    """``--set``-style items from a list of ``"key=value"`` strings or a ``{key: value}`` mapping."""
+    check_overrides(overrides)
+    if isinstance(overrides, Mapping):
+        return [f"{k}={_toml_value(v)}" for k, v in overrides.items()]
+    return list(overrides or [])
 
 
 def _toml_value(v: Any) -> str:

@@ -638,6 +638,59 @@ def _kind_of(raw: dict[str, Any]) -> Any:
     return kind_cls
 
 
+def path_arg(value: Any, where: str, error: type[Exception] = ConfigError) -> Path:
+    """``value`` (a str or path-like naming a file) as a Path, or ``error`` naming ``where``:
+    the one check of every path a caller of the Python API hands in."""
+    import os
+
+    if isinstance(value, bytes) or not isinstance(value, str | os.PathLike):
+        raise error(f"{where}: expected a path (str or pathlib.Path), got {type(value).__name__} {_short(value)}")
+    try:
+        text = os.fspath(value)
+    except TypeError as e:  # a PathLike whose __fspath__ returns something else
+        raise error(f"{where}: not a path ({e})") from None
+    if not isinstance(text, str) or not text:
+        raise error(f"{where}: expected a non-empty path, got {_short(value)}")
+    if "\0" in text:
+        raise error(f"{where}: the path {_short(text)} contains a NUL byte")
+    return Path(text)
+
+
+def config_source(config: Any) -> str | dict[str, Any] | ExperimentConfig:
+    """``config`` as `load_config` takes it (the Python API's ``config`` argument): a TOML
+    path or sim name resolved to a path, a mapping as a dict, a config object as is; anything
+    else a ConfigError naming ``config``."""
+    import os
+
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, typing.Mapping):
+        return dict(config)
+    if isinstance(config, str | os.PathLike) and not isinstance(config, bytes):
+        from bioplaus.sims import resolve_config
+
+        return resolve_config(str(path_arg(config, "config")))  # a ready sim by name, e.g. "quickstart"
+    raise ConfigError(f"config: expected a TOML path, a sim name, a dict or an ExperimentConfig, "
+                      f"got {type(config).__name__}")
+
+
+def check_overrides(overrides: Any, where: str = "overrides") -> None:
+    """ConfigError naming ``where`` unless ``overrides`` is None, a list of ``"key=value"``
+    strings or a mapping with string keys (the Python API's ``--set``)."""
+    if overrides is None:
+        return
+    if isinstance(overrides, typing.Mapping):
+        bad = [k for k in overrides if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"{where}: keys must be dotted strings such as 'rule.lr', got {_short(bad[0])}")
+        return
+    if isinstance(overrides, str | bytes) or not isinstance(overrides, typing.Iterable):
+        raise ConfigError(f"{where}: expected a list of 'key=value' strings or a dict, got {type(overrides).__name__}")
+    bad = [i for i in overrides if not isinstance(i, str)]
+    if bad:
+        raise ConfigError(f"{where}: expected 'key=value' strings, got {type(bad[0]).__name__} {_short(bad[0])}")
+
+
 def check_choice(value: str, valid: typing.Iterable[str], where: str) -> None:
     """ConfigError naming ``where`` unless ``value`` is one of ``valid``."""
     valid = list(valid)

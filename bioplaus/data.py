@@ -10,6 +10,7 @@ third-party loaders join through the ``bioplaus.datasets`` entry-point group (a 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +63,9 @@ class DataBundle:
 
 
 def load_data(cfg: ExperimentConfig, data: Any = None) -> Any:
-    """The configured data set as a ``neuro_data.Dataset`` (or ``data`` when given)."""
+    """The configured data set as a ``neuro_data.Dataset`` (or ``data`` when given: `as_dataset`)."""
     if data is not None:
-        return data
+        return as_dataset(data)
     d = cfg.data
     loader = DATASETS.get(d.dataset, "data.dataset")
     kwargs: dict[str, Any] = {"path": d.path, "data_dir": d.data_dir, "download": d.download}
@@ -81,6 +82,29 @@ def load_data(cfg: ExperimentConfig, data: Any = None) -> Any:
         return loader(**kwargs)
     except (FileNotFoundError, ValueError) as e:
         raise DataError(f"data.dataset = {d.dataset!r}: {e}") from None
+
+
+def as_dataset(data: Any) -> neuro_data.Dataset:
+    """``data=`` of `bioplaus.run` as a checked ``neuro_data.Dataset``: a Dataset (checked by
+    `neuro_data.check_dataset`, it may be built by hand), an ``(x, y)`` or ``(x_train,
+    y_train, x_test, y_test)`` tuple of arrays or a dict with the keys of an ``.npz`` file
+    (both through ``neuro_data.from_arrays``); anything else a ConfigError naming ``data``."""
+    try:
+        if isinstance(data, neuro_data.Dataset):
+            neuro_data.check_dataset(data)
+            return data
+        if isinstance(data, tuple | list) and len(data) in (2, 4):
+            return neuro_data.from_arrays(*data)
+        if isinstance(data, Mapping) and {"x_train", "y_train"} <= set(data) <= set(neuro_data.datasets.NPZ_KEYS):
+            arrays = dict(data)
+            classes = arrays.pop("classes", arrays.pop("class_names", None))
+            return neuro_data.from_arrays(**arrays, classes=classes)
+    except ValueError as e:  # DataFormatError: one line naming the array
+        raise DataError(f"data: {e}") from None
+    raise ConfigError(
+        f"data: expected a neuro_data.Dataset, an (x, y) or (x_train, y_train, x_test, y_test) tuple of arrays "
+        f"or a dict of them (x_train, y_train, ...; see docs/data.md), got {type(data).__name__}"
+    )
 
 
 def _keywords(fn: Any) -> set[str] | None:

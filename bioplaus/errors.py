@@ -67,6 +67,10 @@ class RunFileError(BioplausError, ValueError):
         super().__init__(one_line(message))
 
 
+class RunFileNotFound(RunFileError, FileNotFoundError):
+    """No run file at the path given; also the FileNotFoundError the reader raised before."""
+
+
 class NIRFileError(BioplausError, ValueError):
     """A NIR file or graph is unreadable, malformed or cannot be rebuilt as a bioplaus net;
     the message names the file (or graph) and the offending node, edge or field."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
 from bioplaus.neurons.base import Population, neuron_model
 from bioplaus.neurons.synapses import check_spike_gemm_env, spike_linear
+from bioplaus.resources import check_bytes, size_text
 
 # How a layer pools its neurons' output over pool x pool windows (stride = pool, no padding).
 POOL_KINDS = ("max", "sum", "avg")
@@ -298,26 +298,13 @@ def plan_net(cfg: NetworkConfig, input_shape: tuple[int, ...], n_classes: int) -
     return NetPlan(convs, linear, params, units)
 
 
-def physical_memory() -> int:
-    """Bytes of RAM of this machine (0 if unknown)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 def check_size(params: int, where: str, activations: int = 0) -> None:
     """Refuse a model of more than MAX_PARAMS parameters, or whose training would need more
     than this machine's memory (``activations``: float32 values alive during one step)."""
     if params > MAX_PARAMS:
-        raise ConfigError(f"{where}: the network would have {_count(params)} parameters (at most {_count(MAX_PARAMS)})")
-    need = params * BYTES_PER_PARAM + activations * 4
-    ram = physical_memory()
-    if ram and need > ram:
-        raise ConfigError(
-            f"{where}: training this network needs about {need / 2**30:.1f} GiB "
-            f"({_count(params)} parameters), more than this machine's memory ({ram / 2**30:.1f} GiB)"
-        )
+        raise ConfigError(f"{where}: the network would have {_count(params)} parameters, about "
+                          f"{size_text(params * BYTES_PER_PARAM)} to train (at most {_count(MAX_PARAMS)})")
+    check_bytes(params * BYTES_PER_PARAM + activations * 4, where, f"training this network ({_count(params)} parameters)")
 
 
 def _count(n: int) -> str:

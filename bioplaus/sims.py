@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from bioplaus.errors import ConfigError
+from bioplaus.errors import ConfigError, os_reason
 
 _PKG = Path(__file__).resolve().parent
 
@@ -37,8 +37,12 @@ def resolve_config(arg: str) -> str:
     the packaged sims; a missing path is left for the config loader to report.
     """
     p = Path(arg)
-    if p.is_file():
-        return arg
+    try:
+        if p.is_file():
+            return arg
+    except OSError as e:  # a name too long for the file system, a loop of links, ...
+        shown = arg if len(arg) <= 80 else arg[:77] + "..."
+        raise ConfigError(f"{shown}: not a readable config file ({os_reason(e)})") from None
     name = p.name.removesuffix(".toml")
     names = sim_names()
     if p.name != arg:  # a path: report it as missing, pointing at the sim of that name if any

@@ -37,6 +37,7 @@ __all__ = [
 SCALES = ("auto", "uint8", "unit", "none")
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SPLIT_SEED = 0
+MAX_CLASSES = 1_000_000  # labels name classes 0..C-1; more classes than this is a mistake
 _MAX_LABEL = 2**31  # float labels beyond this cannot be meant as class ids
 
 Where = Callable[[str], str]
@@ -234,9 +235,19 @@ def _check_range(y: np.ndarray, n_classes: int, where: str) -> None:
     raise DataFormatError(msg)
 
 
+def check_labels(y: Any, n: int, n_classes: int, where: str, x_name: str) -> np.ndarray:
+    """``y`` as int64 labels of ``n`` samples in 0..``n_classes`` - 1, or `DataFormatError`."""
+    a = _as_labels(y, where, n, x_name)
+    if len(a):
+        _check_range(a, n_classes, where)
+    return a
+
+
 def _class_names(classes: Sequence[Any], where: str) -> list[str]:
     if isinstance(classes, str | bytes):
         raise DataFormatError(f"{where}: expected a list of class names, got {classes!r}")
+    if hasattr(classes, "__len__") and len(classes) > MAX_CLASSES:
+        raise DataFormatError(f"{where}: {len(classes)} class names (at most {MAX_CLASSES})")
     names = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in classes]
     if not names:
         raise DataFormatError(f"{where}: empty list of class names")
@@ -310,6 +321,12 @@ def build_arrays(
             raise DataFormatError(
                 f"{where('y_train')}: labels must start at 0, but labels run {lo}..{hi}; "
                 f"subtract {lo} (or give the class names to keep unused classes below {lo})"
+            )
+        if hi >= MAX_CLASSES:
+            raise DataFormatError(
+                f"{where('y_train')}: the largest label {hi} would make {hi + 1:.3g} classes, about "
+                f"{(hi + 1) * 60:.3g} bytes of class names (at most {MAX_CLASSES} classes); labels "
+                "are class indices 0..C-1"
             )
         names = [str(i) for i in range(hi + 1)]
     _check_range(ytr, len(names), where("y_train"))

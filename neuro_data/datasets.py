@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from neuro_data.arrays import DataFormatError, build_arrays, check_scale
+from neuro_data.arrays import DataFormatError, build_arrays, check_labels, check_scale
 from neuro_data.idx import read_idx
 
 __all__ = [
@@ -137,6 +137,24 @@ class Dataset:
             f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
             f"shape={self.shape}, classes={len(self.classes)})"
         )
+
+
+def check_dataset(ds: Dataset) -> None:
+    """`DataFormatError` naming the array unless ``ds`` (e.g. built by hand, not by
+    `from_arrays`) holds what a `Dataset` promises: ``x_*`` arrays ``[N, *shape]`` with
+    finite-sized samples, ``y_*`` 1-D integer labels of the same N in 0..len(classes) - 1."""
+    if not isinstance(ds.classes, list | tuple) or not ds.classes:
+        raise DataFormatError(f"classes: expected a non-empty list of class names, got {type(ds.classes).__name__}")
+    for split in ("train", "test"):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        if not isinstance(x, np.ndarray) or x.ndim < 2 or x.dtype.kind not in "biuf":
+            raise DataFormatError(f"x_{split}: expected a numeric array [N, ...], got "
+                                  f"{type(x).__name__}{'' if not isinstance(x, np.ndarray) else f' of shape {list(x.shape)}'}")
+        if tuple(x.shape[1:]) != tuple(ds.shape):
+            raise DataFormatError(f"x_{split}: samples of shape {tuple(x.shape[1:])}, but the dataset's shape is {ds.shape}")
+        if not len(x):
+            raise DataFormatError(f"x_{split}: no samples")
+        check_labels(y, len(x), len(ds.classes), f"y_{split}", f"x_{split}")
 
 
 def _freeze(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -177,8 +178,11 @@ def run_experiment(
                 t0 = time.perf_counter()
                 final = exp.run()
                 seconds = time.perf_counter() - t0
-            finally:
-                exp.close()
+            except BaseException:
+                with contextlib.suppress(Exception):  # a teardown failure never masks the error
+                    exp.close()
+                raise
+            exp.close()
             ctx.close(
                 "done", seconds=seconds, steps=ctx.step, **{f"final_{k}": v for k, v in final.items() if "/" not in k}
             )

@@ -40,10 +40,10 @@ from bioplaus.device import to_device
 from bioplaus.errors import ConfigError, DataError
 from bioplaus.experiments.gradient import GradientExperiment
 from bioplaus.metrics import Metric
-from bioplaus.nets import physical_memory
 from bioplaus.record.reader import RunFile
 from bioplaus.registry import TRAINING_FIGURES, register_experiment, register_figure
 from bioplaus.report import fmt, new_figure, save_figure
+from bioplaus.resources import check_bytes
 from bioplaus.training.task import TaskInfo
 
 __all__ = ["Continual", "ContinualConfig", "TaskData", "TaskLoader", "acc_metrics", "build_tasks", "per_task_transfer",
@@ -233,13 +233,8 @@ def build_tasks(cfg: ExperimentConfig, dataset: Any | None = None) -> tuple[list
     base = Dataset(ds.name, x_tr, np.asarray(y_tr), x_ev, np.asarray(y_ev), list(ds.classes), tuple(ds.shape))
     if c.stream == "permuted":
         # Each task keeps its permutation twice (numpy and torch int64).
-        need = 16 * c.n_tasks * int(np.prod(ds.shape))
-        ram = physical_memory()
-        if ram and need > ram // 2:
-            raise ConfigError(
-                f"continual.n_tasks: {c.n_tasks} permutations of {int(np.prod(ds.shape))} inputs take "
-                f"{need / 2**30:.1f} GiB, more than half of this machine's memory"
-            )
+        check_bytes(16 * c.n_tasks * int(np.prod(ds.shape)), "continual.n_tasks",
+                    f"{c.n_tasks} permutations of {int(np.prod(ds.shape))} inputs", share=0.5)
     try:
         if c.stream == "permuted":
             stream = neuro_data.streams.permuted(base, c.n_tasks, seed=cfg.seed, lazy=True)

@@ -36,6 +36,7 @@ from bioplaus.experiments.base import Experiment
 from bioplaus.hopfield.engines import ENGINES, beta_of
 from bioplaus.metrics import Metric
 from bioplaus.registry import DATASETS, register_experiment, register_figure
+from bioplaus.resources import check_bytes
 
 RULES = ("storing", "supervised", "unsupervised")
 INITS = ("random", "mixture", "pattern")
@@ -44,6 +45,20 @@ MAX_N = 50_000_000
 MAX_K = 64
 MAX_M = 1000
 MAX_SCAN = 400
+
+
+def pattern_bytes(N: int, K: int, M: int = 0, per_example: bool = False) -> int:
+    """Bytes a relaxation holds at its peak for K patterns (and K·M examples) of N neurons.
+
+    Drawing an int8 entry takes a float64 uniform and two int64 `np.where` results (25 B);
+    the couplings keep P rows of N as float64, their transpose and two int64 copies (32 B),
+    P = K, or K·M for the unsupervised rule (one row per example); the mean-field grid holds
+    at most max(MAX_GRID, its samples) sites of K float64 pairs.
+    """
+    from bioplaus.hopfield.theory import MAX_GRID, SAMPLES
+
+    rows = K * M if per_example and M else K
+    return 25 * K * N * (1 + M) + 32 * rows * N + 16 * K * max(MAX_GRID, SAMPLES)
 
 
 @dataclass
@@ -137,6 +152,10 @@ class HopfieldExperiment(Experiment):
         engine = ENGINES[o.backend]
         if o.scan != "none" and not engine.scans:
             raise ConfigError(f"hopfield.scan: not available with backend = {o.backend!r}")
+        ex = o.rule != "storing" or any(r != "storing" for r in o.rules) or o.scan == "r"
+        check_bytes(pattern_bytes(o.N, o.K, o.M if ex else 0, o.rule == "unsupervised" or "unsupervised" in o.rules),
+                    "hopfield.N x K" + (" x M" if ex else ""),
+                    f"{o.K} patterns of {o.N} neurons" + (f" with {o.M} examples each" if ex else ""))
         engine.check(o)
 
     @classmethod
@@ -280,11 +299,12 @@ class HopfieldExperiment(Experiment):
             sym_stable = np.zeros(len(ds), dtype=bool)
             if not math.isinf(beta):
                 for i, d in enumerate(ds):
-                    sol = theory.symmetric(beta, theory.grid(o.K, float(d)))
+                    ctx.check_stop()
+                    sol = theory.symmetric(beta, theory.grid(o.K, float(d)), check=ctx.check_stop)
                     sym[i] = sol.m_sorted
                     sym_stable[i] = sol.m_sorted[0] > 1e-6 and theory.is_stable(sol.n, beta, theory.grid(o.K, float(d)))
             ctx.log_array("/hopfield/scan/curve_symmetric_stable", sym_stable.astype(np.int8))
-            hie = np.array([theory.hierarchical(beta, theory.grid(o.K, d), d).m_sorted if not math.isinf(beta) else theory.hierarchical_amplitudes(d, o.K) for d in ds])
+            hie = np.array([theory.hierarchical(beta, theory.grid(o.K, d), d, check=ctx.check_stop).m_sorted if not math.isinf(beta) else theory.hierarchical_amplitudes(d, o.K) for d in ds])
             ctx.log_array("/hopfield/scan/curve_x", ds)
             ctx.log_array("/hopfield/scan/curve_symmetric", sym)
             ctx.log_array("/hopfield/scan/curve_hierarchical", hie)
@@ -294,19 +314,20 @@ class HopfieldExperiment(Experiment):
             beta = beta_of(o.T)
             curve = np.zeros((len(rs), o.K))
             for i, r in enumerate(rs):
+                ctx.check_stop()
                 g = theory.grid(o.K, o.d, float(r), o.M)
                 if math.isinf(beta):
                     curve[i, 0] = theory.majority_overlap(o.d, float(r), o.M)
                 else:
                     start = theory.hierarchical_amplitudes(o.d, o.K) * g.R / (1 - o.d)
-                    curve[i] = theory.solve(beta, start, g, tol=1e-9, max_iter=500).m_sorted
+                    curve[i] = theory.solve(beta, start, g, tol=1e-9, max_iter=500, check=ctx.check_stop).m_sorted
             ctx.log_array("/hopfield/scan/curve_x", rs)
             ctx.log_array("/hopfield/scan/curve_pure", curve, what="[r, k] mean field from the hierarchical amplitudes")
             ctx.log_array("/hopfield/scan/curve_snr", np.array([theory.snr_overlap(o.d, r, o.M) for r in rs]))
         else:
             ds = np.linspace(min(o.values), max(o.values), o.map_points + 5)
             Ts = np.linspace(min(o.T_values), max(o.T_values), o.map_points)
-            ctx.log_array("/hopfield/scan/map", theory.phase_diagram(ds, Ts, o.K), phases=",".join(theory.PHASES))
+            ctx.log_array("/hopfield/scan/map", theory.phase_diagram(ds, Ts, o.K, check=ctx.check_stop), phases=",".join(theory.PHASES))
             ctx.log_array("/hopfield/scan/map_d", ds)
             ctx.log_array("/hopfield/scan/map_T", Ts)
         gaps = np.abs(mc_m - th_m)

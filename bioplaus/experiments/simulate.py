@@ -25,6 +25,7 @@ from bioplaus.errors import ConfigError
 from bioplaus.experiments.base import Experiment
 from bioplaus.metrics import Metric
 from bioplaus.registry import SIMULATORS, register_experiment
+from bioplaus.resources import check_bytes
 
 
 @dataclass
@@ -112,6 +113,19 @@ class Simulate(Experiment):
         if int(np.prod(self.x.shape[1:])) != int(np.prod(self.net.input_shape)):
             raise ConfigError(f"simulate.data: {self.dataset} samples have shape {tuple(self.x.shape[1:])}, "
                               f"the graph takes {tuple(self.net.input_shape)}")
+        self.check_size(len(self.x))
+
+    def check_size(self, samples: int) -> None:
+        """Refuse a simulation whose [T, samples, neurons] arrays exceed the memory (before
+        the run file exists): a simulator holds per step, sample and neuron the input current
+        and its copy, the spike raster and the membrane trace (float64 each, 32 B)."""
+        from bioplaus.nets import plan_net
+
+        net = self.net
+        T = int(net.T) if net.temporal else 1
+        units = plan_net(net.cfg, tuple(net.input_shape), int(net.n_classes)).units + int(np.prod(net.input_shape))
+        check_bytes(32 * T * samples * units, f"simulate.graph {self.options.graph} (T={T}) x simulate.samples={samples}",
+                    f"a simulation of T x samples x neurons = {T} x {samples} x {units}")
 
     def meta(self) -> dict[str, Any]:
         o = self.options

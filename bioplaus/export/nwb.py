@@ -36,7 +36,10 @@ from typing import Any
 import numpy as np
 
 from bioplaus.errors import BioplausError, OutputError, os_reason
+from bioplaus.resources import check_bytes
 
+UNIT_BYTES = 250  # a Units row: its spike-time array, (population, neuron) key and columns
+TRIAL_BYTES = 200  # a (step, sample) trial: the tuple in a set, its index entry and table row
 # Bytes an NWB file holds beyond its data: the cached NWB and HDMF schema, the tables' metadata.
 _NWB_OVERHEAD = 1 << 20
 # Largest NWB file built in memory before it is written; larger ones are written by HDF5.
@@ -66,6 +69,12 @@ def spike_times(run_path: str | Path) -> tuple[dict[tuple[str, int], np.ndarray]
         events = {pop: run.spikes(pop) for pop in run.populations}
     if not events:
         return {}, [], 0.0, 0
+    # A run file declares its sizes: check them before a Python object is made per unit / trial.
+    units = sum(int(ev.n_neurons) for ev in events.values())
+    samples = sum(len(ev.step) + (0 if ev.record_n_samples is None else int(np.sum(ev.record_n_samples, dtype=np.float64)))
+                  for ev in events.values())
+    check_bytes(UNIT_BYTES * units + TRIAL_BYTES * samples, str(run_path),
+                f"an NWB export of {units} neurons and {samples} recorded samples")
     dts = {float(ev.dt) for ev in events.values()}
     ts = {int(ev.n_time) for ev in events.values() if ev.n_time}
     if len(dts) != 1 or len(ts) > 1:

@@ -18,6 +18,7 @@ import numpy as np
 from bioplaus.config import check_choice
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
+from bioplaus.resources import check_bytes
 
 MAX_STATE_BYTES = 4 << 30  # packed replica state (replicas x N x row width)
 
@@ -92,9 +93,12 @@ class MonteCarlo(Engine):
         eta = ps.eta if ex else None
         g = _grid(o, ps, ex)
         acc_m, acc_n, nacc = np.zeros(o.K), np.zeros(o.K), 0
+        ctx.check_stop()  # each piece of the set-up takes seconds at large N or K: stop between them
         J = C.build(ps, rule)
+        ctx.check_stop()
         sig0 = mc.initial_states(ps.xi, o.replicas, o.init, exp.cfg.seed, o.init_pattern, o.init_noise)
         glauber = mc.Glauber(J, beta, sig0, seed=exp.cfg.seed)
+        ctx.check_stop()
         m0 = glauber.observe(ps.xi).m
         th_m = None
         if o.theory:
@@ -103,7 +107,8 @@ class MonteCarlo(Engine):
                 n0 = sig0[0].astype(np.float64) @ ps.eta_mean.T / ps.N
             else:
                 n0 = m0[0]
-            th_m = theory.solve(beta, n0, g, tol=1e-9, max_iter=1000 if not math.isinf(beta) else 200).m_sorted
+            th_m = theory.solve(beta, n0, g, tol=1e-9, max_iter=1000 if not math.isinf(beta) else 200,
+                                check=ctx.check_stop).m_sorted
         if not log and o.burn_in:  # a scan point: nothing to stream before the averages start
             for _ in range(0, o.burn_in, 50):
                 ctx.check_stop()
@@ -158,6 +163,13 @@ class MeanField(Engine):
         return {"m": m_avg, "theory": m_avg, "m0": m0, "replicas_m": np.array(traj[-1])[None, :]}
 
 
+def twin_bytes(N: int, steps: int) -> int:
+    """Bytes the Brian2 twin holds at its peak: per step and neuron the noise draw, the
+    current, the runner's padded copy and Brian2's TimedArray (float64 each) and the spike
+    raster (bool), 33 B; per pair of neurons J and W (float64) and a Brian2 synapse (~60 B)."""
+    return 33 * steps * N + (16 + 60) * N * N
+
+
 class SpikingTwin(Engine):
     """The Brian2 LIF twin (`bioplaus.hopfield.spiking`); ``[hopfield.spiking]`` sets it up."""
 
@@ -177,6 +189,9 @@ class SpikingTwin(Engine):
             raise ConfigError(f"hopfield.N: the spiking twin takes at most spiking.max_neurons = {sp.max_neurons}, got {o.N}")
         if o.rule != "storing" and o.M * o.K * o.N > 10**8:
             raise ConfigError("hopfield.M x K x N: too many example entries for the spiking twin")
+        steps = int(round(sp.duration / sp.dt))
+        check_bytes(twin_bytes(o.N, steps), "hopfield.N x spiking.duration",
+                    f"the Brian2 twin of {o.N} neurons for {steps} steps of {sp.dt:g} s")
 
     def metrics(self, o: Any) -> list[Metric]:
         return [

@@ -38,11 +38,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 MAX_GRID = 2_000_000
+SAMPLES = 400_000  # sites drawn for the grid when the exact product exceeds MAX_GRID
 
 
 def _binom_pmf(M: int, p: float) -> np.ndarray:
@@ -81,7 +83,7 @@ def site_law(d: float, r: float | None = None, M: int | None = None) -> tuple[np
 
 
 @functools.lru_cache(maxsize=64)
-def grid(K: int, d: float, r: float | None = None, M: int | None = None, samples: int = 400_000, seed: int = 0) -> Grid:
+def grid(K: int, d: float, r: float | None = None, M: int | None = None, samples: int = SAMPLES, seed: int = 0) -> Grid:
     """The entry law of K independent patterns: exact product, or ``samples`` draws if huge (cached)."""
     xs, hs, ws = site_law(d, r, M)
     R = (1 - d) if M is None or r is None else (1 - d) * (r * r + (1 - r * r) / M)
@@ -122,7 +124,7 @@ class Solution:
 
 def solve(
     beta: float, n0: np.ndarray, g: Grid, damping: float = 0.0, tol: float = 1e-11, max_iter: int = 20000,
-    keep_history: bool = False, escape: int = 5, kick: float = 1e-3,
+    keep_history: bool = False, escape: int = 5, kick: float = 1e-3, check: Callable[[], None] | None = None,
 ) -> Solution:
     """Iterate n ← (1 − damping) F(n) + damping n from ``n0`` (the rate dynamics) to a fixed point.
 
@@ -130,6 +132,8 @@ def solve(
     along its most unstable direction with a ``kick`` (up to ``escape`` times), as the
     fluctuations of a finite network leave it; a component may otherwise shrink below the
     tolerance during the transient and be taken for converged while it still grows.
+    ``check`` is called before every iteration (a run's stop check: a large grid takes
+    seconds per thousand iterations, SIGTERM must not wait for the fixed point).
     """
     n = np.asarray(n0, dtype=np.float64).copy()
     hist = [n.copy()] if keep_history else []
@@ -138,6 +142,8 @@ def solve(
     for _ in range(escape + 1):
         converged = False
         while it < max_iter:
+            if check is not None:
+                check()
             it += 1
             new, _ = rhs(n, beta, g)
             new = (1 - damping) * new + damping * n
@@ -171,11 +177,11 @@ def is_stable(n: np.ndarray, beta: float, g: Grid, tol: float = 1e-9) -> bool:
     return bool(np.linalg.eigvalsh(hessian(n, beta, g)).min() > tol)
 
 
-def symmetric(beta: float, g: Grid, start: float | None = None) -> Solution:
+def symmetric(beta: float, g: Grid, start: float | None = None, check: Callable[[], None] | None = None) -> Solution:
     """The symmetric (parallel) solution n_μ = n for all μ, from n = ``start`` (default R)."""
     K = g.H.shape[1]
     s = g.R if start is None else start
-    return solve(beta, np.full(K, s), g, escape=0)  # stays on the symmetric line (stable or not)
+    return solve(beta, np.full(K, s), g, escape=0, check=check)  # stays on the symmetric line (stable or not)
 
 
 def hierarchical_amplitudes(d: float, K: int) -> np.ndarray:
@@ -183,10 +189,10 @@ def hierarchical_amplitudes(d: float, K: int) -> np.ndarray:
     return (1 - d) * d ** np.arange(K)
 
 
-def hierarchical(beta: float, g: Grid, d: float) -> Solution:
+def hierarchical(beta: float, g: Grid, d: float, check: Callable[[], None] | None = None) -> Solution:
     """The solution reached from the hierarchical amplitudes (overlaps scaled by R/(1 − d))."""
     K = g.H.shape[1]
-    return solve(beta, hierarchical_amplitudes(d, K) * g.R / (1 - d), g)
+    return solve(beta, hierarchical_amplitudes(d, K) * g.R / (1 - d), g, check=check)
 
 
 def majority_overlap(d: float, r: float, M: int) -> float:
@@ -216,7 +222,8 @@ PHASES = ("paramagnetic", "pure", "partial", "hierarchical", "parallel", "both")
 
 
 def phase(
-    d: float, T: float, K: int = 3, r: float | None = None, M: int | None = None, eps: float = 1e-4
+    d: float, T: float, K: int = 3, r: float | None = None, M: int | None = None, eps: float = 1e-4,
+    check: Callable[[], None] | None = None,
 ) -> dict[str, object]:
     """The mean-field phase at (d, T): which of the symmetric (parallel) solution and the
     solution reached from the hierarchical amplitudes are non-zero local minima of f.
@@ -228,9 +235,9 @@ def phase(
     """
     beta = 1.0 / T
     g = grid(K, d, r, M)
-    sym = symmetric(beta, g)
+    sym = symmetric(beta, g, check=check)
     sym_ok = bool(np.abs(sym.m).max() > eps and is_stable(sym.n, beta, g))
-    hie = hierarchical(beta, g, d)
+    hie = hierarchical(beta, g, d, check=check)
     ms = hie.m_sorted
     k_ret = int((ms > eps).sum())
     hie_stable = is_stable(hie.n, beta, g) if k_ret else True
@@ -249,10 +256,10 @@ def phase(
     }
 
 
-def phase_diagram(ds: np.ndarray, Ts: np.ndarray, K: int = 3) -> np.ndarray:
+def phase_diagram(ds: np.ndarray, Ts: np.ndarray, K: int = 3, check: Callable[[], None] | None = None) -> np.ndarray:
     """Phase index (into `PHASES`) on the grid ``[len(Ts), len(ds)]``."""
     out = np.zeros((len(Ts), len(ds)), dtype=np.int64)
     for a, T in enumerate(Ts):
         for b, d in enumerate(ds):
-            out[a, b] = PHASES.index(phase(float(d), float(T), K)["phase"])
+            out[a, b] = PHASES.index(phase(float(d), float(T), K, check=check)["phase"])
     return out

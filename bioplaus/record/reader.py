@@ -34,7 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from bioplaus.errors import RunFileError
+from bioplaus.errors import RunFileError, RunFileNotFound, os_reason
 from bioplaus.metrics import Metric, headline
 from bioplaus.procs import pid_alive
 from bioplaus.record import _untrusted as u
@@ -274,8 +274,13 @@ class RunFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"run file not found: {self.path}")
+        try:
+            exists = self.path.exists()
+        except OSError as e:  # a name too long for the file system, a loop of links, ...
+            shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+            raise RunFileError(f"cannot open run file {shown}: {os_reason(e)}") from None
+        if not exists:
+            raise RunFileNotFound(f"run file not found: {self.path}")
         not_regular = _not_regular(self.path)
         if not_regular:
             raise RunFileError(f"{self.path}: not a regular file ({not_regular}); not opened")
@@ -341,6 +346,14 @@ class RunFile:
         # size and retries forever on a truncated file; a plain open (no lock taken) runs
         # that check first and fails at once. A file being written opens only in SWMR mode:
         # the plain open of it fails on the write flag, not on the size, and goes on below.
+        # A file no writer holds opens plainly, and is read so: in SWMR-read mode HDF5 retries
+        # a metadata block whose checksum fails (a corrupt file) with growing sleeps for up to
+        # an hour, deaf to signals; a plain read fails on it at once.
+        try:
+            return h5py.File(path, "r"), False
+        except OSError as exc:
+            if "truncated" in str(exc):
+                raise RunFileError(f"cannot open run file {path} (truncated HDF5 file): {exc}") from None
         try:
             h5py.File(path, "r", locking=False).close()
         except OSError as exc:
@@ -893,4 +906,6 @@ class RunFile:
 
 def open_run(path: str | Path) -> RunFile:
     """Open a run file for reading (works while it is being written); use ``with``/``close``."""
-    return RunFile(path)
+    from bioplaus.config import path_arg
+
+    return RunFile(path_arg(path, "path", RunFileError))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import numbers
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -11,14 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bioplaus.config import ExperimentConfig
+from bioplaus.config import ExperimentConfig, path_arg
 from bioplaus.errors import ConfigError, OutputError, os_reason
 from bioplaus.procs import pid_alive, raising_signals
 from bioplaus.record.reader import open_run
+from bioplaus.resources import check_workers, cpu_count
 from bioplaus.sweep.executors import read_outcome, run_pool, run_serial
 from bioplaus.sweep.index import read_index_csv, write_index
-from bioplaus.sweep.spec import RunSpec, build_runs, cpu_count
+from bioplaus.sweep.spec import RunSpec, build_runs
 
+WORKER_BYTES = 400 << 20  # one pool worker: interpreter, torch and a run (measured ~400 MB)
 PREVIOUS = "previous"  # where failed / interrupted files of earlier attempts are moved
 
 
@@ -202,8 +205,11 @@ def sweep(
 
         import_ray()
         check_address(ray)  # one line, exit 2, before anything is written
-    if workers is not None and int(workers) < 1:
-        raise ConfigError(f"--workers: expected a positive integer, got {workers}")
+    out = path_arg(out, "--out")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+            raise ConfigError(f"--workers: expected a positive integer, got {type(workers).__name__} {workers!r:.60}")
+        workers = int(workers)
     if ray is not None:
         # one CPU per task unless the config says otherwise (build_runs: cores // workers)
         specs = build_runs(config, grid, zip, seeds, overrides, workers=cpu_count(), report=report)
@@ -211,6 +217,8 @@ def sweep(
     else:
         workers = cpu_count() if workers is None else int(workers)
         specs = build_runs(config, grid, zip, seeds, overrides, workers=workers, report=report)
+        if workers > 1:
+            check_workers(min(workers, len(specs)), "--workers", WORKER_BYTES)
     params = [k for k in [*(grid or {}), *(zip or {})] if k != "seed"]
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -13,16 +13,26 @@ import builtins
 import hashlib
 import itertools
 import json
-import os
+import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bioplaus.config import ExperimentConfig, load_config, parse_override
+from bioplaus.config import (
+    ExperimentConfig,
+    check_overrides,
+    config_source,
+    load_config,
+    parse_override,
+)
 from bioplaus.errors import ConfigError
+from bioplaus.resources import cpu_count, size_text
 
+MAX_RUNS = 100_000  # runs per sweep (each validated run keeps its config in memory)
+RUN_BYTES = 6500  # measured: one RunSpec of quickstart, its config dict included
 MAX_STEM = 120  # longer names are hashed (file systems allow 255 bytes)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -131,9 +141,12 @@ def expand(
     zip: Mapping[str, Sequence[Any]] | None = None,  # noqa: A002 - the documented keyword
     seeds: int | None = None,
 ) -> list[tuple[dict[str, Any], int]]:
-    """The sweep's points in order: ``[(axis values, seed), ...]`` (grid x zip x seeds)."""
-    grid = {k: list(v) for k, v in (grid or {}).items()}
-    zipped = {k: list(v) for k, v in (zip or {}).items()}
+    """The sweep's points in order: ``[(axis values, seed), ...]`` (grid x zip x seeds).
+
+    Their number is bounded (MAX_RUNS) before any is made: see `check_count`.
+    """
+    grid = _axes(grid, "--grid")
+    zipped = _axes(zip, "--zip")
     for key in zipped:
         if key in grid:
             raise ConfigError(f"--zip {key}: also a --grid axis")
@@ -158,9 +171,12 @@ def expand(
     for key, values in [*grid.items(), *zipped.items()]:
         if key == "seed" and not all(isinstance(s, int) and not isinstance(s, bool) for s in values):
             raise ConfigError(f"seed: expected integers, got {values}")
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral)):
+        raise ConfigError(f"--seeds: expected a positive integer, got {type(seeds).__name__} {value_text(seeds)[:60]}")
     n_seeds = 1 if seeds is None else int(seeds)
     if n_seeds < 1:
         raise ConfigError(f"--seeds: expected a positive integer, got {seeds}")
+    check_count(grid, zipped, n_seeds)
     zip_rows = [dict(builtins.zip(zipped, vals)) for vals in builtins.zip(*zipped.values())] if zipped else [{}]
     points: list[tuple[dict[str, Any], int]] = []
     for combo in itertools.product(*grid.values()):
@@ -174,15 +190,40 @@ def expand(
     return points
 
 
+def _axes(axes: Any, flag: str) -> dict[str, list[Any]]:
+    """``{dotted key: [values]}`` of ``--grid`` / ``--zip`` (None: no axis), checked."""
+    if axes is None:
+        return {}
+    if not isinstance(axes, Mapping):
+        raise ConfigError(f"{flag}: expected a dict of dotted key -> list of values, got {type(axes).__name__}")
+    out: dict[str, list[Any]] = {}
+    for k, v in axes.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"{flag}: keys must be dotted strings such as 'rule.lr', got {value_text(k)[:60]}")
+        if isinstance(v, str | bytes | Mapping) or not isinstance(v, Sequence):
+            raise ConfigError(f"{flag} {k}: expected a list of values, got {type(v).__name__}")
+        if len(v) > MAX_RUNS:
+            raise ConfigError(f"{flag} {k}: {len(v)} values (a sweep holds at most {MAX_RUNS} runs)")
+        out[k] = list(v)
+    return out
+
+
+def check_count(grid: Mapping[str, list[Any]], zipped: Mapping[str, list[Any]], n_seeds: int) -> None:
+    """Refuse a sweep of more than MAX_RUNS runs before any is planned (each validated run
+    keeps its config, ~RUN_BYTES), naming ``--seeds`` when the seeds alone are too many."""
+    settings = math.prod(len(v) for v in grid.values()) * (len(next(iter(zipped.values()))) if zipped else 1)
+    total = settings * n_seeds
+    if total > MAX_RUNS:
+        count = str(total) if total < 10**15 else f"{total:.3g}"
+        where = "--seeds" if n_seeds > 1 and settings <= MAX_RUNS else "--grid"
+        raise ConfigError(f"{where}: {settings} settings x {n_seeds} seeds = {count} runs, more than "
+                          f"{MAX_RUNS} per sweep; planning them would need about {size_text(total * RUN_BYTES)}")
+
+
 def resolve_source(config: str | Path | Mapping[str, Any] | ExperimentConfig) -> str | dict[str, Any]:
     """A TOML path / packaged sim name as a path, a dict or config object as a dict."""
-    if isinstance(config, ExperimentConfig):
-        return config.to_dict()
-    if isinstance(config, Mapping):
-        return dict(config)
-    from bioplaus.sims import resolve_config
-
-    return resolve_config(str(config))
+    source = config_source(config)
+    return source.to_dict() if isinstance(source, ExperimentConfig) else source
 
 
 def build_runs(
@@ -203,6 +244,7 @@ def build_runs(
     `ConfigError` naming the run.
     """
     source = resolve_source(config)
+    check_overrides(overrides)
     if isinstance(overrides, Mapping):
         base_items = [f"{k}={toml_value(v)}" for k, v in overrides.items()]
     else:
@@ -226,10 +268,3 @@ def build_runs(
         seen[file] = {**params, "seed": seed}
         runs.append(RunSpec(dict(params), seed, file, cfg.to_dict()))
     return runs
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1

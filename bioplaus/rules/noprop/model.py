@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,6 +47,7 @@ class NoPropModel(nn.Module):
         self.kind: Variant = VARIANTS[opts.variant]
         self.n_classes = n_classes
         self.active_classes: Tensor | None = None
+        self.stop_check: Callable[[], None] | None = None  # set while the rule evaluates (`poll`)
         self.in_shape = tuple(in_shape)
         dim = {"onehot": n_classes, "learned": opts.embed_dim, "prototype": int(math.prod(in_shape))}[opts.embedding]
         self.embed = LabelEmbedding(opts.embedding, n_classes, dim, seed)
@@ -64,6 +66,12 @@ class NoPropModel(nn.Module):
         self.head.synapse.reset_parameters()
 
     # -- pieces ------------------------------------------------------------------------
+    def poll(self) -> None:
+        """The run's stop check between steps of a long inference chain (CT / FM grid points:
+        ``eval_steps`` up to 1e5 per batch; SIGTERM must not wait for the batch)."""
+        if self.stop_check is not None:
+            self.stop_check()
+
     def u_hat(self, logits: Tensor) -> Tensor:
         """The block's guess of the label embedding: softmax(logits)·W_embed.
 

@@ -50,7 +50,9 @@ from bioplaus.config import bounded, check_choice
 from bioplaus.device import generator as make_generator
 from bioplaus.errors import ConfigError
 from bioplaus.metrics import Metric
+from bioplaus.nets import BYTES_PER_PARAM, check_size
 from bioplaus.registry import register_rule
+from bioplaus.resources import check_workers
 from bioplaus.rules.base import LearningRule
 from bioplaus.rules.noprop.blocks import (
     BlockUnit,
@@ -70,6 +72,7 @@ from bioplaus.training.task import RuleContext, TaskInfo
 EMBEDDINGS = ("onehot", "learned", "prototype")
 MODES = ("interleaved", "sequential", "parallel")
 INFERENCE = ("stochastic", "mean", "direct")
+WORKER_BYTES = 320 << 20  # a parallel-mode worker: interpreter, torch, its loader copy (measured ~320 MB)
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -146,6 +149,7 @@ class NoProp(LearningRule):
     def __init__(self, cfg: Any = None) -> None:
         super().__init__(cfg)
         self.block_plugins: list[Plugin] = []  # the run's plugins in block-ordered modes (adopt_plugins)
+        self.pool: BlockPool | None = None  # `close` runs after any failure, set up or not
 
     @classmethod
     def steps_per_epoch(cls, opts: Any, n_batches: int) -> int:
@@ -177,8 +181,26 @@ class NoProp(LearningRule):
                 f"data: NoProp's image path pools twice by 2 and needs images of at least 4x4 pixels, "
                 f"got input shape {tuple(ctx.input_shape)}"
             )
+        self.check_size(ctx)
         self.model_seed = ctx.seed
         return NoPropModel(self.opts, ctx.input_shape, ctx.n_classes, ctx.seed, spiking_of(ctx.network))
+
+    def check_size(self, ctx: RuleContext) -> None:
+        """Refuse a model (``width``, ``channels``, ``embed_dim``, ``T``) or ``parallel``
+        workers that would not fit in memory, before anything is allocated.
+
+        The parameters are counted on a skeleton built on the meta device (exact, no memory);
+        each worker holds its blocks' share of them beside ~WORKER_BYTES of interpreter and torch.
+        """
+        o = self.opts
+        with torch.device("meta"):
+            skeleton = NoPropModel(o, ctx.input_shape, ctx.n_classes, ctx.seed, None)
+        params = sum(p.numel() for p in skeleton.parameters())
+        check_size(params, f"rule (noprop {o.variant}: T={o.T}, width={o.width}, channels={list(o.channels)}, "
+                           f"embedding={o.embedding}, embed_dim={o.embed_dim})")
+        if o.mode == "parallel":
+            workers = min(o.workers, o.T)
+            check_workers(workers, "rule.workers", WORKER_BYTES + BYTES_PER_PARAM * params / workers)
 
     def protected_layers(self) -> list[Any]:
         """Each block's convs and dense layers (block by block), then p_out."""
@@ -322,17 +344,26 @@ class NoProp(LearningRule):
         self.pool.collect()
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.close()
 
     # -- evaluation ------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         return self.mask_logits(self.net(x, make_generator(self.eval_seed)))
 
-    @torch.no_grad()
     def evaluate(self, loader: Any) -> dict[str, float]:
+        """`_evaluate` with the run's stop check between the inference chain's steps."""
+        run = getattr(self.ctx, "run", None)
+        self.net.stop_check = getattr(run, "check_stop", None)
+        try:
+            return self._evaluate(loader)
+        finally:
+            self.net.stop_check = None
+
+    @torch.no_grad()
+    def _evaluate(self, loader: Any) -> dict[str, float]:
         """Accuracy of the configured inference and of the deterministic one, from pure noise.
 
         Also records, per evaluation, the accuracy of p_out(z_k) after k denoising steps

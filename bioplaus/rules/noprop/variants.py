@@ -186,6 +186,7 @@ class CT(Variant):
         zs = [z]
         block = m.blocks[0]
         for k in range(steps):
+            m.poll()
             tf = time_features(grid[k].expand(x.shape[0]), TIME_DIM)
             zs.append(z := denoise_step(m.u_hat(block(z, x, tf)), z, a[k], b[k], c[k], how, gen))
         return zs
@@ -235,6 +236,7 @@ class FM(Variant):
         zs = [z]
         h = 1.0 / steps
         for k in range(steps):
+            m.poll()
             tf = time_features(torch.full((x.shape[0],), k * h), TIME_DIM)
             z = z + h * m.blocks[0](z, x, tf)
             zs.append(z)
