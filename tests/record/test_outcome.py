@@ -155,7 +155,7 @@ def test_a_kind_selects_its_figures(tmp_path: Path) -> None:
                      "weights.png"}
 
     cl = _everything(tmp_path / "c.h5", {"name": "c", "kind": "continual"}, {"kind": "continual"})
-    assert {p.name for p in make_report(cl, tmp_path / "c")} == names | {"acc_matrix.png", "task_curves.png"}
+    assert {p.name for p in make_report(cl, tmp_path / "c")} == names | {"acc_matrix.png", "task_curves.png", "transfer.png"}
 
 
 def test_a_rule_adds_its_figures_and_an_unknown_kind_gets_the_training_ones(tmp_path: Path) -> None:
