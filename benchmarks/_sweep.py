@@ -106,6 +106,15 @@ def method_axes(methods: Mapping[str, tuple[str | Path, Sequence[str]]],
     return base, axes
 
 
+def sweep_dir(methods: Mapping[str, tuple[str | Path, Sequence[str]]], out: str | Path,
+              common: Sequence[str] = (), grid: Mapping[str, Sequence[Any]] | None = None) -> Path:
+    """``out/set_<8 hex digits of the overrides>``: the directory `methods_sweep` runs them in."""
+    per_method = {label: list(o) for label, (_, o) in methods.items()}
+    key = json.dumps([list(common), per_method, {k: list(v) for k, v in (grid or {}).items()}], sort_keys=True,
+                     default=str)
+    return Path(out) / ("set_" + hashlib.sha256(key.encode()).hexdigest()[:8])
+
+
 def methods_sweep(
     methods: Mapping[str, tuple[str | Path, Sequence[str]]],
     seeds: Sequence[int],
@@ -123,9 +132,7 @@ def methods_sweep(
     own directory.
     """
     over = list(common)
-    per_method = {label: list(o) for label, (_, o) in methods.items()}
-    key = json.dumps([over, per_method, {k: list(v) for k, v in (grid or {}).items()}], sort_keys=True, default=str)
-    out = Path(out) / ("set_" + hashlib.sha256(key.encode()).hexdigest()[:8])
+    out = sweep_dir(methods, out, over, grid)
     base, axes = method_axes(methods, over)
     axes_grid = {"seed": list(seeds), **(grid or {})}  # seeds outermost, then grid, then methods
     res = sweep(base, grid=axes_grid, zip=axes, out=out, workers=workers, overrides=over, ray=ray)

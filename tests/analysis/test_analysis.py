@@ -205,6 +205,53 @@ def test_neurobench_conv_net_by_hand(tmp_path: Path) -> None:
     assert l0["footprint"] == 4 * 4 * 9
 
 
+@pytest.mark.parametrize("backend", ["spiking", "lif_nir"])
+def test_neurobench_spike_fed_conv_by_hand(tmp_path: Path, backend: str) -> None:
+    """Two conv blocks: the second conv is fed spikes; its ACs and every layer's dense and
+    effective counts equal a tap-by-tap count without NeuroBench or a convolution
+    (benchmarks/neurobench_check.py), for the subtractive LIF and the NIR-exact one."""
+    pytest.importorskip("neurobench")
+    from benchmarks.neurobench_check import layer_inputs, synops_by_hand
+    from bioplaus.analysis.neurobench import neurobench_metrics
+    from bioplaus.export.samples import test_samples
+
+    neuron = {"neuron": {"integration": "exact"}} if backend == "lif_nir" else {}
+    cfg = load_config({"name": "nbc2", "data": {"dataset": "digits"},
+                       "network": {"backend": backend, "arch": "cnn", "channels": [4, 6], "kernel": 3, "pool": 2,
+                                   "hidden": [], "spiking": {"T": T_NB, "output_spikes": backend == "spiking"},
+                                   **neuron}})
+    net = build_net(cfg.network, (1, 8, 8), 10, seed=cfg.seed)
+    with torch.no_grad():
+        net.layers[0].synapse.weight.mul_(3.0)
+        w1 = net.layers[1].synapse.weight
+        w1.mul_(3.0)
+        w1[:2, :, 0, :] = 0.0  # zero taps: the count is over non-zero weights only
+        w1[:, 1, 1, 1] = 0.0
+    path = tmp_path / "cnn2.h5"
+    with Recorder(path, cfg.to_dict(), cfg.seed, meta={"input_shape": [1, 8, 8], "n_classes": 10}) as rec:
+        for k, v in net.state_dict().items():
+            rec.log_array(f"/model/net/{k}", v.numpy())
+    n = 12
+    m = neurobench_metrics(path, samples=n)
+    x, _ = test_samples("digits", n)
+    inputs = layer_inputs(net, x.reshape(n, 1, 8, 8))
+    s1 = inputs[1]  # [T*B, 4, 4, 4]: layer0's pooled spikes
+    assert set(s1.unique().tolist()) == {0.0, 1.0} and 0.05 < float(s1.mean()) < 0.95
+    assert [r["synapse"] for r in m["layers"]] == ["Conv2d 1->4 k3", "Conv2d 4->6 k3", "Linear 24->10"]
+    # the second conv on a 4x4 map with padding 1: (3*4 - 2)^2 in-bounds taps per channel pair
+    assert m["layers"][1]["dense"] == T_NB * 6 * 4 * (3 * 4 - 2) ** 2
+    for layer, inp, row in zip(net.layers, inputs, m["layers"], strict=True):
+        eff, dense = synops_by_hand(inp, layer.synapse)
+        assert row["dense"] == pytest.approx(dense / n, rel=1e-12)
+        assert row["effective_acs"] + row["effective_macs"] == pytest.approx(eff / n, rel=1e-12)
+    assert m["layers"][0]["effective_acs"] == 0 and m["layers"][1]["effective_macs"] == 0
+    # the zeroed taps count: fewer operations than with every weight non-zero
+    full = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    with torch.no_grad():
+        full.weight.fill_(1.0)
+    assert m["layers"][1]["effective_acs"] < synops_by_hand(s1, full)[0] / n
+
+
 def test_inspect_neurobench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("neurobench")
     path = tmp_path / "run.h5"
