@@ -378,7 +378,11 @@ torch::Tensor spike_mm_wgrad(torch::Tensor, torch::Tensor) { TORCH_CHECK(false, 
 // float32 additions: within a group (the table entry), across groups in sequence in blocks of
 // kGB groups, and the block sums in sequence. Works for any 0/1 matrix; anything else is
 // reported by the packer and the caller falls back to the float32 GEMM.
-#if defined(__x86_64__) && defined(__GNUC__)
+// BIOPLAUS_NO_X86 builds only the portable paths on x86 too (to check that build here).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(BIOPLAUS_NO_X86)
+#define BIOPLAUS_X86 1
+#endif
+#ifdef BIOPLAUS_X86
 #include <immintrin.h>
 #ifndef BIOPLAUS_LUT_NZ
 #define BIOPLAUS_LUT_NZ 2  // 32 columns a tile, 8 rows a register block (measured fastest of 1, 2, 4)
@@ -528,7 +532,7 @@ bool has_avx512() {
 }
 
 }  // namespace
-#endif  // x86-64 with GCC/Clang
+#endif  // BIOPLAUS_X86
 
 // ---------------------------------------------------------------------------------------------
 // The same table lookup in portable C++: GCC/Clang vector extensions (8 or 4 floats), which the
@@ -542,8 +546,11 @@ bool has_avx512() {
 #if defined(__GNUC__)
 namespace lutg {
 
-typedef float v8 __attribute__((vector_size(32), __may_alias__));  // 256-bit (AVX2)
-typedef float v4 __attribute__((vector_size(16), __may_alias__));  // 128-bit (SSE2, NEON: every target)
+// Vectors of VW floats that may alias float (tables and sums are floats read and written as vectors).
+// A member typedef, not a template argument: an argument would drop the may_alias attribute.
+template <int VW> struct Vec;
+template <> struct Vec<8> { typedef float type __attribute__((vector_size(32), __may_alias__)); };  // AVX2
+template <> struct Vec<4> { typedef float type __attribute__((vector_size(16), __may_alias__)); };  // SSE2, NEON
 #define BIOPLAUS_INLINE inline __attribute__((always_inline))
 #define BIOPLAUS_VS(V, p) (*reinterpret_cast<V*>(p))
 #define BIOPLAUS_VL(V, p) (*reinterpret_cast<const V*>(p))
@@ -602,10 +609,11 @@ BIOPLAUS_INLINE bool pack_panels(const float* S, int64_t M, int64_t K, int64_t l
   return bad == 0;
 }
 
-// NZ vectors V of VW floats per table entry (kCols columns of B per tile), RB rows per register
+// NZ vectors of VW floats per table entry (kCols columns of B per tile), RB rows per register
 // block: RB x NZ accumulators.
-template <typename V, int VW, int NZ, int RB>
+template <int VW, int NZ, int RB>
 struct Lut {
+  typedef typename Vec<VW>::type V;
   static_assert(16 % RB == 0, "register blocks must tile a panel's 16 rows");
   static constexpr int64_t kCols = VW * NZ;
   static constexpr int64_t kGC = 4096 / kCols;  // groups per table chunk: 256 KB, a multiple of kGB
@@ -692,8 +700,8 @@ struct Lut {
 #ifndef BIOPLAUS_LUTP
 #define BIOPLAUS_LUTP 4, 2  // portable: 8 accumulators of 4 floats (of 16 SSE / 32 NEON registers)
 #endif
-using Lut256 = Lut<v8, 8, BIOPLAUS_LUT256>;
-using LutP = Lut<v4, 4, BIOPLAUS_LUTP>;
+using Lut256 = Lut<8, BIOPLAUS_LUT256>;
+using LutP = Lut<4, BIOPLAUS_LUTP>;
 constexpr int64_t kCols256 = Lut256::kCols, kColsP = LutP::kCols;
 
 bool pack_portable(const float* S, int64_t M, int64_t K, int64_t ld, bool tr, uint8_t* P) {
@@ -702,7 +710,7 @@ bool pack_portable(const float* S, int64_t M, int64_t K, int64_t ld, bool tr, ui
 void tiles_portable(const uint8_t* P, int64_t M, int64_t K, const float* B, int64_t N, float* C, int64_t t0, int64_t t1) {
   LutP::tiles(P, M, K, B, N, N, C, t0, t1);
 }
-#if defined(__x86_64__)
+#ifdef BIOPLAUS_X86
 __attribute__((target("avx2"))) bool pack_avx2(const float* S, int64_t M, int64_t K, int64_t ld, bool tr, uint8_t* P) {
   return pack_panels(S, M, K, ld, tr, P);
 }
@@ -721,7 +729,7 @@ bool has_avx2() { return __builtin_cpu_supports("avx2"); }
 // (AVX2), "lutportable" (any CPU the kernel builds on with GCC/Clang).
 std::vector<std::string> lut_paths() {
   std::vector<std::string> out;
-#if defined(__x86_64__)
+#ifdef BIOPLAUS_X86
   if (has_avx512()) out.push_back("lut512");
   if (lutg::has_avx2()) out.push_back("lut256");
 #endif
@@ -730,7 +738,7 @@ std::vector<std::string> lut_paths() {
 }
 
 bool lut_units() {  // the AVX-512 path (kept: the name older callers ask)
-#if defined(__x86_64__)
+#ifdef BIOPLAUS_X86
   return has_avx512();
 #else
   return false;
@@ -750,7 +758,7 @@ int lut_path_id(const std::string& path) {
 // A is [R, C]) or A = S^T (transposed: A is [C, R]); (panels, whether S is binary). The panels
 // are the same for every path.
 std::tuple<torch::Tensor, bool> pack_binary(torch::Tensor S, bool transposed, const std::string& path) {
-  const int id = lut_path_id(path);
+  [[maybe_unused]] const int id = lut_path_id(path);
   TORCH_CHECK(S.dim() == 2 && S.scalar_type() == torch::kFloat32, "pack_binary: a 2-D float32 matrix");
   auto Sc = S.contiguous();
   const int64_t M = transposed ? Sc.size(1) : Sc.size(0), K = transposed ? Sc.size(0) : Sc.size(1);
@@ -759,7 +767,7 @@ std::tuple<torch::Tensor, bool> pack_binary(torch::Tensor S, bool transposed, co
   const float* src = Sc.data_ptr<float>();
   uint8_t* dst = P.data_ptr<uint8_t>();
   bool ok;
-#if defined(__x86_64__)
+#ifdef BIOPLAUS_X86
   if (id == 512) ok = pack_panels(src, M, K, Sc.size(1), transposed, dst);
   else if (id == 256) ok = lutg::pack_avx2(src, M, K, Sc.size(1), transposed, dst);
   else
@@ -770,7 +778,7 @@ std::tuple<torch::Tensor, bool> pack_binary(torch::Tensor S, bool transposed, co
 
 // C [M, N] = A @ B for A binary (panels of ``pack_binary``, M x K) and B float32 [K, N].
 torch::Tensor bin_mm(torch::Tensor P, int64_t M, int64_t K, torch::Tensor B, const std::string& path) {
-  const int id = lut_path_id(path);
+  [[maybe_unused]] const int id = lut_path_id(path);
   auto Bc = B.contiguous();
   TORCH_CHECK(Bc.dim() == 2 && Bc.size(0) == K && Bc.scalar_type() == torch::kFloat32, "bin_mm: B must be [K, N] float32");
   const int64_t G = (K + 3) / 4, MB = (M + lutg::kRows - 1) / lutg::kRows, N = Bc.size(1);
@@ -779,7 +787,7 @@ torch::Tensor bin_mm(torch::Tensor P, int64_t M, int64_t K, torch::Tensor B, con
   const uint8_t* Pp = P.data_ptr<uint8_t>();
   const float* Bp = Bc.data_ptr<float>();
   float* Cp = C.data_ptr<float>();
-#if defined(__x86_64__)
+#ifdef BIOPLAUS_X86
   if (id == 512) {
     at::parallel_for(0, (N + kCols - 1) / kCols, 1, [&](int64_t t0, int64_t t1) { bin_mm_tiles(Pp, M, K, Bp, N, N, Cp, t0, t1); });
     return C;
