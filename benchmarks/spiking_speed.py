@@ -27,6 +27,8 @@ a time around the base point, spike-train input, bioplaus vs snntorch, Norse (li
 and SpikingJelly (multi-step); a table and ``results/spiking_scaling.png``.
 
 Run: python benchmarks/spiking_speed.py [--quick] [--repeat 5] [--no-scaling] [--threads 1]
+(`BIOPLAUS_SPIKE_GEMM=fp32|lutportable|lut256|lut512|bf16x3` forces a spike-synapse path;
+`benchmarks/spiking_speed_isa.py` runs it once per path)
 """
 
 from __future__ import annotations
