@@ -27,12 +27,15 @@ a time around the base point, spike-train input, bioplaus vs snntorch, Norse (li
 and SpikingJelly (multi-step); a table and ``results/spiking_scaling.png``.
 
 Run: python benchmarks/spiking_speed.py [--quick] [--repeat 5] [--no-scaling] [--threads 1]
+(`BIOPLAUS_SPIKE_GEMM=fp32|lutportable|lut256|lut512|bf16x3` forces a spike-synapse path;
+`benchmarks/spiking_speed_isa.py` runs it once per path)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -527,9 +530,11 @@ def main() -> None:
     repeat = 2 if args.quick else args.repeat
     T, B = args.T, args.batch
     cases = ("constant", "spike train")
-    gemm = {"bf16x3": "exact bf16 split on AMX", "lut": "exact table lookup (AVX-512)",
+    gemm = {"bf16x3": "exact bf16 split on AMX", "lut512": "exact table lookup (AVX-512)",
+            "lut256": "exact table lookup (AVX2)", "lutportable": "exact table lookup (portable C++)",
             "fp32": "float32"}[synapses.spike_gemm_mode()]
     print(f"bioplaus spike-fed synapses: {gemm}; threads {torch.get_num_threads()}")
+    load_before = os.getloadavg()
 
     results: dict[str, Any] = {"T": T, "batch": B, "spike_gemm": gemm}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -559,9 +564,14 @@ def main() -> None:
             results[f"wide_{device}"] = wide
             text += (f"### width 2048 (784-2048-2048-10), {device}\n\n"
                      + table(ratio_rows(wide, cases), cols) + "\n\n" + agreement_text(wide) + "\n\n")
+    forced = os.environ.get("BIOPLAUS_SPIKE_GEMM")
+    command = (f"{f'BIOPLAUS_SPIKE_GEMM={forced} ' if forced else ''}python benchmarks/spiking_speed.py "
+               + " ".join(sys.argv[1:])).strip()
+    results["command"] = command
     text += ("`x bioplaus` = the implementation's time / bioplaus's time (higher is better for "
-             "bioplaus). Repeats interleaved, medians. Command: `python benchmarks/spiking_speed.py"
-             f"{' --quick' if args.quick else ''}`.\n")
+             f"bioplaus). Repeats interleaved, medians. Command: `{command}`; spike-fed synapses: {gemm}; "
+             f"load average before: {tuple(round(x, 2) for x in load_before)}, after: "
+             f"{tuple(round(x, 2) for x in os.getloadavg())}.\n")
 
     if not args.no_breakdown:
         bd = breakdown(T, B, 2 if args.quick else 5)

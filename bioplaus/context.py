@@ -295,7 +295,7 @@ class RunContext:
 
 
 def _spike_gemm_used(config: Mapping[str, Any]) -> str | None:
-    """How a run's spike-fed synapses multiply (fp32, bf16x3, lut) when its neuron model
+    """How a run's spike-fed synapses multiply (fp32, bf16x3, lut512, lut256, lutportable) when its neuron model
     spikes; None for other runs (for them resolving the mode would build the kernel for nothing)."""
     from bioplaus.neurons import neuron_model, synapses
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -377,7 +378,11 @@ torch::Tensor spike_mm_wgrad(torch::Tensor, torch::Tensor) { TORCH_CHECK(false, 
 // float32 additions: within a group (the table entry), across groups in sequence in blocks of
 // kGB groups, and the block sums in sequence. Works for any 0/1 matrix; anything else is
 // reported by the packer and the caller falls back to the float32 GEMM.
-#if defined(__x86_64__) && defined(__GNUC__)
+// BIOPLAUS_NO_X86 builds only the portable paths on x86 too (to check that build here).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(BIOPLAUS_NO_X86)
+#define BIOPLAUS_X86 1
+#endif
+#ifdef BIOPLAUS_X86
 #include <immintrin.h>
 #ifndef BIOPLAUS_LUT_NZ
 #define BIOPLAUS_LUT_NZ 2  // 32 columns a tile, 8 rows a register block (measured fastest of 1, 2, 4)
@@ -527,40 +532,281 @@ bool has_avx512() {
 }
 
 }  // namespace
+#endif  // BIOPLAUS_X86
 
-bool lut_units() { return has_avx512(); }
+// ---------------------------------------------------------------------------------------------
+// The same table lookup in portable C++: GCC/Clang vector extensions (8 or 4 floats), which the
+// compiler lowers to the registers of the target it compiles for. Compiled twice: with 8-float
+// vectors inlined into functions with target("avx2") (256-bit registers, x86 CPUs without
+// AVX-512), and with 4-float vectors into plain functions (the build's baseline, 128 bits:
+// SSE2 on x86-64, NEON on AArch64). Same tables, same panels
+// and the same order of additions as the AVX-512 code (tables per group, kGB-group blocks summed
+// in registers from zero, the block sums in sequence; table chunks are multiples of kGB groups),
+// so the three paths give the same bits whatever the tile width.
+#if defined(__GNUC__)
+namespace lutg {
+
+// Vectors of VW floats that may alias float (tables and sums are floats read and written as vectors).
+// A member typedef, not a template argument: an argument would drop the may_alias attribute.
+template <int VW> struct Vec;
+template <> struct Vec<8> { typedef float type __attribute__((vector_size(32), __may_alias__)); };  // AVX2
+template <> struct Vec<4> { typedef float type __attribute__((vector_size(16), __may_alias__)); };  // SSE2, NEON
+#define BIOPLAUS_INLINE inline __attribute__((always_inline))
+#define BIOPLAUS_VS(V, p) (*reinterpret_cast<V*>(p))
+#define BIOPLAUS_VL(V, p) (*reinterpret_cast<const V*>(p))
+
+constexpr int64_t kRows = 16;  // rows of A per nibble panel, as the AVX-512 packer
+constexpr int64_t kGB = 32;    // groups summed in registers (the AVX-512 code's kGB: same order)
+constexpr int64_t kMC = 2048;  // rows per chunk, as the AVX-512 code
+
+// The AVX-512 packer's panels, in plain loops (vectorised by the compiler where it can).
+BIOPLAUS_INLINE bool pack_panels(const float* S, int64_t M, int64_t K, int64_t ld, bool transposed, uint8_t* P) {
+  const int64_t G = (K + 3) / 4, MB = (M + kRows - 1) / kRows;
+  std::memset(P, 0, MB * G * kRows);
+  uint32_t bad = 0;
+  if (!transposed) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float* row = S + m * ld;
+      uint8_t* dst = P + (m / kRows) * G * kRows + (m % kRows);
+      const int64_t Gf = K / 4;  // whole groups, then the ragged last one
+      for (int64_t g = 0; g < Gf; ++g) {
+        uint32_t b = 0;
+        for (int j = 0; j < 4; ++j) {
+          const float v = row[4 * g + j];
+          const uint32_t nz = v != 0.0f;  // NaN counts as a spike and as bad, as the AVX-512 packer's
+          b |= nz << j;
+          bad |= nz & static_cast<uint32_t>(v != 1.0f);
+        }
+        dst[g * kRows] = static_cast<uint8_t>(b);
+      }
+      if (Gf < G) {
+        uint32_t b = 0;
+        for (int64_t k = 4 * Gf; k < K; ++k) {
+          const float v = row[k];
+          const uint32_t nz = v != 0.0f;
+          b |= nz << (k - 4 * Gf);
+          bad |= nz & static_cast<uint32_t>(v != 1.0f);
+        }
+        dst[Gf * kRows] = static_cast<uint8_t>(b);
+      }
+    }
+  } else {
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < 4 && 4 * g + j < K; ++j) {
+        const float* src = S + (4 * g + j) * ld;
+        for (int64_t mb = 0; mb < MB; ++mb) {
+          uint8_t* d = P + (mb * G + g) * kRows;
+          const float* s = src + mb * kRows;
+          const int64_t n = std::min(kRows, M - mb * kRows);
+          for (int64_t i = 0; i < n; ++i) {
+            const uint32_t nz = s[i] != 0.0f;
+            d[i] |= static_cast<uint8_t>(nz << j);
+            bad |= nz & static_cast<uint32_t>(s[i] != 1.0f);
+          }
+        }
+      }
+  }
+  return bad == 0;
+}
+
+// NZ vectors of VW floats per table entry (kCols columns of B per tile), RB rows per register
+// block: RB x NZ accumulators.
+template <int VW, int NZ, int RB>
+struct Lut {
+  typedef typename Vec<VW>::type V;
+  static_assert(16 % RB == 0, "register blocks must tile a panel's 16 rows");
+  static constexpr int64_t kCols = VW * NZ;
+  static constexpr int64_t kGC = 4096 / kCols;  // groups per table chunk: 256 KB, a multiple of kGB
+
+  // L[g][p] = L[g][p without its lowest bit] + B[4 (g0 + g) + lowest bit] (zero past K and N).
+  static BIOPLAUS_INLINE void build(const float* B, int64_t K, int64_t N, int64_t ldb, int64_t g0, int64_t gn,
+                                    int64_t n0, float* L) {
+    const int64_t nv = std::min(kCols, N - n0);
+    alignas(64) float rows[4][kCols];
+    for (int64_t g = 0; g < gn; ++g) {
+      float* Lg = L + g * 16 * kCols;
+      for (int j = 0; j < 4; ++j) {
+        const int64_t k = 4 * (g0 + g) + j;
+        if (k < K && nv == kCols) {
+          std::memcpy(rows[j], B + k * ldb + n0, sizeof(rows[j]));
+        } else {
+          std::memset(rows[j], 0, sizeof(rows[j]));
+          if (k < K) std::memcpy(rows[j], B + k * ldb + n0, nv * sizeof(float));
+        }
+      }
+      for (int h = 0; h < NZ; ++h) BIOPLAUS_VS(V, Lg + VW * h) = V{};
+      for (int p = 1; p < 16; ++p)
+        for (int h = 0; h < NZ; ++h)
+          BIOPLAUS_VS(V, Lg + p * kCols + VW * h) =
+              BIOPLAUS_VL(V, Lg + (p & (p - 1)) * kCols + VW * h) + BIOPLAUS_VL(V, rows[__builtin_ctz(p)] + VW * h);
+    }
+  }
+
+  // Running sums [16][kCols] of one panel's rows += the table sums of gn groups.
+  static BIOPLAUS_INLINE void block(const uint8_t* Pb, int64_t gn, const float* L, float* sums, bool first) {
+    for (int r0 = 0; r0 < kRows; r0 += RB) {
+      V acc[RB][NZ];
+      for (int i = 0; i < RB; ++i)
+        for (int h = 0; h < NZ; ++h) acc[i][h] = V{};
+      for (int64_t g = 0; g < gn; ++g) {
+        const uint8_t* q = Pb + g * kRows + r0;
+        const float* Lg = L + g * 16 * kCols;
+#pragma GCC unroll 16
+        for (int i = 0; i < RB; ++i) {
+          const float* e = Lg + q[i] * kCols;
+          for (int h = 0; h < NZ; ++h) acc[i][h] += BIOPLAUS_VL(V, e + VW * h);
+        }
+      }
+      for (int i = 0; i < RB; ++i)
+        for (int h = 0; h < NZ; ++h) {
+          float* d = sums + (r0 + i) * kCols + VW * h;
+          BIOPLAUS_VS(V, d) = first ? acc[i][h] : BIOPLAUS_VL(V, d) + acc[i][h];
+        }
+    }
+  }
+
+  // Column tiles [t0, t1) of C [M, N] = A (panels P) @ B [K, N], rows in chunks of kMC.
+  static BIOPLAUS_INLINE void tiles(const uint8_t* P, int64_t M, int64_t K, const float* B, int64_t ldb, int64_t N,
+                                    float* C, int64_t t0, int64_t t1) {
+    const int64_t G = (K + 3) / 4;
+    const int64_t rows_max = std::min(M, kMC), MBmax = (rows_max + kRows - 1) / kRows;
+    std::vector<float> buf(kGC * 16 * kCols + MBmax * kRows * kCols + 16);
+    float* L = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+    float* sums = L + kGC * 16 * kCols;
+    for (int64_t r0 = 0; r0 < M; r0 += kMC) {
+      const int64_t rows = std::min(kMC, M - r0), MB = (rows + kRows - 1) / kRows, mb0 = r0 / kRows;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n0 = t * kCols;
+        for (int64_t c0 = 0; c0 < G; c0 += kGC) {
+          const int64_t cn = std::min(kGC, G - c0);
+          build(B, K, N, ldb, c0, cn, n0, L);
+          for (int64_t g0 = 0; g0 < cn; g0 += kGB) {
+            const int64_t gn = std::min(kGB, cn - g0);
+            for (int64_t mb = 0; mb < MB; ++mb)
+              block(P + ((mb0 + mb) * G + c0 + g0) * kRows, gn, L + g0 * 16 * kCols, sums + mb * kRows * kCols,
+                    c0 + g0 == 0);
+          }
+        }
+        const int64_t nv = std::min(kCols, N - n0);
+        for (int64_t m = 0; m < rows; ++m) std::memcpy(C + (r0 + m) * N + n0, sums + m * kCols, nv * sizeof(float));
+      }
+    }
+  }
+};
+
+#ifndef BIOPLAUS_LUT256
+#define BIOPLAUS_LUT256 2, 4  // NZ, RB: 16 columns a tile, 4 rows a register block (8 of 16 ymm)
+#endif
+#ifndef BIOPLAUS_LUTP
+#define BIOPLAUS_LUTP 4, 2  // portable: 8 accumulators of 4 floats (of 16 SSE / 32 NEON registers)
+#endif
+using Lut256 = Lut<8, BIOPLAUS_LUT256>;
+using LutP = Lut<4, BIOPLAUS_LUTP>;
+constexpr int64_t kCols256 = Lut256::kCols, kColsP = LutP::kCols;
+
+bool pack_portable(const float* S, int64_t M, int64_t K, int64_t ld, bool tr, uint8_t* P) {
+  return pack_panels(S, M, K, ld, tr, P);
+}
+void tiles_portable(const uint8_t* P, int64_t M, int64_t K, const float* B, int64_t N, float* C, int64_t t0, int64_t t1) {
+  LutP::tiles(P, M, K, B, N, N, C, t0, t1);
+}
+#ifdef BIOPLAUS_X86
+__attribute__((target("avx2"))) bool pack_avx2(const float* S, int64_t M, int64_t K, int64_t ld, bool tr, uint8_t* P) {
+  return pack_panels(S, M, K, ld, tr, P);
+}
+__attribute__((target("avx2"))) void tiles_avx2(const uint8_t* P, int64_t M, int64_t K, const float* B, int64_t N,
+                                                float* C, int64_t t0, int64_t t1) {
+  Lut256::tiles(P, M, K, B, N, N, C, t0, t1);
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2"); }
+#endif
+#undef BIOPLAUS_VS
+#undef BIOPLAUS_VL
+
+}  // namespace lutg
+
+// The table-lookup paths this CPU can run, fastest first: "lut512" (AVX-512), "lut256"
+// (AVX2), "lutportable" (any CPU the kernel builds on with GCC/Clang).
+std::vector<std::string> lut_paths() {
+  std::vector<std::string> out;
+#ifdef BIOPLAUS_X86
+  if (has_avx512()) out.push_back("lut512");
+  if (lutg::has_avx2()) out.push_back("lut256");
+#endif
+  out.push_back("lutportable");
+  return out;
+}
+
+bool lut_units() {  // the AVX-512 path (kept: the name older callers ask)
+#ifdef BIOPLAUS_X86
+  return has_avx512();
+#else
+  return false;
+#endif
+}
+
+namespace {
+int lut_path_id(const std::string& path) {
+  const auto have = lut_paths();
+  TORCH_CHECK(std::find(have.begin(), have.end(), path) != have.end(), "table lookup path '", path,
+              "' is not available on this CPU");
+  return path == "lut512" ? 512 : (path == "lut256" ? 256 : 0);
+}
+}  // namespace
 
 // Panels of a float32 0/1 matrix S [R, C] as the binary left factor A = S (transposed = false:
-// A is [R, C]) or A = S^T (transposed: A is [C, R]); (panels, whether S is binary).
-std::tuple<torch::Tensor, bool> pack_binary(torch::Tensor S, bool transposed) {
-  TORCH_CHECK(has_avx512(), "pack_binary: needs AVX-512");
+// A is [R, C]) or A = S^T (transposed: A is [C, R]); (panels, whether S is binary). The panels
+// are the same for every path.
+std::tuple<torch::Tensor, bool> pack_binary(torch::Tensor S, bool transposed, const std::string& path) {
+  [[maybe_unused]] const int id = lut_path_id(path);
   TORCH_CHECK(S.dim() == 2 && S.scalar_type() == torch::kFloat32, "pack_binary: a 2-D float32 matrix");
   auto Sc = S.contiguous();
   const int64_t M = transposed ? Sc.size(1) : Sc.size(0), K = transposed ? Sc.size(0) : Sc.size(1);
-  const int64_t G = (K + 3) / 4, MB = (M + kRows - 1) / kRows;
-  auto P = torch::empty({MB * G * kRows}, torch::dtype(torch::kUInt8));
-  const bool ok = pack_panels(Sc.data_ptr<float>(), M, K, Sc.size(1), transposed, P.data_ptr<uint8_t>());
+  const int64_t G = (K + 3) / 4, MB = (M + lutg::kRows - 1) / lutg::kRows;
+  auto P = torch::empty({MB * G * lutg::kRows}, torch::dtype(torch::kUInt8));
+  const float* src = Sc.data_ptr<float>();
+  uint8_t* dst = P.data_ptr<uint8_t>();
+  bool ok;
+#ifdef BIOPLAUS_X86
+  if (id == 512) ok = pack_panels(src, M, K, Sc.size(1), transposed, dst);
+  else if (id == 256) ok = lutg::pack_avx2(src, M, K, Sc.size(1), transposed, dst);
+  else
+#endif
+    ok = lutg::pack_portable(src, M, K, Sc.size(1), transposed, dst);
   return {P, ok};
 }
 
 // C [M, N] = A @ B for A binary (panels of ``pack_binary``, M x K) and B float32 [K, N].
-torch::Tensor bin_mm(torch::Tensor P, int64_t M, int64_t K, torch::Tensor B) {
-  TORCH_CHECK(has_avx512(), "bin_mm: needs AVX-512");
+torch::Tensor bin_mm(torch::Tensor P, int64_t M, int64_t K, torch::Tensor B, const std::string& path) {
+  [[maybe_unused]] const int id = lut_path_id(path);
   auto Bc = B.contiguous();
   TORCH_CHECK(Bc.dim() == 2 && Bc.size(0) == K && Bc.scalar_type() == torch::kFloat32, "bin_mm: B must be [K, N] float32");
-  const int64_t G = (K + 3) / 4, MB = (M + kRows - 1) / kRows, N = Bc.size(1);
-  TORCH_CHECK(P.numel() == MB * G * kRows, "bin_mm: panels do not match M, K");
+  const int64_t G = (K + 3) / 4, MB = (M + lutg::kRows - 1) / lutg::kRows, N = Bc.size(1);
+  TORCH_CHECK(P.numel() == MB * G * lutg::kRows, "bin_mm: panels do not match M, K");
   auto C = torch::empty({M, N}, torch::dtype(torch::kFloat32));
   const uint8_t* Pp = P.data_ptr<uint8_t>();
   const float* Bp = Bc.data_ptr<float>();
   float* Cp = C.data_ptr<float>();
-  at::parallel_for(0, (N + kCols - 1) / kCols, 1, [&](int64_t t0, int64_t t1) { bin_mm_tiles(Pp, M, K, Bp, N, N, Cp, t0, t1); });
+#ifdef BIOPLAUS_X86
+  if (id == 512) {
+    at::parallel_for(0, (N + kCols - 1) / kCols, 1, [&](int64_t t0, int64_t t1) { bin_mm_tiles(Pp, M, K, Bp, N, N, Cp, t0, t1); });
+    return C;
+  }
+  if (id == 256) {
+    at::parallel_for(0, (N + lutg::kCols256 - 1) / lutg::kCols256, 1,
+                     [&](int64_t t0, int64_t t1) { lutg::tiles_avx2(Pp, M, K, Bp, N, Cp, t0, t1); });
+    return C;
+  }
+#endif
+  at::parallel_for(0, (N + lutg::kColsP - 1) / lutg::kColsP, 1,
+                   [&](int64_t t0, int64_t t1) { lutg::tiles_portable(Pp, M, K, Bp, N, Cp, t0, t1); });
   return C;
 }
-#else  // not x86-64 with GCC/Clang: the float32 GEMMs are used
+#else  // not GCC/Clang: the float32 GEMMs are used
+std::vector<std::string> lut_paths() { return {}; }
 bool lut_units() { return false; }
-std::tuple<torch::Tensor, bool> pack_binary(torch::Tensor, bool) { TORCH_CHECK(false, "pack_binary: needs x86-64 with AVX-512"); }
-torch::Tensor bin_mm(torch::Tensor, int64_t, int64_t, torch::Tensor) { TORCH_CHECK(false, "bin_mm: needs x86-64 with AVX-512"); }
+std::tuple<torch::Tensor, bool> pack_binary(torch::Tensor, bool, const std::string&) { TORCH_CHECK(false, "pack_binary: needs GCC or Clang"); }
+torch::Tensor bin_mm(torch::Tensor, int64_t, int64_t, torch::Tensor, const std::string&) { TORCH_CHECK(false, "bin_mm: needs GCC or Clang"); }
 #endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -570,7 +816,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("to_bf16_exact", &to_bf16_exact, "bf16 copy and whether it is exact");
   m.def("spike_mm", &spike_mm, "x @ w^T, x exact in bf16, w split in three bf16 pieces");
   m.def("spike_mm_wgrad", &spike_mm_wgrad, "g^T @ x, x exact in bf16, g split in three");
-  m.def("lut_units", &lut_units, "whether the table-lookup binary products can run (AVX-512)");
-  m.def("pack_binary", &pack_binary, "nibble panels of a 0/1 matrix (or of its transpose)");
-  m.def("bin_mm", &bin_mm, "A @ B for A binary (panels) and B float32, by table lookup");
+  m.def("lut_units", &lut_units, "whether the AVX-512 table-lookup products can run");
+  m.def("lut_paths", &lut_paths, "the table-lookup paths this CPU can run, fastest first");
+  m.def("pack_binary", &pack_binary, "nibble panels of a 0/1 matrix (or of its transpose)", py::arg("S"),
+        py::arg("transposed"), py::arg("path") = "lut512");
+  m.def("bin_mm", &bin_mm, "A @ B for A binary (panels) and B float32, by table lookup", py::arg("P"), py::arg("M"),
+        py::arg("K"), py::arg("B"), py::arg("path") = "lut512");
 }

@@ -180,32 +180,41 @@ def _kernel_has(flag: str) -> bool:
     return k is not None and hasattr(k, flag) and bool(getattr(k, flag)())
 
 
+def _lut_has(path: str) -> bool:
+    k = kmod.kernel()
+    return k is not None and hasattr(k, "lut_paths") and path in k.lut_paths()
+
+
+_LUT_REASON = {"lut512": "no AVX-512 on this machine", "lut256": "no AVX2 on this machine",
+               "lutportable": "no kernel built with GCC/Clang"}
+LUT_PATHS = [pytest.param(p, marks=pytest.mark.skipif(not _lut_has(p), reason=r)) for p, r in _LUT_REASON.items()]
 FAST_PATHS = [
     pytest.param("bf16x3", "bf16x3", marks=pytest.mark.skipif(
         not _kernel_has("bf16_units"), reason="no bf16 ukernels (oneDNN brgemm) on this machine")),
-    pytest.param("lut", "lut", marks=pytest.mark.skipif(
-        not _kernel_has("lut_units"), reason="no AVX-512 on this machine")),
+    *[pytest.param(p, p, marks=pytest.mark.skipif(not _lut_has(p), reason=r)) for p, r in _LUT_REASON.items()],
 ]
+_ODD_SHAPES = [(1, 1, 1), (17, 5, 33), (100, 3, 7), (333, 801, 65), (64, 1030, 48), (4099, 37, 70)]
 
 
-@pytest.mark.skipif(not _kernel_has("lut_units"), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("path", LUT_PATHS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_binary_table_product_matches_float64_on_odd_shapes(threads: int) -> None:
-    """bin_mm: A @ B for 0/1 A (packed as is or from its transpose) within float32 rounding of
-    float64, on shapes that are not multiples of the nibble (4), panel (16) or tile (32)
-    widths, and with more rows than one chunk (2048); the two packings give the same bits; anything but 0/1 (0.5, NaN) is refused."""
+def test_binary_table_product_matches_float64_on_odd_shapes(threads: int, path: str) -> None:
+    """bin_mm on each table-lookup path (AVX-512, AVX2, portable C++): A @ B for 0/1 A (packed
+    as is or from its transpose) within float32 rounding of float64, on shapes that are not
+    multiples of the nibble (4), panel (16) or tile (16, 32) widths, and with more rows than
+    one chunk (2048); the two packings give the same bits; anything but 0/1 (0.5, NaN) is refused."""
     k = kmod.kernel()
     g = torch.Generator().manual_seed(5)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for m, kk, n in [(1, 1, 1), (17, 5, 33), (100, 3, 7), (333, 801, 65), (64, 1030, 48), (4099, 37, 70)]:
+        for m, kk, n in _ODD_SHAPES:
             s = (torch.rand(m, kk, generator=g) < 0.3).float()
             b = torch.randn(kk, n, generator=g)
-            p, ok = k.pack_binary(s, False)
-            pt, ok_t = k.pack_binary(s.t().contiguous(), True)
+            p, ok = k.pack_binary(s, False, path)
+            pt, ok_t = k.pack_binary(s.t().contiguous(), True, path)
             assert ok and ok_t and torch.equal(p, pt)
-            c = k.bin_mm(p, m, kk, b)
+            c = k.bin_mm(p, m, kk, b, path)
             ref = s.double() @ b.double()
             bound = kk * 2.0**-24 * float((s.double() @ b.double().abs()).max()) + 1e-30
             assert float((c.double() - ref).abs().max()) <= bound
@@ -214,7 +223,34 @@ def test_binary_table_product_matches_float64_on_odd_shapes(threads: int) -> Non
     for bad in (0.5, float("nan"), 2.0):
         s = torch.zeros(20, 12)
         s[7, 5] = bad
-        assert not k.pack_binary(s, False)[1] and not k.pack_binary(s, True)[1]
+        assert not k.pack_binary(s, False, path)[1] and not k.pack_binary(s, True, path)[1]
+
+
+@pytest.mark.skipif(len(getattr(kmod.kernel(), "lut_paths", list)()) < 2, reason="one table-lookup path here")
+def test_table_lookup_paths_give_the_same_bits() -> None:
+    """The AVX-512, AVX2 and portable builds add in the same order (same tables, same blocks of
+    32 groups), so their panels and products are bit for bit equal, forward and transposed;
+    the default path argument is AVX-512's (older callers) and a path the CPU lacks is refused."""
+    k = kmod.kernel()
+    paths = list(k.lut_paths())
+    g = torch.Generator().manual_seed(8)
+    for m, kk, n in [*_ODD_SHAPES, (2560, 800, 40)]:
+        s = (torch.rand(m, kk, generator=g) < 0.2).float()
+        b, a = torch.randn(kk, n, generator=g), torch.randn(m, n, generator=g)
+        prod, prod_t = {}, {}
+        for path in paths:
+            p, _ = k.pack_binary(s, False, path)
+            pt, _ = k.pack_binary(s, True, path)
+            prod[path] = (p, k.bin_mm(p, m, kk, b, path))
+            prod_t[path] = (pt, k.bin_mm(pt, kk, m, a, path))  # sᵀ a: the weight-gradient product
+        for path in paths[1:]:
+            for got, ref in ((prod[path], prod[paths[0]]), (prod_t[path], prod_t[paths[0]])):
+                assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]), path
+    if "lut512" in paths:
+        p, _ = k.pack_binary(s, False)
+        assert torch.equal(k.bin_mm(p, m, kk, b), prod["lut512"][1])
+    with pytest.raises(RuntimeError, match="not available"):
+        k.pack_binary(s, False, "lut1024")
 
 
 @pytest.mark.parametrize(("mode", "node"), FAST_PATHS)
@@ -282,18 +318,20 @@ def test_spiking_net_same_spikes_with_and_without_fast_path(
 
 
 def test_spike_gemm_mode_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    """BIOPLAUS_SPIKE_GEMM: auto picks the CPU's fastest exact path (bf16 split with AMX,
-    table lookup with AVX-512, else float32), a forced path falls back to float32 where the
-    kernel lacks it, and anything else is a one-line config error."""
+    """BIOPLAUS_SPIKE_GEMM: auto picks the CPU's fastest exact path (bf16 split with AMX, else
+    the widest table lookup: AVX-512, AVX2, portable), ``lut`` the widest table lookup, a
+    named path itself, and anything else is a one-line config error."""
     from bioplaus.errors import ConfigError
 
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    bf16, lut = _kernel_has("bf16_units"), _kernel_has("lut_units")
+    bf16 = _kernel_has("bf16_units")
+    luts = [p for p in ("lut512", "lut256", "lutportable") if _lut_has(p)]
     want = {
-        "auto": "bf16x3" if (bf16 and amx) else ("lut" if lut else "fp32"),
+        "auto": "bf16x3" if (bf16 and amx) else (luts[0] if luts else "fp32"),
         "fp32": "fp32",
-        "bf16x3": "bf16x3" if bf16 else "fp32",
-        "lut": "lut" if lut else "fp32",
+        **({"bf16x3": "bf16x3"} if bf16 else {}),
+        **({"lut": luts[0]} if luts else {}),
+        **{p: p for p in luts},
     }
     for env, mode in want.items():
         monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", env)
@@ -304,6 +342,35 @@ def test_spike_gemm_mode_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
     with pytest.raises(ConfigError, match="BIOPLAUS_SPIKE_GEMM"):
         synapses.spike_gemm_mode()
+    monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
+
+
+def test_forcing_a_spike_gemm_path_the_cpu_lacks_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with only the portable table lookup (simulated), auto and ``lut`` resolve to it
+    and forcing lut512 / lut256 / bf16x3 is a one-line ConfigError, raised when the spiking
+    net is built; without the kernel a forced path is an error and auto is float32."""
+    from bioplaus.errors import ConfigError
+
+    if kmod.kernel() is None:
+        pytest.skip("no compiled kernel")
+    monkeypatch.setattr(synapses, "lut_paths", lambda: ("lutportable",))
+    monkeypatch.setattr(synapses, "kernel_flag", lambda k, name: False)  # no bf16 ukernels either
+    for env, mode in (("auto", "lutportable"), ("lut", "lutportable"), ("lutportable", "lutportable")):
+        monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", env)
+        monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
+        assert synapses.spike_gemm_mode() == mode
+    for env in ("lut512", "lut256", "bf16x3"):
+        monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", env)
+        monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
+        with pytest.raises(ConfigError, match=f"BIOPLAUS_SPIKE_GEMM={env}: ") as err:
+            build_net(NetworkConfig(backend="spiking", hidden=[8]), (4,), 2)
+        assert "\n" not in str(err.value) and synapses._SPIKE_GEMM is None
+    monkeypatch.setattr(synapses, "kernel", lambda: None)
+    monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", "lut")
+    with pytest.raises(ConfigError, match="needs the compiled LIF kernel"):
+        synapses.spike_gemm_mode()
+    monkeypatch.setenv("BIOPLAUS_SPIKE_GEMM", "auto")
+    assert synapses.spike_gemm_mode() == "fp32"
     monkeypatch.setattr(synapses, "_SPIKE_GEMM", None)
 
 

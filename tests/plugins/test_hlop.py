@@ -399,21 +399,25 @@ def test_cheaper_hebbian_forms_equal_the_reference(rows: int, k_old: int) -> Non
     torch.testing.assert_close(fast.new, new, atol=1e-5, rtol=1e-5)
 
 
-def _lut_available() -> bool:
+def _lut_available(path: str) -> bool:
     from bioplaus.neurons.kernel import kernel
 
     k = kernel()
-    return k is not None and hasattr(k, "lut_units") and bool(k.lut_units())
+    return k is not None and hasattr(k, "lut_paths") and path in k.lut_paths()
 
 
-@pytest.mark.skipif(not _lut_available(), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.skipif(not _lut_available(p), reason=f"no {p} on this machine"))
+    for p in ("lut512", "lut256", "lutportable")
+])
 @pytest.mark.parametrize("rows", [8, 96])
 @pytest.mark.parametrize("k_old", [5, 24])
 def test_hebbian_on_spike_rows_by_table_lookup_equals_float32(
-    monkeypatch: pytest.MonkeyPatch, rows: int, k_old: int
+    monkeypatch: pytest.MonkeyPatch, rows: int, k_old: int, path: str
 ) -> None:
-    """Oja's update on 0/1 presynaptic rows: the table-lookup products (X Hᵀ, Xᵀ y, X M) give
-    the float32 GEMMs' lateral weights to float rounding, in every form of the update."""
+    """Oja's update on 0/1 presynaptic rows: the table-lookup products (X Hᵀ, Xᵀ y, X M) on
+    each path (AVX-512, AVX2, portable) give the float32 GEMMs' lateral weights to float
+    rounding, in every form of the update."""
     from bioplaus.neurons import synapses
 
     monkeypatch.setattr(synapses, "_SPIKE_GEMM_MIN_MACS", 0)
@@ -421,9 +425,9 @@ def test_hebbian_on_spike_rows_by_table_lookup_equals_float32(
     n = 40
     X = (torch.rand(rows, n, generator=gen) < 0.25).float()
     out = {}
-    for mode in ("fp32", "lut"):
+    for mode in ("fp32", path):
         monkeypatch.setattr(synapses, "_SPIKE_GEMM", mode)
-        assert synapses.BinaryRows.of(X).packed == (mode == "lut")
+        assert synapses.BinaryRows.of(X).packed == (mode == path)
         g = torch.Generator().manual_seed(3)
         lat = Lateral(n, lr=0.05)
         lat.new = orthonormal_rows(k_old, n, g)
@@ -434,4 +438,4 @@ def test_hebbian_on_spike_rows_by_table_lookup_equals_float32(
             lat.hebbian(X, iterations=5, momentum=0.9, clip=10.0)
         out[mode] = lat.new.clone()
         assert float((out[mode] - start).abs().max()) > 1e-3  # the rule moved the weights
-    torch.testing.assert_close(out["lut"], out["fp32"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[path], out["fp32"], atol=1e-5, rtol=1e-5)
