@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 from collections.abc import Iterable, Mapping
@@ -30,7 +31,7 @@ import torch
 
 from bioplaus.errors import ConfigError, OutputError, RunError
 from bioplaus.metrics import Metric, find_metric
-from bioplaus.procs import DeferredStop
+from bioplaus.procs import DeferredStop, auto_threads
 
 # ----------------------------------------------------------------------------- progress
 
@@ -168,8 +169,10 @@ class RunContext:
             # Allocations without an explicit device (models, rule and plugin state) follow
             # the run's device; set only when it differs: the default needs no mode on CPU.
             torch.set_default_device(self.device)
-        if self.threads > 0:
-            torch.set_num_threads(self.threads)
+        # 0: torch's count when OMP_NUM_THREADS chose it, else the idle cores (`auto_threads`)
+        threads = self.threads or (0 if os.environ.get("OMP_NUM_THREADS") else auto_threads())
+        if threads > 0:
+            torch.set_num_threads(threads)
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % 2**32)
         random.seed(self.seed)

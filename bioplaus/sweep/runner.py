@@ -13,11 +13,11 @@ from typing import Any
 
 from bioplaus.config import ExperimentConfig
 from bioplaus.errors import ConfigError, OutputError, os_reason
-from bioplaus.procs import pid_alive, raising_signals
+from bioplaus.procs import cpu_count, pid_alive, raising_signals
 from bioplaus.record.reader import open_run
 from bioplaus.sweep.executors import read_outcome, run_pool, run_serial
 from bioplaus.sweep.index import read_index_csv, write_index
-from bioplaus.sweep.spec import RunSpec, build_runs, cpu_count
+from bioplaus.sweep.spec import RunSpec, build_runs
 
 PREVIOUS = "previous"  # where failed / interrupted files of earlier attempts are moved
 

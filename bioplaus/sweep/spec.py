@@ -13,7 +13,6 @@ import builtins
 import hashlib
 import itertools
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from bioplaus.config import ExperimentConfig, load_config, parse_override
 from bioplaus.errors import ConfigError
+from bioplaus.procs import cpu_count
 
 MAX_STEM = 120  # longer names are hashed (file systems allow 255 bytes)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -227,9 +227,3 @@ def build_runs(
         runs.append(RunSpec(dict(params), seed, file, cfg.to_dict()))
     return runs
 
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
