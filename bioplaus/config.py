@@ -200,7 +200,10 @@ class TrainConfig:
     max_steps: int = bounded(0, ge=0)  # 0 = no limit
     eval_every: int = bounded(1, ge=1)  # epochs
     log_every: int = bounded(10, ge=1)  # steps between training-metric records
-    threads: int = bounded(0, ge=0, le=MAX_THREADS)  # torch threads; 0 = torch's default
+    # torch threads; 0 = torch's default (all cores, or OMP_NUM_THREADS). 1 by default: fastest
+    # for small nets on a quiet or a busy machine, and the same numbers whatever the load
+    # (docs/config.md, benchmarks/results/threads_quickstart.md)
+    threads: int = bounded(1, ge=0, le=MAX_THREADS)
     device: str = "cpu"  # cpu | cuda | auto (cuda when a GPU is present, else cpu)
     progress: bool = True
     report: bool = True  # write figures next to the run file at the end

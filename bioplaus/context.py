@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 from collections.abc import Iterable, Mapping
@@ -31,7 +30,7 @@ import torch
 
 from bioplaus.errors import ConfigError, OutputError, RunError
 from bioplaus.metrics import Metric, find_metric
-from bioplaus.procs import DeferredStop, auto_threads
+from bioplaus.procs import DeferredStop
 
 # ----------------------------------------------------------------------------- progress
 
@@ -169,10 +168,8 @@ class RunContext:
             # Allocations without an explicit device (models, rule and plugin state) follow
             # the run's device; set only when it differs: the default needs no mode on CPU.
             torch.set_default_device(self.device)
-        # 0: torch's count when OMP_NUM_THREADS chose it, else the idle cores (`auto_threads`)
-        threads = self.threads or (0 if os.environ.get("OMP_NUM_THREADS") else auto_threads())
-        if threads > 0:
-            torch.set_num_threads(threads)
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % 2**32)
         random.seed(self.seed)

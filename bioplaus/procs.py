@@ -132,26 +132,6 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def auto_threads(workers: int = 1) -> int:
-    """torch threads for a run that leaves ``train.threads`` at 0: its share of the idle cores.
-
-        threads = max(1, min(cores // workers, round(cores - load1)))
-
-    with load1 the 1-minute load average (the runnable processes already there). An OpenMP
-    team larger than the cores left to it waits at every parallel region for a member the
-    scheduler has put aside: the quickstart took 44-114 s with 2 threads on 2 busy cores and
-    2.3-4.8 s with 1 (benchmarks/results/threads_quickstart.md). Without a load average
-    (not Unix) the share alone.
-    """
-    cores = cpu_count()
-    share = max(1, cores // max(1, workers))
-    try:
-        load1 = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return share
-    return max(1, min(share, int(cores - load1 + 0.5)))
-
-
 def exit_now() -> None:
     os._exit(1)
 

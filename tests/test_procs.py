@@ -11,10 +11,8 @@ import time
 
 import pytest
 
-from bioplaus import procs
 from bioplaus.procs import (
     DeferredStop,
-    auto_threads,
     catch_signals,
     parent_alive,
     raising_signals,
@@ -76,44 +74,25 @@ def test_watch_parent_calls_back_once_the_parent_is_gone() -> None:
     assert not alive.wait(0.3)
 
 
-@pytest.mark.parametrize("cores,load,workers,want", [
-    (2, 0.1, 1, 2),   # quiet: every core
-    (2, 1.0, 1, 1),   # one busy process: the idle core
-    (2, 8.0, 1, 1),   # overloaded: never below 1
-    (8, 2.4, 1, 6),   # round(8 - 2.4)
-    (8, 0.0, 4, 2),   # a sweep worker's share, cores // workers
-    (8, 7.0, 2, 1),
-])
-def test_auto_threads_closed_form(monkeypatch: pytest.MonkeyPatch, cores: int, load: float, workers: int,
-                                  want: int) -> None:
-    """threads = max(1, min(cores // workers, round(cores - load1)))."""
-    monkeypatch.setattr(procs, "cpu_count", lambda: cores)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    assert auto_threads(workers) == want
-
-
-def test_run_context_zero_threads_is_auto_unless_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thread_default_is_one_and_zero_is_torchs_default() -> None:
+    """train.threads defaults to 1 (issue 23: fastest for the quickstart quiet and loaded, and
+    no load-dependent numbers); 0 leaves torch's count (all cores, or OMP_NUM_THREADS)."""
     import torch
 
+    from bioplaus.config import load_config
     from bioplaus.context import RunContext
 
+    assert load_config({"data": {"dataset": "digits"}}).train.threads == 1
     before = torch.get_num_threads()
-    monkeypatch.setattr(procs, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    with RunContext(None, threads=0):
-        assert torch.get_num_threads() == 1  # round(2 - 1.2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    torch.set_num_threads(1)
-    with RunContext(None, threads=0):
-        assert torch.get_num_threads() == 2
-    assert torch.get_num_threads() == 1  # restored
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    with RunContext(None, threads=0):
-        assert torch.get_num_threads() == 1  # the user's OMP_NUM_THREADS decides
-    with RunContext(None, threads=2):
-        assert torch.get_num_threads() == 2  # an explicit count wins
-    torch.set_num_threads(before)
+    try:
+        torch.set_num_threads(2)
+        with RunContext(None, threads=load_config({}).train.threads):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # restored
+        with RunContext(None, threads=0):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_import_sets_passive_openmp_wait_unless_set() -> None:
