@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def threads_used(threads: int, env_extra: dict[str, str], root: Path) -> str:
     code = ("import os, bioplaus, torch\nfrom bioplaus.context import RunContext\n"
             f"with RunContext(None, threads={threads}):\n    n = torch.get_num_threads()\n"
             "print(n, os.environ.get('OMP_WAIT_POLICY', 'unset'))")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root)
     return r.stdout.strip() or r.stderr.strip()[-200:]
 
 
@@ -90,9 +91,24 @@ def main() -> int:
     ap.add_argument("--sim", default="sims/quickstart.toml")
     ap.add_argument("--set", action="append", default=[], help="extra --set for every run")
     ap.add_argument("--name", default="threads_quickstart", help="results/<name>.md and .json")
+    ap.add_argument("--from-log", help="build the table from the [threads] lines of an earlier run's output")
     args = ap.parse_args()
     variants = [(v, *parse_variant(v)) for v in args.variants]
     cells: dict[tuple[str, str], list[dict[str, float]]] = {}
+    if args.from_log:
+        for m in re.finditer(r"^\[threads\] rep \d+ (\w+)\s+(\S+)\s+([\d.]+) s  \(load ([\d.]+)\)$",
+                             Path(args.from_log).read_text(), re.M):
+            cells.setdefault((m.group(2), m.group(1)), []).append(
+                {"seconds": float(m.group(3)), "load1": float(m.group(4))})
+        variants = [v for v in variants if (v[0], "quiet") in cells and (v[0], "loaded") in cells]
+    else:
+        measure(args, variants, cells)
+    report(args, variants, cells)
+    return 0
+
+
+def measure(args: argparse.Namespace, variants: list[Any], cells: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+    """Run every cell ``args.repeats`` times, interleaved; fill ``cells``."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for root in sorted({v[3] for v in variants}):  # warm-up: each tree's kernel compiled, caches hot
@@ -110,6 +126,10 @@ def main() -> int:
                     if busy is not None:
                         busy.kill()
                         busy.wait()
+
+
+def report(args: argparse.Namespace, variants: list[Any], cells: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+    """The table (medians, ratio to the best variant per load) to results/<name>.md and .json."""
     rows: list[dict[str, Any]] = []
     best = {load: min(statistics.median(x["seconds"] for x in cells[(v[0], load)]) for v in variants)
             for load in ("quiet", "loaded")}
@@ -133,7 +153,6 @@ def main() -> int:
     text = f"# Quickstart training time vs train.threads\n\n{info}\n\n{table(rows, cols)}"
     save(args.name, {"rows": rows, "cells": {f"{k[0]}|{k[1]}": v for k, v in cells.items()},
                      "variants": args.variants, "repeats": args.repeats, "sim": args.sim, "set": args.set}, text)
-    return 0
 
 
 if __name__ == "__main__":
