@@ -518,6 +518,9 @@ def main() -> None:
     ap.add_argument("--name", default="spiking_speed",
                     help="results/<name>.{md,json} (another machine's figures beside the default ones)")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of: " + ", ".join(PEERS))
+    ap.add_argument("--devices", default="",
+                    help="comma-separated: cpu, cuda (default: cpu, and cuda when a GPU is present); "
+                    "scaling and breakdown are CPU figures")
     ap.add_argument("--budget", type=float, default=4.0,
                     help="scaling: drop a peer once one step takes longer than this (s)")
     args = ap.parse_args()
@@ -537,7 +540,10 @@ def main() -> None:
     load_before = os.getloadavg()
 
     results: dict[str, Any] = {"T": T, "batch": B, "spike_gemm": gemm}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] or (
+        ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    if set(devices) - {"cpu", "cuda"}:
+        ap.error(f"--devices: unknown {sorted(set(devices) - {'cpu', 'cuda'})}")
     text = ""
     for device in devices:
         try:

@@ -9,9 +9,18 @@ so ``import bioplaus`` stays cheap (torch loads when a name that needs it is tou
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# torch's OpenMP runtime (libgomp) reads this once, when torch is first imported. Its default
+# lets idle team threads spin, and on cores other processes also want, a team waits at every
+# parallel region for a member the scheduler has put aside: the quickstart at 2 threads took
+# 44-180 s instead of 3-13 s (benchmarks/results/threads_quickstart.md). Passive waiting (a futex
+# sleep) brought it to 8.5 s. A value the user set wins; imported after torch, bioplaus cannot
+# change it (the default of one thread, `train.threads = 1`, needs no team at all).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bioplaus.errors import BioplausError, ConfigError, DataError, OutputError, RunError  # noqa: E402
 

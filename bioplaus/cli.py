@@ -81,6 +81,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_kernel(args: argparse.Namespace) -> int:
+    from bioplaus.neurons.kernel import build_kernel
+
+    info = build_kernel()
+    what = f"compiled in {info['seconds']:.1f} s" if info["compiled"] else f"already built, loaded in {info['seconds']:.1f} s"
+    print(f"LIF kernel {what}: {info['dir']} (one build per user, torch version and kernel source)")
+    return 0
+
+
 def _need_file(path: str) -> None:
     if not Path(path).is_file():
         what = "not a regular file" if Path(path).exists() else "no such run file"
@@ -120,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="directory for the figures (default <run>_figures/)")
     p.set_defaults(func=_cmd_report)
     sub.add_parser("list", help="registered experiment kinds, rules, plugins, neuron models, data sets, figures; sims").set_defaults(func=_cmd_list)
+    sub.add_parser("build-kernel", help="compile the fused C++ LIF kernel now (the first spiking run "
+                   "would), and say where it is cached and how long it took").set_defaults(func=_cmd_build_kernel)
     _add_optional_commands(sub)
     return ap
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bioplaus.errors import ConfigError
+from bioplaus.errors import ConfigError, did_you_mean
 from bioplaus.metrics import Metric
 
 # ----------------------------------------------------------------------------- numbers
@@ -200,7 +200,10 @@ class TrainConfig:
     max_steps: int = bounded(0, ge=0)  # 0 = no limit
     eval_every: int = bounded(1, ge=1)  # epochs
     log_every: int = bounded(10, ge=1)  # steps between training-metric records
-    threads: int = bounded(0, ge=0, le=MAX_THREADS)  # torch threads; 0 = torch's default
+    # torch threads; 0 = torch's default (all cores, or OMP_NUM_THREADS). 1 by default: fastest
+    # for small nets on a quiet or a busy machine, and the same numbers whatever the load
+    # (docs/config.md, benchmarks/results/threads_quickstart.md)
+    threads: int = bounded(1, ge=0, le=MAX_THREADS)
     device: str = "cpu"  # cpu | cuda | auto (cuda when a GPU is present, else cpu)
     progress: bool = True
     report: bool = True  # write figures next to the run file at the end
@@ -381,10 +384,25 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot read a value of type {_type_name(tp)}")  # pragma: no cover
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from a dict, naming the exact field on any error."""
+def table_keys(cls: type) -> list[str]:
+    """The keys of the table read into dataclass ``cls`` (its fields, bar the folded ones)."""
+    return [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "sections")]
+
+
+def unknown_key(path: str, key: str, where: str, valid: typing.Sequence[str]) -> ConfigError:
+    """The one-line error for an unknown key: every valid key of its table, and the closest."""
+    return ConfigError(f"{path}: unknown key; valid keys in [{where or 'top level'}]: "
+                       f"{', '.join(valid) or '(none)'}{did_you_mean(key, valid)}")
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "", common: type | None = None) -> Any:
+    """Build dataclass ``cls`` from a dict, naming the exact field on any error.
+
+    ``common``: the table ``data`` was taken from (`RuleConfig`, `PluginConfig`), whose keys
+    an unknown-key error lists before ``cls``'s own (a rule's options live beside lr).
+    """
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in ("options", "sections")]
+    names = table_keys(cls)
     kwargs: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in data.items():
@@ -394,7 +412,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         elif cls in _OPEN_TABLES:
             options[key] = value
         else:
-            raise ConfigError(f"{path}: unknown key; valid keys in [{where or 'top level'}]: {', '.join(names)}")
+            raise unknown_key(path, key, where, [*(table_keys(common) if common else []), *names])
     if cls in _OPEN_TABLES:
         kwargs["options"] = options
     obj = cls(**kwargs)
@@ -632,9 +650,8 @@ def _kind_of(raw: dict[str, Any]) -> Any:
             raise ConfigError(
                 f"{key}: this table belongs to kind{'s' if len(owners[key]) > 1 else ''} {kinds}, but kind = {kind!r}"
             )
-        raise ConfigError(
-            f"{key}: unknown key; valid keys in [top level] of kind {kind!r}: {', '.join([*generic, *own])}"
-        )
+        raise ConfigError(f"{key}: unknown key; valid keys in [top level] of kind {kind!r}: "
+                          f"{', '.join([*generic, *own])}{did_you_mean(key, [*generic, *own])}")
     return kind_cls
 
 
@@ -695,7 +712,7 @@ def check_choice(value: str, valid: typing.Iterable[str], where: str) -> None:
     """ConfigError naming ``where`` unless ``value`` is one of ``valid``."""
     valid = list(valid)
     if value not in valid:
-        raise ConfigError(f"{where}: unknown value {_short(value)}; valid: {', '.join(valid)}")
+        raise ConfigError(f"{where}: unknown value {_short(value)}; valid: {', '.join(valid)}{did_you_mean(value, valid)}")
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -727,6 +744,10 @@ def validate(cfg: ExperimentConfig) -> None:
     EXPERIMENTS.get(cfg.kind or "supervised", "kind").validate(cfg)
 
 
-def parse_options(cls: type, options: dict[str, Any], where: str) -> Any:
-    """Validate a rule's or plugin's options table against its ``Options`` dataclass."""
-    return from_dict(cls, options, where)
+def parse_options(cls: type, options: dict[str, Any], where: str, common: type | None = None) -> Any:
+    """Validate a rule's or plugin's options table against its ``Options`` dataclass.
+
+    ``common``: the table the options sit in (`RuleConfig`, `PluginConfig`), listed too when
+    a key is unknown.
+    """
+    return from_dict(cls, options, where, common)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import re
+from collections.abc import Iterable
 
 
 class BioplausError(Exception):
@@ -100,3 +102,18 @@ def os_reason(exc: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def close_names(name: object, valid: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The names of ``valid`` closest to ``name`` (difflib's ratio >= ``cutoff``), best first."""
+    return difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=cutoff)
+
+
+def did_you_mean(name: object, valid: Iterable[str]) -> str:
+    """`` (did you mean 'lr'?)`` for the closest valid name (`close_names`), or "" if none is close.
+
+    The one phrasing of a suggestion for a mistyped key or name (config keys, rules, plugins,
+    kinds, neuron models, data sets); appended to the message that lists the valid ones.
+    """
+    close = close_names(name, valid)
+    return f" (did you mean {close[0]!r}?)" if close else ""

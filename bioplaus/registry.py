@@ -11,14 +11,13 @@ registers both by naming the kind alone.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from bioplaus.errors import ConfigError
+from bioplaus.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -90,9 +89,9 @@ class Registry(Generic[T]):
         self._load()
         if name not in self._items:
             valid = sorted(self._items)
-            close = difflib.get_close_matches(str(name), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where or self.where}: unknown value {name!r}; valid: {', '.join(valid)}{hint}")
+            raise ConfigError(
+                f"{where or self.where}: unknown value {name!r}; valid: {', '.join(valid)}{did_you_mean(name, valid)}"
+            )
         return self._items[name]
 
 

@@ -6,10 +6,9 @@ source checkout (editable install, ``PYTHONPATH``) reads ``sims/`` beside the pa
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
-from bioplaus.errors import ConfigError, os_reason
+from bioplaus.errors import ConfigError, close_names, os_reason
 
 _PKG = Path(__file__).resolve().parent
 
@@ -52,6 +51,6 @@ def resolve_config(arg: str) -> str:
         return arg
     if name in names:
         return str(sims_dir() / f"{name}.toml")
-    close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
+    close = close_names(name, names, n=4, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "`bioplaus list` names them all"
     raise ConfigError(f"{arg}: no such config file and no packaged sim of that name; {hint}")

@@ -28,7 +28,7 @@ def _build_wheel(tmp_path: Path) -> Path:
     pytest.importorskip("setuptools")
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, src / name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
     for name in ("bioplaus", "neuro_data", "sims"):
@@ -129,6 +129,14 @@ def test_wheel_carries_kernel_source_sims_and_every_module(tmp_path: Path) -> No
     core = [ln for ln in meta.splitlines() if ln.startswith("Requires-Dist:") and "extra ==" not in ln]
     assert any("ninja" in ln for ln in core)
     assert not any("snntorch" in ln for ln in core)
+    # PEP 561 marker, the license text, SPDX expression and project URLs (issue 23)
+    assert "bioplaus/py.typed" in names
+    assert f"bioplaus-{bioplaus.__version__}.dist-info/licenses/LICENSE" in names
+    assert "License-Expression: MIT" in meta
+    urls = {ln.split(": ", 1)[1].split(", ")[0]: ln.split(", ")[1] for ln in meta.splitlines()
+            if ln.startswith("Project-URL:")}
+    assert set(urls) >= {"Documentation", "Source", "Issues"}
+    assert all(u.startswith("https://github.com/bioplaus/bioplaus") for u in urls.values())
 
 
 def test_ninja_wheel_binary_put_on_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,3 +72,35 @@ def test_watch_parent_calls_back_once_the_parent_is_gone() -> None:
     alive = threading.Event()
     watch_parent(os.getpid(), alive.set, every_s=0.05)
     assert not alive.wait(0.3)
+
+
+def test_thread_default_is_one_and_zero_is_torchs_default() -> None:
+    """train.threads defaults to 1 (issue 23: fastest for the quickstart quiet and loaded, and
+    no load-dependent numbers); 0 leaves torch's count (all cores, or OMP_NUM_THREADS)."""
+    import torch
+
+    from bioplaus.config import load_config
+    from bioplaus.context import RunContext
+
+    assert load_config({"data": {"dataset": "digits"}}).train.threads == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with RunContext(None, threads=load_config({}).train.threads):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # restored
+        with RunContext(None, threads=0):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_import_sets_passive_openmp_wait_unless_set() -> None:
+    """bioplaus sets OMP_WAIT_POLICY=PASSIVE before torch loads; a user's value wins."""
+    code = "import os, bioplaus; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

@@ -13,6 +13,7 @@ from bioplaus.config import ExperimentConfig
 from bioplaus.context import RunContext
 from bioplaus.errors import RunInterrupted
 from bioplaus.metrics import Metric, find_metric, headline
+from bioplaus.neurons.kernel import load_info
 from bioplaus.registry import TRAINING_FIGURES
 
 
@@ -114,6 +115,17 @@ class RunResult:
         return f"{self.status}: " + " ".join(parts) + f" | {self.steps} steps in {self.seconds:.1f} s -> {self.path}"
 
 
+def _kernel_attrs(seconds: float, compiled: bool) -> dict[str, float]:
+    """Root attributes for the LIF kernel's load in this run (none if it was loaded before).
+
+    ``kernel_seconds``: loading (or compiling) it; ``kernel_compile_seconds``: the same when
+    this run compiled it. Neither is in ``seconds`` (docs: bioplaus/record/schema.md).
+    """
+    if not seconds:
+        return {}
+    return {"kernel_seconds": seconds, **({"kernel_compile_seconds": seconds} if compiled else {})}
+
+
 def default_out(cfg: ExperimentConfig) -> Path:
     return Path(cfg.record.out) if cfg.record.out else Path("runs") / f"{cfg.name}.h5"
 
@@ -167,6 +179,7 @@ def run_experiment(
     try:
         with ctx:
             exp = kind_cls(cfg, ctx, data=data)
+            kernel_s0 = load_info()["seconds"]
             try:
                 exp.build()
                 ctx.declare(*exp.metrics())
@@ -176,15 +189,21 @@ def run_experiment(
                 if ctx.out != path and ctx.progress_enabled:
                     print(f"{path} exists; writing {ctx.out}", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
+                kernel_s1 = load_info()["seconds"]
                 final = exp.run()
-                seconds = time.perf_counter() - t0
+                # a first spiking run compiles the LIF kernel inside the loop: not training time
+                kernel = load_info()
+                seconds = time.perf_counter() - t0 - (kernel["seconds"] - kernel_s1)
             except BaseException:
                 with contextlib.suppress(Exception):  # a teardown failure never masks the error
                     exp.close()
                 raise
             exp.close()
+            kernel_s = kernel["seconds"] - kernel_s0
             ctx.close(
-                "done", seconds=seconds, steps=ctx.step, **{f"final_{k}": v for k, v in final.items() if "/" not in k}
+                "done", seconds=seconds, steps=ctx.step,
+                **_kernel_attrs(kernel_s, bool(kernel["compiled"])),
+                **{f"final_{k}": v for k, v in final.items() if "/" not in k},
             )
     except KeyboardInterrupt as exc:
         if isinstance(exc, RunInterrupted):

@@ -23,6 +23,12 @@ from bioplaus.procs import pid_alive
 
 _KERNEL: Any = None
 _KERNEL_TRIED = False
+# What loading the kernel cost this process (`load_info`): the run driver subtracts
+# ``seconds`` from the training time and records it apart (a first compile takes minutes).
+_INFO: dict[str, Any] = {"seconds": 0.0, "compiled": False, "dir": None}
+# A compile longer than this says how long it has been running (stderr), every PROGRESS_S
+# when stderr is not a terminal; on a terminal one line is rewritten each second.
+PROGRESS_S = 30.0
 # How long a run waits for another process's build of the kernel (its ``lock`` file in the
 # build directory) before it uses the pure-torch scan; BIOPLAUS_LIF_KERNEL_WAIT_S overrides.
 LOCK_WAIT_S = 300.0
@@ -64,7 +70,8 @@ def kernel() -> Any:
         omp = sys.platform.startswith("linux") and not (marker is not None and marker.exists())
         try:
             _before_load(omp_name if omp else _kernel_build_name(src))
-            _KERNEL = load(
+            _KERNEL = _announced_load(
+                load,
                 name=omp_name if omp else _kernel_build_name(src),
                 sources=[str(src)],
                 extra_cflags=flags + (["-fopenmp"] if omp else []),
@@ -81,7 +88,9 @@ def kernel() -> Any:
                 except OSError:
                     pass
             _before_load(_kernel_build_name(src))
-            _KERNEL = load(name=_kernel_build_name(src), sources=[str(src)], extra_cflags=flags, verbose=False)
+            _KERNEL = _announced_load(
+                load, name=_kernel_build_name(src), sources=[str(src)], extra_cflags=flags, verbose=False
+            )
         _clear_owner()
     except Exception as e:  # no compiler, no ninja, read-only cache ...
         _clear_owner()
@@ -96,6 +105,92 @@ def kernel() -> Any:
         )
         _KERNEL = None
     return _KERNEL
+
+
+def load_info() -> dict[str, Any]:
+    """What loading the kernel cost this process so far.
+
+    ``seconds``: time spent in torch's loader (build or load of the cached build);
+    ``compiled``: whether this process compiled it; ``dir``: its build directory.
+    """
+    return dict(_INFO)
+
+
+def build_kernel() -> dict[str, Any]:
+    """Compile (or load the cached) kernel now and return `load_info`; `RunError` if it fails.
+
+    ``bioplaus build-kernel`` calls it so that the first spiking run does not compile.
+    """
+    global _KERNEL_TRIED
+    if os.environ.get("BIOPLAUS_LIF_KERNEL", "auto") == "torch":
+        raise RunError("BIOPLAUS_LIF_KERNEL=torch asks for the pure-torch scan; unset it to build the kernel")
+    _KERNEL_TRIED = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        k = kernel()
+    if k is None:
+        why = next((str(w.message) for w in caught), "unknown reason")
+        raise RunError(why.removeprefix("bioplaus: "))
+    return load_info()
+
+
+def _build_dir(name: str) -> Path | None:
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return Path(_get_build_directory(name, False))
+    except Exception:  # a torch without the helper
+        return None
+
+
+def _announced_load(load: Any, **kw: Any) -> Any:
+    """torch's ``load``, announced on stderr with elapsed time when it has to compile.
+
+    A build directory that already holds ``<name>.so`` is a cached build (the name carries
+    the source hash, `_kernel_build_name`): loaded silently. Otherwise one line says what is
+    compiled, where, and that it happens once; a ticker shows the elapsed seconds while the
+    compiler runs; a last line gives the total. The seconds go to `load_info`.
+    """
+    import threading
+
+    build = _build_dir(kw["name"])
+    cached = build is not None and (build / f"{kw['name']}.so").exists()
+    t0 = time.perf_counter()
+    done = threading.Event()
+    ticker = None
+    if not cached:
+        print(f"bioplaus: compiling the fused LIF kernel (once per user, torch {torch.__version__} and kernel "
+              f"source; 1-2 min on 2 cores, longer under load) in {build}", file=sys.stderr, flush=True)
+        ticker = threading.Thread(target=_tick, args=(done, t0), daemon=True)
+        ticker.start()
+    try:
+        module = load(**kw)
+    finally:
+        done.set()
+        if ticker is not None:
+            ticker.join()
+        seconds = time.perf_counter() - t0
+        _INFO["seconds"] += seconds
+        _INFO["dir"] = str(build) if build is not None else None
+    if not cached:
+        _INFO["compiled"] = True
+        print(f"bioplaus: LIF kernel compiled in {seconds:.0f} s (not counted as training time)",
+              file=sys.stderr, flush=True)
+    return module
+
+
+def _tick(done: Any, t0: float) -> None:
+    """Elapsed-time indication while the compiler runs (a rewritten line on a terminal)."""
+    tty = sys.stderr.isatty()
+    period = 1.0 if tty else PROGRESS_S
+    spin = "|/-\\"
+    k = 0
+    while not done.wait(period):
+        k += 1
+        text = f"bioplaus: compiling the LIF kernel {spin[k % 4] if tty else '...'} {time.perf_counter() - t0:.0f} s"
+        print(("\r" + text) if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True)
+    if tty and k:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
 
 
 _OWNED: list[Path] = []
@@ -213,13 +308,22 @@ def _omp_failed_marker(name: str) -> Path | None:
 
 
 def _kernel_build_name(src: Path) -> str:
-    """One build directory per (kernel source, torch) install, under torch's extension cache.
+    """One build directory per (kernel source file and text, torch install and version).
 
-    torch rewrites the build file with the source and include paths on each first load, so
-    two installs sharing one name (a checkout and a wheel venv, two worktrees) would recompile
-    (~30 s) every time the user switches between them.
+    The directory lies under torch's extension cache, per user (``TORCH_EXTENSIONS_DIR``,
+    default ``~/.cache/torch_extensions/py<XY>_<cpu|cu..>``, which names neither the torch
+    version nor the source). torch rewrites the build file with the source and include paths
+    on each first load, so two installs sharing one name (a checkout and a wheel venv, two
+    worktrees) would recompile every time the user switches between them; the torch version
+    and the source's hash in the key keep a torch upgrade or an edited kernel from loading (or
+    overwriting) a build made for another.
     """
-    tag = hashlib.sha1(f"{src}\n{Path(torch.__file__).resolve()}".encode()).hexdigest()[:10]
+    try:
+        text = src.read_bytes()
+    except OSError:  # load() reports the missing source
+        text = b""
+    key = f"{src}\n{Path(torch.__file__).resolve()}\n{torch.__version__}\n{hashlib.sha1(text).hexdigest()}"
+    tag = hashlib.sha1(key.encode()).hexdigest()[:10]
     return f"bioplaus_lif_kernel_{tag}"
 
 

@@ -35,6 +35,7 @@ streams where the code's H_oldᵀ H_old does not (``init = "orthogonal"``,
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,6 +264,7 @@ class HLOP(SubspaceProjection):
         self._hooks: list[Any] = []
         self._probe: dict[int, Tensor] = {}
         self.fallbacks = 0  # input projection refused: W.grad was not Σ δ xᵀ
+        self._full_warned: set[int] = set()  # layers told once that their lateral neurons fill the input
 
     # -- life cycle ------------------------------------------------------------------
     seed_offset = 7717
@@ -346,7 +348,24 @@ class HLOP(SubspaceProjection):
         o = self.opts
         for pos, i in enumerate(self.layers):
             k = new_dims(task.index, o.neurons_first, o.neurons_per_task, o.decay_every, o.decay, o.min_neurons, pos)
-            self.lateral[i].add(k, self.generator, residual=o.init == "residual")
+            lat = self.lateral[i]
+            if lat.dim + k >= lat.n and task.index + 1 < task.n_tasks and i not in self._full_warned:
+                self._full_warned.add(i)
+                self._warn_full(i, lat.dim + k, lat.n, task)
+            lat.add(k, self.generator, residual=o.init == "residual")
+
+    def _warn_full(self, i: int, neurons: int, n: int, task: TaskInfo) -> None:
+        """One line: layer ``i``'s lateral neurons span its whole input; later tasks cannot move it.
+
+        A warning, not a refusal: freezing a layer from some task on can be meant (a small
+        input layer protected completely while the layers above keep learning), and the
+        built-in defaults (80 neurons for task 0) exceed small inputs such as the 64 pixels
+        of ``digits``, where refusing would make the plugin unusable without tuning.
+        """
+        print(f"bioplaus: warning: plugins.hlop: layer {i} gets {neurons} lateral neurons for its {n} inputs by "
+              f"task {task.index}: they span its whole input space, so from task {task.index + 1} on the "
+              f"projection leaves it no direction and it stops learning; keep neurons_first / neurons_per_task "
+              f"(summed over tasks) below {n}", file=sys.stderr, flush=True)
 
     def after_backward(self, rule: Rule) -> None:
         if self.task == 0:

@@ -81,7 +81,7 @@ class LearningRule(ABC):
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> Any:
         """The checked ``Options`` (field types and ranges, then `check_options`)."""
-        opts = parse_options(cls.Options, options, "rule")
+        opts = parse_options(cls.Options, options, "rule", common=RuleConfig)
         cls.check_options(opts, "rule")
         return opts
 

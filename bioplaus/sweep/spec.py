@@ -239,7 +239,7 @@ def build_runs(
     """Expand and validate every run (``load_config`` on each) before anything runs.
 
     Axis values are applied after ``overrides``. Each run gets ``train.progress=false``,
-    ``train.report=<report>`` and, unless the config sets ``train.threads``,
+    ``train.report=<report>`` and, when the config asks for all cores (``train.threads = 0``),
     ``train.threads = max(1, cores // workers)``. A bad value raises a one-line
     `ConfigError` naming the run.
     """

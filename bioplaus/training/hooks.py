@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor
 
-from bioplaus.config import parse_options
+from bioplaus.config import PluginConfig, parse_options
 from bioplaus.training.task import RuleContext, TaskInfo
 
 
@@ -65,7 +65,7 @@ class Plugin:
     @classmethod
     def parse_options(cls, options: dict[str, Any], where: str = "plugins") -> Any:
         """The checked ``Options`` (field types and ranges, then `check_options`)."""
-        opts = parse_options(cls.Options, options, where)
+        opts = parse_options(cls.Options, options, where, common=PluginConfig)
         cls.check_options(opts, where)
         return opts
 

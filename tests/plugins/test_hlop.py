@@ -439,3 +439,32 @@ def test_hebbian_on_spike_rows_by_table_lookup_equals_float32(
         out[mode] = lat.new.clone()
         assert float((out[mode] - start).abs().max()) > 1e-3  # the rule moved the weights
     torch.testing.assert_close(out[path], out["fp32"], atol=1e-5, rtol=1e-5)
+
+
+def test_warns_once_when_lateral_neurons_fill_the_input(capsys: pytest.CaptureFixture[str]) -> None:
+    """Lateral neurons >= the input dimension (issue 23: 80 for digits' 64 pixels): one line
+    on stderr, once per layer, naming the layer, the counts and the task; and indeed the
+    merged projector then removes every direction of the layer's gradient (it is frozen)."""
+    n_in = 12
+    hl = HLOP({"neurons_first": [8], "neurons_per_task": [6], "lr": [0.02], "angles": False})
+    rule = _rule({"backend": "rate", "hidden": []}, (n_in,), 4, [hl])
+    hl.before_task(rule, TaskInfo(0, 4), None)  # 8 < 12: quiet
+    assert capsys.readouterr().err == ""
+    hl.lateral[0].merge()
+    hl.before_task(rule, TaskInfo(1, 4), None)  # 8 + 6 >= 12: warned
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bioplaus: warning: plugins.hlop: layer 0 gets 14 lateral")
+    assert "for its 12 inputs by task 1" in err and "below 12" in err
+    hl.lateral[0].merge()
+    hl.before_task(rule, TaskInfo(2, 4), None)  # once
+    assert capsys.readouterr().err == ""
+    G = torch.randn(3, n_in, generator=torch.Generator().manual_seed(0))
+    assert float(hl.lateral[0].project_rows(G).abs().max()) < 1e-5  # nothing left to learn
+
+
+def test_no_capacity_warning_on_the_last_task(capsys: pytest.CaptureFixture[str]) -> None:
+    """A full subspace on the stream's last task (or a plain run, one task) freezes nothing."""
+    hl = HLOP({"neurons_first": [30], "neurons_per_task": [5], "lr": [0.02], "angles": False})
+    rule = _rule({"backend": "rate", "hidden": []}, (12,), 4, [hl])
+    hl.before_task(rule, TaskInfo(0, 1), None)
+    assert capsys.readouterr().err == ""
