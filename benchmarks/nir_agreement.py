@@ -196,7 +196,7 @@ def read_brian2(path: Path, ref: dict[str, Any], graph: Any, work: Path) -> dict
             np.add.at(c, (ev.sample, ev.neuron), 1)
             counts[k] = c
     got = compare(ref["class"][:n], {k: v[:n] for k, v in ref["counts"].items()}, cls, counts)
-    return {**got, "samples": n}
+    return {**got, "samples": n} if n < len(ref["y"]) else got
 
 
 def read_peer(peer: str, path: Path, ref: dict[str, Any], readout: bool) -> dict[str, Any]:
@@ -292,7 +292,10 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], peers: list[st
              "over the (sample, neuron) pairs of every spiking node (LIF, IF, CubaLIF; per node in the JSON). "
              "'graph': the file `bioplaus export --nir` wrote; 'stripped': the same with every metadata key removed "
              "except dt. Raw peers get dt (where their API takes it) and nothing else; '+ readout' adds only the "
-             "read-out node (LI / CubaLI) the importer lacks, from the peer's own leaky integrator.", "",
+             "read-out node (LI / CubaLI) the importer lacks, from the peer's own leaky integrator. "
+             "The lif_nir and cuba_lif graphs are exported with r folded into the synapses (nodes r = 1; "
+             "`bioplaus export`'s default, exact; docs/export.md); the table before the fold (r = tau/dt in the "
+             "nodes, Brian2 not yet reading these graphs) is results/nir_agreement_before_fold.md.", "",
              f"Budget: {meta['budget']}. Versions: {meta['versions']}.",
              f"Load: start `{meta['uptime_start']}`, end `{meta['uptime_end']}` (2 cores shared with other work). "
              f"Command: `{meta['command']}`.", ""]
