@@ -575,3 +575,33 @@ def test_default_spiking_export_is_unchanged_by_the_fold(tmp_path) -> None:
             for attr in ("weight", "bias", "r", "tau"):
                 if hasattr(n, attr):
                     np.testing.assert_array_equal(getattr(g.nodes[k], attr), getattr(n, attr))
+
+
+def test_export_command_folds_by_default_and_no_fold_r_keeps_r(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``bioplaus export RUN --nir`` of a lif_nir run writes the folded graph and says so in a
+    line; ``--no-fold-r`` keeps r = τ/dt in the nodes; both read back to equal spike counts."""
+    from bioplaus.cli import main
+    from bioplaus.export.nir import from_nir, read_nir
+
+    cfg = tmp_path / "e.toml"
+    cfg.write_text(
+        "name='e'\n[data]\ndataset='digits'\nlimit_train=64\nlimit_test=32\n[network]\nbackend='lif_nir'\n"
+        "hidden=[8]\n[network.spiking]\nT=4\noutput_spikes=false\n[rule]\nname='backprop'\nlr=0.05\n"
+        "[train]\nepochs=1\nreport=false\n")
+    run = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--nir", str(tmp_path / "f.nir")]) == 0
+    assert "r folded into the synapses" in capsys.readouterr().out
+    assert main(["export", str(run), "--nir", str(tmp_path / "u.nir"), "--no-fold-r"]) == 0
+    assert "r folded" not in capsys.readouterr().out
+    f, u = read_nir(tmp_path / "f.nir"), read_nir(tmp_path / "u.nir")
+    assert f.metadata["r_folded"] and "r_folded" not in u.metadata
+    np.testing.assert_array_equal(f.nodes["lif0"].r, 1.0)
+    r = float(np.asarray(u.nodes["lif0"].r).ravel()[0])
+    assert r == pytest.approx(TAU / DT)  # the default r = τ/dt (SpikingConfig defaults: τ = 5 ms, dt = 1 ms)
+    np.testing.assert_allclose(f.nodes["syn0"].weight, r * u.nodes["syn0"].weight, rtol=1e-12)
+    x = torch.rand(16, 64, generator=torch.Generator().manual_seed(2))
+    s_f, _ = spikes_of(from_nir(f), x)
+    s_u, _ = spikes_of(from_nir(u), x)
+    assert all(torch.equal(a.sum(0), b.sum(0)) for a, b in zip(s_f, s_u))
