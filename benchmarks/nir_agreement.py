@@ -63,6 +63,7 @@ SPIKING = ("LIF", "IF", "CubaLIF")
 
 
 BRIAN2_TIMEOUT = 1200.0  # s; --brian2-timeout
+BRIAN2_SAMPLES: int | None = None  # --brian2-samples: the first N of the samples (None: all)
 
 
 def cli(*args: str, nice: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -176,9 +177,10 @@ def read_brian2(path: Path, ref: dict[str, Any], graph: Any, work: Path) -> dict
     from bioplaus.record import open_run
 
     out = work / (path.stem + "_brian2.h5")
+    n = min(BRIAN2_SAMPLES or len(ref["y"]), len(ref["y"]))
     try:
         p = cli("simulate", str(path), "--backend", "brian2", "--data", "fashion_mnist", "--samples",
-                str(len(ref["y"])), "--out", str(out), "--overwrite", timeout=BRIAN2_TIMEOUT)
+                str(n), "--out", str(out), "--overwrite", timeout=BRIAN2_TIMEOUT)
     except subprocess.TimeoutExpired:
         return {"error": f"not finished in {BRIAN2_TIMEOUT:.0f} s (--brian2-timeout)"}
     if p.returncode != 0:
@@ -190,10 +192,11 @@ def read_brian2(path: Path, ref: dict[str, Any], graph: Any, work: Path) -> dict
         pops = sorted((k for k in r.populations if k.startswith("layer")), key=lambda s: int(s[5:]))
         for k, pop in zip(names, pops):
             ev = r.spikes(pop)
-            c = np.zeros((len(ref["y"]), ev.n_neurons))
+            c = np.zeros((n, ev.n_neurons))
             np.add.at(c, (ev.sample, ev.neuron), 1)
             counts[k] = c
-    return compare(ref["class"], ref["counts"], cls, counts)
+    got = compare(ref["class"][:n], {k: v[:n] for k, v in ref["counts"].items()}, cls, counts)
+    return {**got, "samples": n} if n < len(ref["y"]) else got
 
 
 def read_peer(peer: str, path: Path, ref: dict[str, Any], readout: bool) -> dict[str, Any]:
@@ -268,7 +271,8 @@ def cell(r: dict[str, Any] | None, width: int = 0) -> str:
             return cut("refused: " + err.removeprefix("NIRFileError: "))
         return cut(f"fails: {err}")
     c = "–" if r["counts"] is None else f"{100 * r['counts']:.2f} %"
-    return f"{100 * r['class']:.1f} % / {c}"
+    n = f" (n={r['samples']})" if r.get("samples") else ""  # a reader run on fewer samples (--brian2-samples)
+    return f"{100 * r['class']:.1f} % / {c}{n}"
 
 
 def summary(results: list[dict[str, Any]], peers: list[str]) -> str:
@@ -288,7 +292,10 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], peers: list[st
              "over the (sample, neuron) pairs of every spiking node (LIF, IF, CubaLIF; per node in the JSON). "
              "'graph': the file `bioplaus export --nir` wrote; 'stripped': the same with every metadata key removed "
              "except dt. Raw peers get dt (where their API takes it) and nothing else; '+ readout' adds only the "
-             "read-out node (LI / CubaLI) the importer lacks, from the peer's own leaky integrator.", "",
+             "read-out node (LI / CubaLI) the importer lacks, from the peer's own leaky integrator. "
+             "The lif_nir and cuba_lif graphs are exported with r folded into the synapses (nodes r = 1; "
+             "`bioplaus export`'s default, exact; docs/export.md); the table before the fold (r = tau/dt in the "
+             "nodes, Brian2 not yet reading these graphs) is results/nir_agreement_before_fold.md.", "",
              f"Budget: {meta['budget']}. Versions: {meta['versions']}.",
              f"Load: start `{meta['uptime_start']}`, end `{meta['uptime_end']}` (2 cores shared with other work). "
              f"Command: `{meta['command']}`.", ""]
@@ -319,7 +326,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any], peers: list[st
 
 
 def main() -> None:
-    global BRIAN2_TIMEOUT  # noqa: PLW0603 - one setting for every Brian2 call of this run
+    global BRIAN2_TIMEOUT, BRIAN2_SAMPLES  # noqa: PLW0603 - one setting for every Brian2 call of this run
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench" / "nir_agreement"))
@@ -331,10 +338,13 @@ def main() -> None:
     ap.add_argument("--name", default="nir_agreement", help="results/<name>.{md,json}")
     ap.add_argument("--brian2-timeout", type=float, default=BRIAN2_TIMEOUT,
                     help="seconds one `bioplaus simulate --backend brian2` may take (then the cell says so)")
+    ap.add_argument("--brian2-samples", type=int, default=None,
+                    help="run Brian2 on the first N samples only (default: --samples); the cell says N")
     ap.add_argument("--merge", action="store_true",
                     help="keep the (case, rule) results of an earlier results/<name>.json that this run does not redo")
     a = ap.parse_args()
     BRIAN2_TIMEOUT = a.brian2_timeout
+    BRIAN2_SAMPLES = a.brian2_samples
     torch.set_num_threads(1)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -371,7 +381,7 @@ def main() -> None:
         order = {c: i for i, c in enumerate(CASES)}
         results = sorted(kept + results, key=lambda r: (order.get(r["case"], 99), RULES.index(r["rule"])))
         up0 = f"{prev.get('uptime_start', '?')} (earlier cases); {up0}"
-    meta = {"samples": a.samples, "uptime_start": up0,
+    meta = {"samples": a.samples, "brian2_samples": a.brian2_samples or a.samples, "uptime_start": up0,
             "uptime_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
             "versions": ", ".join([f"nir {nir.__version__ if hasattr(nir, '__version__') else '1.0.8'}",
                                    f"brian2 {brian2.__version__}", f"torch {torch.__version__}"]

@@ -48,13 +48,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         net = load_net(args.file)
         rule = args.integration or trained_integration(net)
-        export_nir(net, nir_out, integration=rule, extra_metadata=run_metadata(args.file))
+        export_nir(net, nir_out, integration=rule, extra_metadata=run_metadata(args.file), fold_r=args.fold_r)
         own = getattr(net.layers[0].neuron.params, "integration", None)  # a NIR-exact model's rule
         how = "given" if args.integration else "the rule the net was trained with"
         what = f"NIR-exact nodes, the net's {own} rule" if own else f"{rule} parameters, {how}"
         print(f"{nir_out}: NIR graph of {net.describe()} ({what}; dt, T, "
               "the reset rule and the readout in its metadata)")
-        print(f"{nir_out}: {truth_line(read_nir(nir_out))}")
+        graph = read_nir(nir_out)
+        if isinstance(graph.metadata, dict) and graph.metadata.get("r_folded"):
+            print(f"{nir_out}: r folded into the synapses (nodes r = 1; exact; --no-fold-r keeps r in the nodes)")
+        print(f"{nir_out}: {truth_line(graph)}")
     if nwb_out:
         from bioplaus.export.nwb import export_nwb
 
@@ -72,6 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--integration", default=None, choices=["euler", "exact"],
                    help="rule the NIR LIF parameters are computed for (default: the rule the net was "
                    "trained with; euler for the discrete LIF; docs/export.md)")
+    p.add_argument("--fold-r", default=None, action=argparse.BooleanOptionalAction,
+                   help="write LIF/LI/CubaLIF nodes with r = 1 and r in the synapse weights (exact; default: on "
+                   "for lif_nir and cuba_lif nets, so readers that ignore r read them right; docs/export.md)")
     p.add_argument("--format", default=None, help="nir | nwb (older form of --nir / --nwb, with --out)")
     p.add_argument("--out", help="output file for --format (default <run>.nir / <run>.nwb)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NIR / NWB file")

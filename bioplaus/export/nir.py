@@ -59,13 +59,16 @@ from bioplaus.neurons.lif import INTEGRATIONS, LIFModel, LIFParams, nir_beta
 
 
 def to_nir(net: Net, *, integration: str | None = None, li_readout: bool = True,
-           extra_metadata: dict[str, Any] | None = None) -> Any:
+           extra_metadata: dict[str, Any] | None = None, fold_r: bool | None = None) -> Any:
     """The NIR graph of a spiking ``Net`` (MLP or CNN; max-pool as SumPool2d → Threshold).
 
     ``integration`` ("euler" | "exact") is the rule the node parameters are computed for
     (module docstring; default `trained_integration`); ``li_readout=False`` keeps a firing output layer as a LIF node
     (its spikes, not its membrane, leave the graph); ``extra_metadata`` is merged into the graph metadata (e.g. the data
-    set a run was trained on).
+    set a run was trained on). ``fold_r`` (default: on for ``lif_nir`` and ``cuba_lif`` nets, off
+    for the others) writes the leaky nodes with r = 1 and r in the synapses
+    (`bioplaus.export.nir_exact.fold_r`, exact by the spec; the metadata then says ``r_folded``);
+    ``False`` keeps the model's r in the nodes. The discrete LIF's nodes have r = 1 already.
     """
     import nir
 
@@ -134,7 +137,20 @@ def to_nir(net: Net, *, integration: str | None = None, li_readout: bool = True,
     if s.encoder == "poisson" and s.max_rate is not None:
         meta["max_rate"] = float(s.max_rate)
     meta.update(extra_metadata or {})
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+    from bioplaus.export import nir_exact
+
+    model = (model_meta or {}).get("neuron_model")
+    if fold_r is None:
+        fold_r = model in nir_exact.FOLDED_MODELS
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+    if not fold_r or model not in nir_exact.FOLDED_MODELS:  # if_nir: IF nodes keep r (fold_r's docstring)
+        return graph
+    try:
+        graph = nir_exact.fold_r(graph)
+    except NIRFileError as exc:  # cannot happen for a bioplaus chain; a one-line error if it does
+        raise BioplausError(f"export: {exc}") from None
+    graph.metadata["r_folded"] = True
+    return graph
 
 
 def _pool_nodes(nodes: dict[str, Any], edges: list[tuple[str, str]], prev: str, i: int, k: int,
@@ -160,13 +176,13 @@ def _pool_nodes(nodes: dict[str, Any], edges: list[tuple[str, str]], prev: str, 
 
 
 def export_nir(net: Net, path: str | Path, *, integration: str | None = None, li_readout: bool = True,
-               extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Write the NIR graph of ``net`` to ``path`` (HDF5, as ``nir.write`` does)."""
+               extra_metadata: dict[str, Any] | None = None, fold_r: bool | None = None) -> Path:
+    """Write the NIR graph of ``net`` to ``path`` (HDF5, as ``nir.write`` does; options as `to_nir`)."""
     import nir
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = to_nir(net, integration=integration, li_readout=li_readout, extra_metadata=extra_metadata)
+    graph = to_nir(net, integration=integration, li_readout=li_readout, extra_metadata=extra_metadata, fold_r=fold_r)
     try:
         nir.write(path, graph)
     except OSError as exc:

@@ -207,3 +207,67 @@ def _input_shape(graph: Any, order: list[str], src: str) -> tuple[int, ...]:
         if ms.dtype.kind in "iu" and 1 <= ms.size <= 3 and (ms > 0).all() and int(np.prod(ms)) == math.prod(shape):
             shape = tuple(int(v) for v in ms)
     return shape
+
+
+# -- the fold of r into the synapses (export) ---------------------------------------------
+FOLDED_MODELS = ("lif_nir", "cuba_lif")  # models whose graphs `to_nir` folds by default
+FOLDED_NODES = ("LIF", "LI", "CubaLIF", "CubaLI")
+
+
+def fold_r(graph: Any) -> Any:
+    """A copy of ``graph`` with each leaky node's input resistance r moved into the synapse
+    that feeds it: the node gets r = 1, the weights and biases of its neuron (or channel) r.
+
+    Exact by the NIR spec, for every integration rule and dt, because r multiplies only the
+    synaptic input and the input is linear in the synapse's parameters. Per output neuron i
+    (an ``Affine`` / ``Linear`` row; for ``Conv2d`` the output channel, whose r must then
+    be one value over the channel's positions)::
+
+        LIF, LI:        τ dv/dt = (v_leak − v) + r_i (W x + b)_i
+                                = (v_leak − v) + 1 · (W' x + b')_i,   W' = r_i W_i,  b' = r_i b_i
+        CubaLIF, CubaLI: τ_syn dI/dt = −I + w_in (W x + b),  τ_mem dv/dt = (v_leak − v) + r I;
+                        with I' = r I: τ_syn dI'/dt = −I' + w_in (W' x + b'),
+                        τ_mem dv/dt = (v_leak − v) + 1 · I'   (w_in, τ, θ, v_reset unchanged)
+
+    Thresholds and resets act on v, which is unchanged, so the spikes are the same; the
+    CubaLIF's (unobserved) current is r times larger. A reader that honours r reads both
+    graphs alike; one that ignores r (Norse, Spyx) or needs r = 1 (Sinabs, snntorch on LI)
+    reads only the folded graph right. ``IF`` nodes are left as they are: readers that
+    ignore r step dv/dt = r I as v ← v + I, which the spec's v ← v + dt r I is only for
+    r = 1/dt (``if_nir``'s default), so folding it to r = 1 would make them 1/dt too strong.
+    Nodes whose r is already 1 are untouched. NIRFileError (one line naming the node) when a
+    leaky node with r ≠ 1 is not fed by exactly one synapse that feeds only it, or when r
+    varies within a conv channel.
+    """
+    import copy
+
+    import nir
+
+    g = copy.deepcopy(graph)
+    preds: dict[str, list[str]] = {}
+    succs: dict[str, list[str]] = {}
+    for a, b in g.edges:
+        preds.setdefault(b, []).append(a)
+        succs.setdefault(a, []).append(b)
+    for name, node in g.nodes.items():
+        if type(node).__name__ not in FOLDED_NODES:
+            continue
+        r = np.asarray(node.r, dtype=np.float64)
+        if (r == 1.0).all():
+            continue
+        src = preds.get(name, [])
+        syn = g.nodes[src[0]] if len(src) == 1 else None
+        if not isinstance(syn, nir.Affine | nir.Linear | nir.Conv2d) or succs.get(src[0]) != [name]:
+            raise NIRFileError(f"node {name!r}: r = {r.ravel()[0]:g} cannot be folded: the node is not fed by "
+                               "one synapse (Linear, Affine, Conv2d) of its own")
+        w = np.asarray(syn.weight, dtype=np.float64)
+        n_out = w.shape[0]
+        per = r.reshape(n_out, -1) if r.size % n_out == 0 and r.size >= n_out else np.broadcast_to(r.ravel()[:1], (n_out, 1))
+        if not (per == per[:, :1]).all():
+            raise NIRFileError(f"node {name!r}: r varies within an output channel of {src[0]!r}; cannot fold it")
+        scale = per[:, 0]
+        syn.weight = w * scale.reshape((n_out,) + (1,) * (w.ndim - 1))
+        if getattr(syn, "bias", None) is not None:
+            syn.bias = np.asarray(syn.bias, dtype=np.float64) * scale
+        node.r = np.ones_like(r)
+    return g

@@ -390,7 +390,7 @@ def test_nir_exact_conv_round_trip(tmp_path: Path, model: str, rule: str) -> Non
     the graph's geometry and identical spikes and logits; with every metadata key removed it
     reads the same given dt, the rule and T (plus model= for plain LIF/LI nodes)."""
     net = _exact_cnn(model, rule, bias=model != "if_nir")
-    g = to_nir(net)
+    g = to_nir(net, fold_r=False)  # the model's own r (the folded graph: tests/simulators/test_brian2_graph.py)
     nir.write(tmp_path / "c.nir", g)
     back = from_nir(tmp_path / "c.nir")
     assert back.backend == model and back.cfg.arch == "cnn"

@@ -196,7 +196,7 @@ def test_nir_round_trip_identical(model: str, rule: str, tmp_path) -> None:
     from bioplaus.export.nir import from_nir, read_nir, to_nir
 
     net = small_net(model, rule)
-    graph = to_nir(net)
+    graph = to_nir(net, fold_r=False)  # the model's r in the nodes, the synapse as is
     kinds = {type(n).__name__ for n in graph.nodes.values()}
     want = {"lif_nir": {"LIF", "LI"}, "if_nir": {"IF", "LI"}, "cuba_lif": {"CubaLIF", "CubaLI"}}[model]
     assert want <= kinds
@@ -247,7 +247,7 @@ def test_metadata_stripped_reading(model: str) -> None:
     from bioplaus.export.nir import from_nir, to_nir
 
     net = small_net(model, "exact")
-    graph = to_nir(net)
+    graph = to_nir(net, fold_r=False)  # bit-equal weights (the folded graph: tests/export/test_nir_fold.py)
     graph.metadata = {}
     for node in graph.nodes.values():
         if hasattr(node, "metadata"):
@@ -482,3 +482,126 @@ def test_a_spec_reader_reproduces_the_spikes(model: str, rule: str) -> None:
         assert float(la.state.out.sum()) > 0
         np.testing.assert_array_equal(la.state.out.numpy(), ref)
     np.testing.assert_allclose(net.layers[-1].state.mem.numpy(), got[-1], rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- the fold of r
+def _chain(*nodes: object) -> nir.NIRGraph:
+    names = ["input", *(f"n{i}" for i in range(len(nodes))), "output"]
+    objs = [nir.Input(np.array([3])), *nodes, nir.Output(np.array([2]))]
+    return nir.NIRGraph(nodes=dict(zip(names, objs)), edges=list(zip(names[:-1], names[1:])), type_check=False)
+
+
+def test_fold_r_moves_r_into_each_output_row_and_channel() -> None:
+    """`fold_r`: the node's r goes to 1, row i of W and b_i (Affine / Linear) or output channel
+    c of a Conv2d are multiplied by r_i (r_c); w_in, τ, θ, v_reset untouched; the input graph
+    is not changed; IF nodes and nodes with r = 1 are left alone."""
+    from bioplaus.export.nir_exact import fold_r
+
+    W, b, r = np.arange(6.0).reshape(2, 3) + 1, np.array([0.5, -1.0]), np.array([2.0, 3.0])
+    lif = nir.LIF(tau=np.full(2, 5e-3), r=r, v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2))
+    g = _chain(nir.Affine(weight=W, bias=b), lif)
+    f = fold_r(g)
+    np.testing.assert_array_equal(f.nodes["n0"].weight, W * r[:, None])
+    np.testing.assert_array_equal(f.nodes["n0"].bias, b * r)
+    np.testing.assert_array_equal(f.nodes["n1"].r, np.ones(2))
+    np.testing.assert_array_equal(g.nodes["n1"].r, r)  # the input graph is as it was
+    np.testing.assert_array_equal(f.nodes["n1"].v_threshold, np.ones(2))
+    cuba = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 5e-3), r=r, v_leak=np.zeros(2),
+                       v_threshold=np.ones(2), v_reset=np.zeros(2), w_in=np.full(2, 0.7))
+    f = fold_r(_chain(nir.Linear(weight=W), cuba))
+    np.testing.assert_array_equal(f.nodes["n0"].weight, W * r[:, None])
+    np.testing.assert_array_equal(f.nodes["n1"].w_in, np.full(2, 0.7))
+    # Conv2d: per output channel (r one value per channel over its positions)
+    cw = np.ones((2, 1, 3, 3))
+    conv = nir.Conv2d(input_shape=np.array([5, 5]), weight=cw, stride=1, padding=1, dilation=1, groups=1,
+                      bias=np.ones(2))
+    rc = np.stack([np.full((5, 5), 2.0), np.full((5, 5), 4.0)])
+    li = nir.LI(tau=np.full((2, 5, 5), 5e-3), r=rc, v_leak=np.zeros((2, 5, 5)))
+    f = fold_r(_chain(conv, li))
+    np.testing.assert_array_equal(f.nodes["n0"].weight[:, 0, 0, 0], [2.0, 4.0])
+    np.testing.assert_array_equal(f.nodes["n0"].bias, [2.0, 4.0])
+    rc[1, 0, 0] = 5.0
+    with pytest.raises(NIRFileError, match="varies within an output channel"):
+        fold_r(_chain(conv, nir.LI(tau=np.full((2, 5, 5), 5e-3), r=rc, v_leak=np.zeros((2, 5, 5)))))
+    # IF: left as it is (readers that ignore r step v += I, the spec's v += dt r I at r = 1/dt)
+    iff = nir.IF(r=np.full(2, 1e3), v_threshold=np.ones(2), v_reset=np.zeros(2))
+    f = fold_r(_chain(nir.Linear(weight=W), iff))
+    np.testing.assert_array_equal(f.nodes["n0"].weight, W)
+    np.testing.assert_array_equal(f.nodes["n1"].r, iff.r)
+    # a leaky node not fed by a synapse of its own cannot be folded: one line naming it
+    with pytest.raises(NIRFileError, match="'n1'.*cannot be folded"):
+        fold_r(_chain(nir.Threshold(threshold=np.full(3, 0.5)), nir.LIF(
+            tau=np.full(3, 5e-3), r=np.full(3, 2.0), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3))))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_export_folds_lif_nir_and_cuba_lif_by_default(model: str) -> None:
+    """`to_nir`'s default: lif_nir and cuba_lif graphs folded (every node r = 1, the first
+    synapse r W, ``r_folded`` in the metadata); ``fold_r=False`` keeps r in the nodes;
+    if_nir's graph is the same either way."""
+    from bioplaus.export.nir import to_nir
+
+    net = small_net(model, "euler")
+    r = net.layers[0].neuron.params.r
+    plain, folded, forced = to_nir(net, fold_r=False), to_nir(net), to_nir(net, fold_r=True)
+    assert "r_folded" not in plain.metadata
+    np.testing.assert_array_equal(forced.nodes["syn0"].weight, folded.nodes["syn0"].weight)
+    if model == "if_nir":
+        assert "r_folded" not in folded.metadata
+        for k, n in plain.nodes.items():
+            for attr in ("weight", "bias", "r"):
+                if hasattr(n, attr):
+                    np.testing.assert_array_equal(getattr(folded.nodes[k], attr), getattr(n, attr))
+        return
+    assert r != 1.0 and folded.metadata["r_folded"] is True
+    assert all(np.all(np.asarray(n.r) == 1.0) for n in folded.nodes.values() if hasattr(n, "r"))
+    assert not any(np.all(np.asarray(n.r) == 1.0) for n in plain.nodes.values() if hasattr(n, "r"))
+    np.testing.assert_allclose(folded.nodes["syn0"].weight, r * plain.nodes["syn0"].weight, rtol=1e-15)
+    np.testing.assert_allclose(folded.nodes["syn2"].bias, r * plain.nodes["syn2"].bias, rtol=1e-15)
+
+
+def test_default_spiking_export_is_unchanged_by_the_fold(tmp_path) -> None:
+    """The discrete LIF's graph (r = 1 already) is the same with or without the fold, and
+    its file holds the same arrays and metadata."""
+    from bioplaus.export.nir import export_nir, read_nir
+    from bioplaus.nets import build_net
+
+    net = build_net(NetworkConfig(backend="spiking", hidden=[16], bias=True), (12,), 4, seed=0)
+    paths = [export_nir(net, tmp_path / f"{k}.nir", fold_r=f) for k, f in (("d", None), ("n", False), ("y", True))]
+    graphs = [read_nir(p) for p in paths]
+    for g in graphs[1:]:
+        assert g.metadata == graphs[0].metadata and "r_folded" not in g.metadata
+        for k, n in graphs[0].nodes.items():
+            for attr in ("weight", "bias", "r", "tau"):
+                if hasattr(n, attr):
+                    np.testing.assert_array_equal(getattr(g.nodes[k], attr), getattr(n, attr))
+
+
+def test_export_command_folds_by_default_and_no_fold_r_keeps_r(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``bioplaus export RUN --nir`` of a lif_nir run writes the folded graph and says so in a
+    line; ``--no-fold-r`` keeps r = τ/dt in the nodes; both read back to equal spike counts."""
+    from bioplaus.cli import main
+    from bioplaus.export.nir import from_nir, read_nir
+
+    cfg = tmp_path / "e.toml"
+    cfg.write_text(
+        "name='e'\n[data]\ndataset='digits'\nlimit_train=64\nlimit_test=32\n[network]\nbackend='lif_nir'\n"
+        "hidden=[8]\n[network.spiking]\nT=4\noutput_spikes=false\n[rule]\nname='backprop'\nlr=0.05\n"
+        "[train]\nepochs=1\nreport=false\n")
+    run = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--nir", str(tmp_path / "f.nir")]) == 0
+    assert "r folded into the synapses" in capsys.readouterr().out
+    assert main(["export", str(run), "--nir", str(tmp_path / "u.nir"), "--no-fold-r"]) == 0
+    assert "r folded" not in capsys.readouterr().out
+    f, u = read_nir(tmp_path / "f.nir"), read_nir(tmp_path / "u.nir")
+    assert f.metadata["r_folded"] and "r_folded" not in u.metadata
+    np.testing.assert_array_equal(f.nodes["lif0"].r, 1.0)
+    r = float(np.asarray(u.nodes["lif0"].r).ravel()[0])
+    assert r == pytest.approx(TAU / DT)  # the default r = τ/dt (SpikingConfig defaults: τ = 5 ms, dt = 1 ms)
+    np.testing.assert_allclose(f.nodes["syn0"].weight, r * u.nodes["syn0"].weight, rtol=1e-12)
+    x = torch.rand(16, 64, generator=torch.Generator().manual_seed(2))
+    s_f, _ = spikes_of(from_nir(f), x)
+    s_u, _ = spikes_of(from_nir(u), x)
+    assert all(torch.equal(a.sum(0), b.sum(0)) for a, b in zip(s_f, s_u))

@@ -24,9 +24,11 @@ from bioplaus.nets import build_net  # noqa: E402
 T, DT = 25, 1e-3
 
 
-def tiny(model: str, rule: str, r: float | None = None, **neuron: object) -> tuple[torch.nn.Module, object]:
+def tiny(model: str, rule: str, r: float | None = None, fold_r: bool | None = None,
+         **neuron: object) -> tuple[torch.nn.Module, object]:
     """A 12-16-8-4 NIR-exact net (random weights, scaled so that every hidden layer fires)
-    and its graph; r = None is the model's default (τ/dt for LIF, 1/dt for IF)."""
+    and its graph (``fold_r`` as `to_nir`'s: default folded for lif_nir and cuba_lif); r = None
+    is the model's default (τ/dt for LIF, 1/dt for IF)."""
     if r is not None:
         neuron["r"] = r
     cfg = NetworkConfig(backend=model, hidden=[16, 8], bias=False,
@@ -36,7 +38,7 @@ def tiny(model: str, rule: str, r: float | None = None, **neuron: object) -> tup
     with torch.no_grad():
         for la in net.layers:
             la.synapse.weight.mul_(gain)
-    return net, to_nir(net)
+    return net, to_nir(net, fold_r=fold_r)
 
 
 def reference(net: torch.nn.Module, x: torch.Tensor) -> tuple[list[np.ndarray], np.ndarray]:
@@ -82,8 +84,11 @@ def test_spikingjelly_reads_euler_lif_and_if_exactly() -> None:
     same("spikingjelly", *tiny("if_nir", "exact"), readout=True)
     # an exact graph read by its Euler step: counts differ
     assert counts_differ("spikingjelly", *tiny("lif_nir", "exact"), readout=True) > 0.02
-    # CubaLIF: only w_in = τ_syn/dt and r = τ_mem/dt are accepted
+    # CubaLIF: only w_in = τ_syn/dt and r = τ_mem/dt are accepted (so neither the unfolded
+    # graph, w_in = 1, nor the folded one, r = 1)
     with pytest.raises(ValueError, match="w_in"):
+        raw.load_only("spikingjelly", tiny("cuba_lif", "euler", fold_r=False)[1], DT, readout=True)
+    with pytest.raises(ValueError, match="r must equal tau_mem"):
         raw.load_only("spikingjelly", tiny("cuba_lif", "euler")[1], DT, readout=True)
 
 
@@ -103,7 +108,22 @@ def test_norse_reads_r1_euler_lif_and_if_exactly() -> None:
     np.testing.assert_allclose(res.out, cur.numpy(), rtol=1e-5, atol=1e-5)  # LI dropped: the current
     same("norse", *tiny("if_nir", "euler"), readout=True)
     # the default r = τ/dt is ignored: the input is 1/r of the graph's
-    assert counts_differ("norse", *tiny("lif_nir", "euler"), readout=True) > 0.1
+    assert counts_differ("norse", *tiny("lif_nir", "euler", fold_r=False), readout=True) > 0.1
+
+
+def test_norse_reads_the_folded_default_euler_lif_graph() -> None:
+    """The default export folds r = τ/dt into the synapses (nodes r = 1): Norse, which ignores
+    r, then reads the default lif_nir euler net spike for spike in every layer, class for
+    class, where it read the unfolded graph's counts wrong (previous test)."""
+    pytest.importorskip("norse")
+    net, g = tiny("lif_nir", "euler")
+    assert g.metadata["r_folded"] is True
+    assert all(np.all(np.asarray(n.r) == 1.0) for n in g.nodes.values() if hasattr(n, "r"))
+    same("norse", net, g, readout=True)
+    got, _, ref, _ = run("norse", net, g)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a.sum(0), b.sum(0))  # equal spike counts
+    assert counts_differ("norse", net, to_nir(net, fold_r=False), readout=True) > 0.1
 
 
 # ----------------------------------------------------------------------------- snntorch
@@ -122,9 +142,12 @@ def test_snntorch_raw_importer_defects() -> None:
 
 # ----------------------------------------------------------------------------- Sinabs, Rockpool, Spyx
 def test_sinabs_raw_importer_defects() -> None:
-    """Sinabs 3.1: no dt; LI needs r = 1; nir.Linear is not mapped (KeyError on its node)."""
+    """Sinabs 3.1: no dt; LI needs r = 1 (the folded graph has it); nir.Linear is not mapped
+    (KeyError on its node)."""
     pytest.importorskip("sinabs")
     with pytest.raises(ValueError, match="r"):
+        raw.load_only("sinabs", tiny("lif_nir", "euler", fold_r=False)[1], DT)
+    with pytest.raises(KeyError, match="syn0"):
         raw.load_only("sinabs", tiny("lif_nir", "euler")[1], DT)
     with pytest.raises(KeyError, match="syn0"):
         raw.load_only("sinabs", tiny("lif_nir", "euler", r=1.0)[1], DT)

@@ -66,6 +66,35 @@ def test_nir_exact_models_agree_spike_for_spike(model: str, rule: str) -> None:
         _compare(net, res, x)
 
 
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("model", MODELS)
+def test_folded_and_unfolded_graphs_give_the_same_spikes(model: str, rule: str) -> None:
+    """r folded into the synapses (`to_nir`'s default for lif_nir and cuba_lif; if_nir's graph
+    is unchanged) is exact: on the tiny MLP and CNN, the folded and the unfolded graph give
+    the same spike trains (so equal counts) in every layer and the same classes, read by
+    bioplaus's ``from_nir`` (float32; logits to 1e-5) and by Brian2 from the graph
+    (float64; readout membrane to 1e-9)."""
+    x = _digits(4)
+    for arch in ("mlp", "cnn"):
+        net = _net(model, rule, arch)
+        plain, folded = to_nir(net, fold_r=False), to_nir(net)
+        assert bool(folded.metadata.get("r_folded")) == (model != "if_nir")
+        a, b = from_nir(plain), from_nir(folded)
+        with torch.no_grad():
+            la, lb = a(x), b(x)
+        for p, q in zip(a.layers[:-1], b.layers[:-1]):
+            assert p.state.out.sum() > 0, p.name
+            assert torch.equal(p.state.out, q.state.out), (arch, p.name)
+        torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-5)
+        ra = simulate_brian2(plain, x, mode="numpy")
+        rb = simulate_brian2(folded, x, mode="numpy")
+        assert set(ra.spikes) == set(rb.spikes)
+        for k in ra.spikes:
+            np.testing.assert_array_equal(rb.spikes[k], ra.spikes[k], err_msg=f"{arch} {k}")
+        np.testing.assert_allclose(rb.mem_out, ra.mem_out, rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(rb.predicted, ra.predicted)
+
+
 def test_metadata_stripped_graph_with_dt_and_rule_given() -> None:
     """A cuba_lif CNN graph without any metadata, read with dt, the rule and T passed, gives the
     same spikes; read with the other rule it does not."""
