@@ -17,6 +17,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from bioplaus.resources import size_text
+
 # Largest chunk accepted: HDF5 inflates whole chunks, and a writer's chunk is one row.
 MAX_CHUNK_BYTES = 1 << 30
 # Deepest group nesting and JSON nesting accepted; bioplaus writes a handful of levels.
@@ -28,16 +30,6 @@ MAX_OBJECTS = 100_000
 _DEFLATE_MAX_RATIO = 1100
 # Declared sizes up to this are read without comparing them to the storage.
 _SMALL_BYTES = 1 << 20
-
-
-def size_text(n: int) -> str:
-    """A byte count for messages (1.5 GiB, 12 kiB, 80 B)."""
-    value = float(n)
-    for unit in ("B", "kiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 def brief(value: Any, limit: int = 60) -> str:

@@ -271,7 +271,7 @@ RUN_CASES = [
     Case("groups_100_deep", _deep_groups, match="nested deeper"),
     Case("object_name_not_utf8", _name_not_utf8, match="not valid UTF-8"),
     Case("trace_sparse_10GB", _sparse_trace, match="but stores only"),
-    Case("chunk_2GiB", _huge_chunk, match="chunks of 2 GiB"),
+    Case("chunk_2GiB", _huge_chunk, match="chunks of 2.0 GiB"),
     Case("trace_dt_text", _attr("dt", "fast", "traces/hidden.mem"), match="attribute dt='fast'"),
     Case("spikes_n_neurons_1e12", _attr("n_neurons", 10**12, "spikes/hidden"),
          match="attribute n_neurons=1000000000000"),
@@ -300,7 +300,7 @@ RUN_CASES = [
     Case("spikes_index_beyond_n_neurons", _lean("spikes", _spike_index), fails=frozenset({"report"}),
          match="/spikes/hidden/neuron: values"),
     Case("spikes_n_neurons_2e9", _lean("spikes", _attr("n_neurons", 2**31, "spikes/hidden")),
-         fails=frozenset({"report"}), match="more than the 1 GiB cap"),
+         fails=frozenset({"report"}), match="more than the 1.0 GiB cap"),
     # Layouts the reader accepts but a figure cannot draw: the figure skips them (or, for a
     # name too long for a file, shortens the file name) and the report exits 0.
     Case("trace_scalar_rows", _series("traces/x.mem", np.arange(3.0)), fails=frozenset(),
@@ -421,7 +421,7 @@ def test_read_cap(base_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "MAX_READ_BYTES", 1000)
     with open_run(base_run) as run:
         assert len(run.metric("train_loss")) == 3
-        with pytest.raises(RunFileError, match=r"/weights/hidden: would load 4\.5 kiB at once"):
+        with pytest.raises(RunFileError, match=r"/weights/hidden: would load 4\.5 KiB at once"):
             run.weights("hidden")
 
 
