@@ -325,10 +325,15 @@ def read_nir(path: str | Path) -> Any:
     import nir
 
     from bioplaus.record import _untrusted as u
+    from bioplaus.record._superblock import looping_global_heap
 
     p = Path(path)
     if not p.is_file():
         raise NIRFileError(f"{p}: no such NIR file")
+    heap = looping_global_heap(p)
+    if heap is not None:
+        raise NIRFileError(f"{p}: not a NIR file (corrupt HDF5: the global heap at byte {heap} has an "
+                           "object of size 0, which HDF5 would read forever)")
     try:
         f = h5py.File(p, "r")
     except OSError as exc:

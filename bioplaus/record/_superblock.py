@@ -155,3 +155,58 @@ class ClearedFlags(io.RawIOBase):
     def close(self) -> None:
         self._fh.close()
         super().close()
+
+
+GCOL = b"GCOL"
+_U64 = (1 << 64) - 1
+# Collections larger than this are not walked (HDF5 writes them of 4 KiB or the size of one
+# large object).
+_MAX_COLLECTION = 1 << 28
+
+
+def looping_global_heap(path: Path, size_of_lengths: int = 8) -> int | None:
+    """The offset of a global heap collection whose objects HDF5 would parse forever; None
+    if there is none.
+
+    Variable-length strings (the run file's JSON attributes) live in global heap collections:
+    "GCOL", version 1, 3 reserved bytes, the collection size C (L bytes), then objects, each
+    index (2 bytes), reference count (2), reserved (4), size s (L), data padded to 8 bytes.
+    HDF5 (1.14) walks the objects with p <- p + need, need = 16 + align8(s) for an object and
+    need = s for the free space (index 0), and never checks need > 0: a free-space size of 0
+    (one flipped bit) spins in ``H5HG__cache_heap_deserialize`` inside a single C call, deaf
+    to signals. This walks every collection the same way first, without HDF5."""
+    L = size_of_lengths
+    hdr = (8 + L + 7) & ~7
+    objhdr = (8 + L + 7) & ~7
+    chunk = 1 << 24
+    try:
+        with open(path, "rb") as fh:  # plain reads: an mmap of a sparse file on a full tmpfs is a SIGBUS
+            n = os.fstat(fh.fileno()).st_size
+            pos = 0
+            while pos < n:
+                fh.seek(pos)
+                block = fh.read(chunk + len(GCOL) - 1)
+                if not block:
+                    break
+                hit = block.find(GCOL)
+                while hit != -1 and hit < chunk:
+                    off = pos + hit
+                    fh.seek(off)
+                    head = fh.read(hdr)
+                    if len(head) == hdr and head[4] == 1:
+                        size_c = min(int.from_bytes(head[8 : 8 + L], "little"), n - off, _MAX_COLLECTION)
+                        fh.seek(off)
+                        col = fh.read(size_c)
+                        p, end = hdr, len(col)
+                        while p + objhdr <= end:
+                            idx = int.from_bytes(col[p : p + 2], "little")
+                            size = int.from_bytes(col[p + 8 : p + 8 + L], "little")
+                            need = (objhdr + ((size + 7) & ~7)) & _U64 if idx > 0 else size
+                            if need == 0 or need >= 1 << 63:  # no progress, or a pointer wrap
+                                return off
+                            p += need
+                    hit = block.find(GCOL, hit + 1)
+                pos += chunk
+    except (OSError, ValueError):
+        return None
+    return None

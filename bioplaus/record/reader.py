@@ -38,7 +38,13 @@ from bioplaus.errors import RunFileError, RunFileNotFound, os_reason
 from bioplaus.metrics import Metric, headline
 from bioplaus.procs import pid_alive
 from bioplaus.record import _untrusted as u
-from bioplaus.record._superblock import WRITE_ACCESS, ClearedFlags, Superblock, read_superblock
+from bioplaus.record._superblock import (
+    WRITE_ACCESS,
+    ClearedFlags,
+    Superblock,
+    looping_global_heap,
+    read_superblock,
+)
 from bioplaus.record.writer import FORMAT, FORMAT_VERSION, STATUSES
 
 _LOCK_WAIT_S = 2.0
@@ -338,6 +344,13 @@ class RunFile:
                     f"cannot open run file {path} (truncated HDF5 file): {size} bytes, its "
                     f"superblock says {sb.eof}"
                 )
+        heap = looping_global_heap(path, sb.raw[10] if sb is not None else 8)
+        if heap is not None:
+            raise RunFileError(
+                f"cannot open run file {path} (corrupt HDF5 file): the global heap at byte {heap} "
+                "has an object of size 0, which HDF5 would read forever"
+            )
+        if sb is not None:
             if sb.flags & WRITE_ACCESS:
                 opened = self._open_cleared(path, sb)
                 if opened is not None:
