@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bioplaus.export.peers import quiet, run_peer
+from bioplaus.export.peers import hooked, quiet, run_peer
 
 PEERS = ("norse", "snntorch", "spikingjelly", "sinabs", "rockpool", "spyx")
 _DIST = {"norse": "norse", "snntorch": "snntorch", "spikingjelly": "spikingjelly", "sinabs": "sinabs",
@@ -239,29 +239,12 @@ class _SJMembrane(torch.nn.Module):
         return (v if isinstance(v, torch.Tensor) else torch.full_like(x, float(v))), st
 
 
-def _hooked(module: torch.nn.Module, names: list[str]) -> tuple[dict[str, list[torch.Tensor]], list[Any]]:
-    caught: dict[str, list[torch.Tensor]] = {k: [] for k in names}
-    mods = dict(module.named_modules())
-    hooks = []
-    for k in names:
-        mod = mods.get(k) or mods.get(f"nir_node_{k}")
-        if mod is None:
-            continue
-
-        def hook(_m: Any, _i: Any, out: Any, key: str = k) -> None:
-            val = out[0] if isinstance(out, tuple) else out
-            caught[key].append(val.detach().clone())
-
-        hooks.append(mod.register_forward_hook(hook))
-    return caught, hooks
-
-
 def _run_sinabs(graph: Any, xt: torch.Tensor, names: list[str]) -> PeerRun:
     """Sinabs layers take all steps at once, batch and time merged: [B·T, ...] (batch major)."""
     sinabs = _import("sinabs")
     T, B = xt.shape[:2]
     mod = quiet(sinabs.from_nir, graph, batch_size=B)
-    caught, hooks = _hooked(mod, names)
+    caught, hooks = hooked(mod, names)
     try:
         with torch.no_grad():
             out = quiet(mod, xt.transpose(0, 1).reshape(B * T, *xt.shape[2:]))
@@ -278,7 +261,7 @@ def _run_sinabs(graph: Any, xt: torch.Tensor, names: list[str]) -> PeerRun:
 
 def _run_batch_major(mod: torch.nn.Module, xt: torch.Tensor, names: list[str]) -> PeerRun:
     """Rockpool's torch modules take [B, T, N] in one call."""
-    caught, hooks = _hooked(mod, names)
+    caught, hooks = hooked(mod, names)
     try:
         with torch.no_grad():
             out = mod(xt.transpose(0, 1))

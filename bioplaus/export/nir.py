@@ -452,6 +452,20 @@ def unsupported(src: str, name: str, node: Any, expected: str) -> NIRFileError:
                         f"{expected} was expected (bioplaus reads {_SUPPORTED})")
 
 
+def graph_arg(graph: Any) -> tuple[Any, str]:
+    """A NIR graph given as a ``nir.NIRGraph`` or a file path: (the graph, how messages name
+    it); anything else is one `NIRFileError` line."""
+    import nir
+
+    src = "NIR graph"
+    if isinstance(graph, str | Path):
+        src = str(graph)
+        graph = read_nir(graph)
+    if not isinstance(graph, nir.NIRGraph):
+        raise NIRFileError(f"{src}: expected a nir.NIRGraph, got {type(graph).__name__}")
+    return graph, src
+
+
 def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None, model: str | None = None,
              integration: str | None = None) -> Net:
     """A spiking ``Net`` (MLP) rebuilt from a NIR graph, by bioplaus or by a peer exporter.
@@ -478,12 +492,7 @@ def from_nir(graph: Any, *, dt: float | None = None, reset: str | None = None, m
     """
     import nir
 
-    src = "NIR graph"
-    if isinstance(graph, str | Path):
-        src = str(graph)
-        graph = read_nir(graph)
-    if not isinstance(graph, nir.NIRGraph):
-        raise NIRFileError(f"{src}: expected a nir.NIRGraph, got {type(graph).__name__}")
+    graph, src = graph_arg(graph)
     order = _chain(graph, src)
     # -- NIR-exact neuron models (lif_nir, if_nir, cuba_lif): their own reader -------------
     from bioplaus.export.nir_exact import claimant, from_nir_exact

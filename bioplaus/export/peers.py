@@ -219,18 +219,12 @@ def neuron_nodes(graph: Any) -> list[str]:
     return [k for k in order if isinstance(g.nodes[k], nir.LIF | nir.LI)]
 
 
-def run_peer(module: torch.nn.Module, x: torch.Tensor, names: list[str],
-             peer: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run a peer's module on time-major ``x`` [T, B, ...]; (output [T, B, n], {node: [T, B, n]}).
-
-    ``peer`` is "snntorch" (modules keep hidden state: reset first; fx GraphModule) or
-    "norse" (nirtorch GraphExecutor with explicit state). The neuron nodes' outputs are
-    caught with forward hooks (spikes of LIF nodes; the membrane of an LI node in the
-    adapters).
-    """
+def hooked(module: torch.nn.Module, names: list[str]) -> tuple[dict[str, list[torch.Tensor]], list[Any]]:
+    """Forward hooks on the submodules of ``module`` named ``names`` (or ``nir_node_<name>``):
+    ({name: the outputs it produced, one per call}, the hook handles to remove)."""
     caught: dict[str, list[torch.Tensor]] = {k: [] for k in names}
-    hooks = []
     mods = dict(module.named_modules())
+    hooks = []
     for k in names:
         mod = mods.get(k) or mods.get(f"nir_node_{k}")
         if mod is None:
@@ -241,6 +235,19 @@ def run_peer(module: torch.nn.Module, x: torch.Tensor, names: list[str],
             caught[key].append(val.detach().clone())
 
         hooks.append(mod.register_forward_hook(hook))
+    return caught, hooks
+
+
+def run_peer(module: torch.nn.Module, x: torch.Tensor, names: list[str],
+             peer: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run a peer's module on time-major ``x`` [T, B, ...]; (output [T, B, n], {node: [T, B, n]}).
+
+    ``peer`` is "snntorch" (modules keep hidden state: reset first; fx GraphModule) or
+    "norse" (nirtorch GraphExecutor with explicit state). The neuron nodes' outputs are
+    caught with forward hooks (spikes of LIF nodes; the membrane of an LI node in the
+    adapters).
+    """
+    caught, hooks = hooked(module, names)
     outs = []
     try:
         with torch.no_grad():

@@ -252,17 +252,11 @@ def simulate_graph(graph: Any, x: torch.Tensor, *, mode: str = "runtime", cache_
     as the spec states it (module docstring); the result's ``note`` says what bioplaus's
     reading does differently ("" for a graph that means what the spec says)."""
     import brian2 as b2
-    import nir
 
-    from bioplaus.export.nir import read_nir
+    from bioplaus.export.nir import graph_arg
     from bioplaus.simulators.brian2_runner import brian2_device, standalone_cache
 
-    src = "NIR graph"
-    if isinstance(graph, str | Path):
-        src = str(graph)
-        graph = read_nir(graph)
-    if not isinstance(graph, nir.NIRGraph):
-        raise NIRFileError(f"{src}: expected a nir.NIRGraph, got {type(graph).__name__}")
+    graph, src = graph_arg(graph)
     stages, in_shape = read_stages(graph, src)
     dt = dt if dt is not None else _meta_value(graph, "dt", src) or 1e-3
     rule = integration or _meta_value(graph, "integration", src) or "exact"
